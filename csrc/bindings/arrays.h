@@ -1,0 +1,90 @@
+// NumPy argument checks for the bindings. Every check names the argument and says what was
+// expected, and raises TypeError (dtype) or ValueError (everything else) in Python.
+// The Python layer (fastmlp.ops) converts inputs first; these checks are the last line of defence,
+// so that no call into _core can crash or silently compute on the wrong memory.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "common/errors.h"
+
+namespace fastmlp::bind {
+
+namespace py = pybind11;
+
+inline std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(a.shape(i));
+  }
+  if (a.ndim() == 1) s += ",";
+  return s + ")";
+}
+
+inline std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+template <typename T>
+inline void check_array(const py::array& a, const char* name, int ndim, const char* dtype_name) {
+  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>())) {
+    throw TypeError(detail::concat(name, ": expected a ", dtype_name, " array, got ", dtype_str(a)));
+  }
+  if (ndim >= 0 && a.ndim() != ndim) {
+    throw ValueError(detail::concat(name, ": expected a ", ndim, "-D array, got shape ", shape_str(a)));
+  }
+  if (!(a.flags() & py::array::c_style)) {
+    throw ValueError(detail::concat(name, ": expected a C-contiguous array (np.ascontiguousarray)"));
+  }
+}
+
+inline const float* in_f32(const py::array& a, const char* name, int ndim = -1) {
+  check_array<float>(a, name, ndim, "float32");
+  return static_cast<const float*>(a.data());
+}
+
+inline float* out_f32(py::array& a, const char* name, int ndim = -1) {
+  check_array<float>(a, name, ndim, "float32");
+  if (!a.writeable()) throw ValueError(detail::concat(name, ": array is read-only"));
+  return static_cast<float*>(a.mutable_data());
+}
+
+inline const int64_t* in_i64(const py::array& a, const char* name, int ndim = -1) {
+  check_array<int64_t>(a, name, ndim, "int64");
+  return static_cast<const int64_t*>(a.data());
+}
+
+// Checks a.shape == expected, where -1 in expected matches any extent.
+inline void check_shape(const py::array& a, const char* name, std::initializer_list<int64_t> expected) {
+  bool ok = a.ndim() == static_cast<py::ssize_t>(expected.size());
+  std::string want = "(";
+  int i = 0;
+  for (int64_t e : expected) {
+    if (i) want += ", ";
+    want += e < 0 ? std::string("*") : std::to_string(e);
+    if (ok && e >= 0 && a.shape(i) != e) ok = false;
+    ++i;
+  }
+  if (expected.size() == 1) want += ",";
+  want += ")";
+  if (!ok) throw ValueError(detail::concat(name, ": expected shape ", want, ", got ", shape_str(a)));
+}
+
+// Checks 0 <= labels[i] < classes for every label.
+inline void check_labels(const int64_t* labels, int64_t n, int64_t classes, const char* name) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (labels[i] < 0 || labels[i] >= classes) {
+      throw ValueError(detail::concat(name, ": label ", labels[i], " at index ", i,
+                                      " is out of range [0, ", classes, ")"));
+    }
+  }
+}
+
+inline py::array_t<float> new_f32(std::vector<py::ssize_t> shape) { return py::array_t<float>(shape); }
+
+}  // namespace fastmlp::bind

@@ -1,0 +1,7 @@
+#include "bindings/bindings.h"
+
+namespace fastmlp::bind {
+
+void bind_gemm(pybind11::module_& m) { (void)m; }
+
+}  // namespace fastmlp::bind

@@ -1,0 +1,69 @@
+// Scalar activation math, shared by the CPU kernels, the GEMM epilogue and the CUDA kernels.
+//
+//   identity    f(x) = x                                   f'(x) = 1
+//   relu        f(x) = max(x, 0)                           f'(x) = [x > 0]
+//   leaky_relu  f(x) = x if x > 0 else alpha * x           f'(x) = 1 if x > 0 else alpha
+//   prelu       same as leaky_relu, alpha is learned       df/dalpha = 0 if x > 0 else x
+//   elu         f(x) = x if x > 0 else alpha * (e^x - 1)   f'(x) = 1 if x > 0 else f(x) + alpha
+//   sigmoid     f(x) = 1 / (1 + e^-x)                      f'(x) = f(x) * (1 - f(x))
+//   tanh        f(x) = tanh(x)                             f'(x) = 1 - f(x)^2
+//
+// At x == 0 the derivative is the left one (relu'(0) = 0, leaky'(0) = alpha), as in PyTorch.
+// The derivative takes both the input x and the output y = f(x) and uses whichever gives it
+// exactly and cheaply (y for sigmoid, tanh, elu; x for the sign tests).
+#pragma once
+
+#include <cmath>
+
+#include "common/macros.h"
+
+namespace fastmlp {
+
+enum class Activation : int {
+  Identity = 0,
+  Relu = 1,
+  LeakyRelu = 2,
+  Prelu = 3,
+  Elu = 4,
+  Sigmoid = 5,
+  Tanh = 6,
+};
+
+// Numerically stable logistic: never evaluates exp of a large positive number.
+FASTMLP_HD float sigmoidf_stable(float x) {
+  if (x >= 0.0f) {
+    const float e = expf(-x);
+    return 1.0f / (1.0f + e);
+  }
+  const float e = expf(x);
+  return e / (1.0f + e);
+}
+
+FASTMLP_HD float activation_forward(Activation kind, float x, float alpha) {
+  switch (kind) {
+    case Activation::Identity: return x;
+    case Activation::Relu: return x > 0.0f ? x : 0.0f;
+    case Activation::LeakyRelu:
+    case Activation::Prelu: return x > 0.0f ? x : alpha * x;
+    case Activation::Elu: return x > 0.0f ? x : alpha * expm1f(x);
+    case Activation::Sigmoid: return sigmoidf_stable(x);
+    case Activation::Tanh: return tanhf(x);
+  }
+  return x;
+}
+
+// df/dx at x, given y = activation_forward(kind, x, alpha).
+FASTMLP_HD float activation_derivative(Activation kind, float x, float y, float alpha) {
+  switch (kind) {
+    case Activation::Identity: return 1.0f;
+    case Activation::Relu: return x > 0.0f ? 1.0f : 0.0f;
+    case Activation::LeakyRelu:
+    case Activation::Prelu: return x > 0.0f ? 1.0f : alpha;
+    case Activation::Elu: return x > 0.0f ? 1.0f : y + alpha;
+    case Activation::Sigmoid: return y * (1.0f - y);
+    case Activation::Tanh: return 1.0f - y * y;
+  }
+  return 1.0f;
+}
+
+}  // namespace fastmlp

@@ -1,0 +1,100 @@
+"""Argument conversion and validation shared by the Python layer.
+
+Conversion policy (documented in :mod:`fastmlp.ops`):
+
+* Read-only float inputs may be any real floating dtype (float16/32/64) and any memory layout;
+  they are converted to C-contiguous float32 (a copy only when needed).
+* Buffers updated in place (parameters, optimizer state, ``out=`` arrays) must already be
+  float32, C-contiguous and writable: converting them would silently drop the update.
+* Class labels may be any integer dtype and are converted to int64; floats, bools and
+  out-of-range values are refused.
+* Everything else (ints or bools where floats are expected, complex, object arrays) is refused.
+
+Errors are ``TypeError`` for a wrong dtype or type and ``ValueError`` for a wrong value or shape,
+and the message starts with the argument's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+_FLOAT_KINDS = "f"
+
+
+def _shape_str(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def as_float_input(x: object, name: str, ndim: int | None = None) -> np.ndarray:
+    """Return ``x`` as a C-contiguous float32 array, checking its dtype kind and ``ndim``."""
+    if not isinstance(x, np.ndarray):
+        if isinstance(x, (list, tuple)) or np.isscalar(x):
+            x = np.asarray(x)
+        else:
+            raise TypeError(f"{name}: expected a NumPy array, got {type(x).__name__}")
+    if x.dtype.kind not in _FLOAT_KINDS:
+        raise TypeError(f"{name}: expected a floating-point array, got dtype {x.dtype}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {_shape_str(x.shape)}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def as_inplace(x: object, name: str, ndim: int | None = None) -> np.ndarray:
+    """Check that ``x`` can be updated in place: float32, C-contiguous, writable."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name}: expected a NumPy array, got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise TypeError(f"{name}: expected a float32 array (it is updated in place), got {x.dtype}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {_shape_str(x.shape)}")
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous array (it is updated in place)")
+    if not x.flags.writeable:
+        raise ValueError(f"{name}: array is read-only")
+    return x
+
+
+def as_labels(y: object, name: str, n: int, num_classes: int) -> np.ndarray:
+    """Return integer class labels as a contiguous int64 array of length ``n`` in ``[0, num_classes)``."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer class labels, got dtype {y.dtype}")
+    if y.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of labels, got shape {_shape_str(y.shape)}")
+    if y.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} labels (one per row), got {y.shape[0]}")
+    if n and (y.min() < 0 or y.max() >= num_classes):
+        bad = int(y[(y < 0) | (y >= num_classes)][0])
+        raise ValueError(f"{name}: label {bad} is out of range [0, {num_classes})")
+    return np.ascontiguousarray(y, dtype=np.int64)
+
+
+def check_same_shape(a: np.ndarray, a_name: str, b: np.ndarray, b_name: str) -> None:
+    """Raise ValueError unless ``a`` and ``b`` have the same shape."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{b_name}: expected the shape of {a_name} {_shape_str(a.shape)}, "
+            f"got {_shape_str(b.shape)}"
+        )
+
+
+def check_nonempty(x: np.ndarray, name: str) -> None:
+    """Raise ValueError for an empty batch (no rows)."""
+    if x.shape[0] == 0:
+        raise ValueError(f"{name}: empty batch (0 rows)")
+
+
+def check_finite(x: np.ndarray, name: str) -> None:
+    """Raise ValueError if ``x`` holds NaN or infinity."""
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name}: contains NaN or infinite values")
+
+
+def check_probability(p: float, name: str, *, allow_one: bool = False) -> float:
+    """Check ``0 <= p < 1`` (or ``<= 1``) and return it as a float."""
+    p = float(p)
+    if not (0.0 <= p < 1.0 or (allow_one and p == 1.0)):
+        raise ValueError(f"{name}: expected a probability in [0, 1{']' if allow_one else ')'}, got {p}")
+    return p

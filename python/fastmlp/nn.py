@@ -1,0 +1,3 @@
+"""Placeholder: being written (see the issue "Training engine and user API")."""
+MLP = None
+load = None
