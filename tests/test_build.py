@@ -52,3 +52,15 @@ def test_omp_num_threads_sets_the_default() -> None:
         capture_output=True, text=True, check=True,
     )
     assert out.stdout.strip() == "1"
+
+
+def test_cuda_module_reports_instead_of_failing() -> None:
+    info = fastmlp._cuda_info()
+    if not info["compiled"]:
+        pytest.skip("fastmlp was built without CUDA")
+    assert info["device_count"] >= 0
+    assert isinstance(info["runtime_version"], int) and info["runtime_version"] > 0
+    if info["device_count"] == 0:
+        assert info["error"]
+    else:
+        assert len(info["devices"]) == info["device_count"]
