@@ -28,7 +28,7 @@ def test_set_num_threads_round_trips_and_rejects_zero() -> None:
         fastmlp.set_num_threads(1)
         assert fastmlp.get_num_threads() == 1
         assert fastmlp.build_info()["num_threads"] == 1
-        with pytest.raises(ValueError, match="^n: "):
+        with pytest.raises(ValueError, match=r"^n: "):
             fastmlp.set_num_threads(0)
         assert fastmlp.get_num_threads() == 1
     finally:
@@ -40,7 +40,9 @@ def test_generic_simd_path_can_be_forced() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code],
         env={"FASTMLP_SIMD": "generic", "PATH": ""},
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.strip() == "generic"
 
@@ -48,8 +50,11 @@ def test_generic_simd_path_can_be_forced() -> None:
 def test_omp_num_threads_sets_the_default() -> None:
     code = "import fastmlp; print(fastmlp.get_num_threads())"
     out = subprocess.run(
-        [sys.executable, "-c", code], env={"OMP_NUM_THREADS": "1", "PATH": ""},
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        env={"OMP_NUM_THREADS": "1", "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.strip() == "1"
 

@@ -31,9 +31,9 @@ inline std::string shape_str(const py::array& a) {
 inline std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
 template <typename T>
-inline void check_array(const py::array& a, const char* name, int ndim, const char* dtype_name) {
+inline void check_array(const py::array& a, const char* name, int ndim, const char* what) {
   if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>())) {
-    throw TypeError(detail::concat(name, ": expected a ", dtype_name, " array, got ", dtype_str(a)));
+    throw TypeError(detail::concat(name, ": expected ", what, " array, got ", dtype_str(a)));
   }
   if (ndim >= 0 && a.ndim() != ndim) {
     throw ValueError(detail::concat(name, ": expected a ", ndim, "-D array, got shape ", shape_str(a)));
@@ -44,18 +44,18 @@ inline void check_array(const py::array& a, const char* name, int ndim, const ch
 }
 
 inline const float* in_f32(const py::array& a, const char* name, int ndim = -1) {
-  check_array<float>(a, name, ndim, "float32");
+  check_array<float>(a, name, ndim, "a float32");
   return static_cast<const float*>(a.data());
 }
 
 inline float* out_f32(py::array& a, const char* name, int ndim = -1) {
-  check_array<float>(a, name, ndim, "float32");
+  check_array<float>(a, name, ndim, "a float32");
   if (!a.writeable()) throw ValueError(detail::concat(name, ": array is read-only"));
   return static_cast<float*>(a.mutable_data());
 }
 
 inline const int64_t* in_i64(const py::array& a, const char* name, int ndim = -1) {
-  check_array<int64_t>(a, name, ndim, "int64");
+  check_array<int64_t>(a, name, ndim, "an int64");
   return static_cast<const int64_t*>(a.data());
 }
 

@@ -1,7 +1,97 @@
+// _core.gemm: the fused GEMM of cpu/gemm.h on NumPy arrays. Every argument is checked again here
+// (fastmlp.ops converts first), then the GIL is released around the kernel.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "bindings/arrays.h"
 #include "bindings/bindings.h"
+#include "common/errors.h"
+#include "cpu/gemm.h"
 
 namespace fastmlp::bind {
+namespace {
 
-void bind_gemm(pybind11::module_& m) { (void)m; }
+namespace py = pybind11;
+
+struct NamedActivation {
+  const char* name;
+  Activation kind;
+};
+constexpr NamedActivation kActivations[] = {
+    {"identity", Activation::Identity}, {"relu", Activation::Relu},
+    {"leaky_relu", Activation::LeakyRelu}, {"prelu", Activation::Prelu},
+    {"elu", Activation::Elu},           {"sigmoid", Activation::Sigmoid},
+    {"tanh", Activation::Tanh},
+};
+
+Activation parse_activation(const std::string& name) {
+  std::string known;
+  for (const auto& a : kActivations) {
+    if (name == a.name) return a.kind;
+    known += known.empty() ? "" : ", ";
+    known += std::string("'") + a.name + "'";
+  }
+  throw ValueError("activation: unknown '" + name + "'; known: " + known);
+}
+
+bool overlaps(const py::array& x, const py::array& y) {
+  const auto* x0 = static_cast<const char*>(x.data());
+  const auto* y0 = static_cast<const char*>(y.data());
+  return x.nbytes() > 0 && y.nbytes() > 0 && x0 < y0 + y.nbytes() && y0 < x0 + x.nbytes();
+}
+
+void gemm_py(py::array c, const py::array& a, const py::array& b, bool trans_a, bool trans_b,
+             float alpha, float beta, const std::optional<py::array>& bias,
+             const std::string& activation, float activation_alpha,
+             std::optional<py::array> preactivation) {
+  const float* pa = in_f32(a, "a", 2);
+  const float* pb = in_f32(b, "b", 2);
+  float* pc = out_f32(c, "c", 2);
+  const int64_t m = trans_a ? a.shape(1) : a.shape(0);
+  const int64_t k = trans_a ? a.shape(0) : a.shape(1);
+  const int64_t kb = trans_b ? b.shape(1) : b.shape(0);
+  const int64_t n = trans_b ? b.shape(0) : b.shape(1);
+  FASTMLP_CHECK(kb == k, "b: expected ", k, " rows in op(b) to match the columns of op(a), got ", kb);
+  check_shape(c, "c", {m, n});
+  FASTMLP_CHECK(!overlaps(c, a) && !overlaps(c, b), "c: must not share memory with a or b");
+
+  GemmEpilogue epi;
+  epi.activation = parse_activation(activation);
+  epi.activation_alpha = activation_alpha;
+  if (bias) {
+    epi.bias = in_f32(*bias, "bias", 1);
+    check_shape(*bias, "bias", {n});
+    FASTMLP_CHECK(!overlaps(c, *bias), "bias: must not share memory with c");
+  }
+  if (preactivation) {
+    epi.preactivation = out_f32(*preactivation, "preactivation", 2);
+    check_shape(*preactivation, "preactivation", {m, n});
+    FASTMLP_CHECK(!overlaps(*preactivation, a) && !overlaps(*preactivation, b),
+                  "preactivation: must not share memory with a or b");
+    FASTMLP_CHECK(epi.activation == Activation::Identity || !overlaps(*preactivation, c),
+                  "preactivation: may share memory with c only for the identity activation");
+  }
+  // The kernel reads C only when beta != 0; with beta == 0 it may hold anything.
+  const int64_t lda = a.shape(1), ldb = b.shape(1), ldc = n;
+  py::gil_scoped_release release;
+  gemm(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, epi);
+}
+
+}  // namespace
+
+void bind_gemm(py::module_& m) {
+  m.def("gemm", &gemm_py, py::arg("c"), py::arg("a"), py::arg("b"), py::kw_only(),
+        py::arg("trans_a") = false, py::arg("trans_b") = false, py::arg("alpha") = 1.0f,
+        py::arg("beta") = 0.0f, py::arg("bias") = py::none(), py::arg("activation") = "identity",
+        py::arg("activation_alpha") = 0.0f, py::arg("preactivation") = py::none(),
+        "c = act(alpha * op(a) @ op(b) + beta * c + bias), in place. a, b, c, bias and "
+        "preactivation are C-contiguous float32; op(x) is x.T when trans_x. With beta == 0, c is "
+        "not read. preactivation, if given, receives the value before the activation.");
+}
 
 }  // namespace fastmlp::bind

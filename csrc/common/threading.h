@@ -2,7 +2,12 @@
 // per-thread ICV), so a kernel called from any Python thread uses the same count.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace fastmlp {
 
@@ -17,6 +22,31 @@ inline int threads_for(int64_t work, int64_t grain) {
   const int n = num_threads();
   if (useful <= 1) return 1;
   return useful < n ? static_cast<int>(useful) : n;
+}
+
+// Runs body(begin, end) on nt contiguous, disjoint pieces of [0, n), one per OpenMP thread; inline
+// on the calling thread when nt == 1, so small problems never open a parallel region. Piece
+// boundaries are multiples of `align`, which keeps each element in the same position of a
+// vectorised loop (main body or remainder) whatever the thread count: bit-identical results.
+template <typename Body>
+void parallel_ranges(int64_t n, int nt, const Body& body, int64_t align = 1) {
+  if (nt <= 1 || n <= 1) {
+    body(int64_t{0}, n);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+#ifdef _OPENMP
+    const int64_t t = omp_get_thread_num();
+    const int64_t team = omp_get_num_threads();
+#else
+    const int64_t t = 0;
+    const int64_t team = 1;
+#endif
+    const int64_t per = ((n + team - 1) / team + align - 1) / align * align;
+    const int64_t begin = std::min(n, t * per);
+    body(begin, std::min(n, begin + per));
+  }
 }
 
 }  // namespace fastmlp

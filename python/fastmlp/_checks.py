@@ -38,7 +38,7 @@ def as_float_input(x: object, name: str, ndim: int | None = None) -> np.ndarray:
         raise TypeError(f"{name}: expected a floating-point array, got dtype {x.dtype}")
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got shape {_shape_str(x.shape)}")
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return np.asarray(x, dtype=np.float32, order="C")
 
 
 def as_inplace(x: object, name: str, ndim: int | None = None) -> np.ndarray:
@@ -57,7 +57,7 @@ def as_inplace(x: object, name: str, ndim: int | None = None) -> np.ndarray:
 
 
 def as_labels(y: object, name: str, n: int, num_classes: int) -> np.ndarray:
-    """Return integer class labels as a contiguous int64 array of length ``n`` in ``[0, num_classes)``."""
+    """Return labels as contiguous int64 of length ``n``, each in ``[0, num_classes)``."""
     y = np.asarray(y)
     if y.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected integer class labels, got dtype {y.dtype}")
@@ -96,5 +96,6 @@ def check_probability(p: float, name: str, *, allow_one: bool = False) -> float:
     """Check ``0 <= p < 1`` (or ``<= 1``) and return it as a float."""
     p = float(p)
     if not (0.0 <= p < 1.0 or (allow_one and p == 1.0)):
-        raise ValueError(f"{name}: expected a probability in [0, 1{']' if allow_one else ')'}, got {p}")
+        upper = "1]" if allow_one else "1)"
+        raise ValueError(f"{name}: expected a probability in [0, {upper}, got {p}")
     return p

@@ -1,1 +1,118 @@
-__all__: list[str] = []
+"""Matrix products on the fused CPU GEMM (``_core.gemm``, csrc/cpu/gemm.cpp)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _core
+from .._checks import _shape_str, as_float_input, as_inplace
+
+__all__ = ["linear", "matmul"]
+
+# Slope (leaky_relu) or scale (elu) used when ``alpha`` is not given; prelu has no default.
+_DEFAULT_ALPHA = {"leaky_relu": 0.01, "elu": 1.0}
+
+
+def _inner_dims(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) -> tuple[int, int, int]:
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if kb != k:
+        what = "columns (b is transposed)" if trans_b else "rows"
+        raise ValueError(
+            f"b: expected {k} {what} to match the inner dimension of op(a), got {kb} "
+            f"(a {_shape_str(a.shape)}, b {_shape_str(b.shape)}, trans_a={trans_a}, "
+            f"trans_b={trans_b})"
+        )
+    return m, n, k
+
+
+def matmul(
+    a: object,
+    b: object,
+    *,
+    trans_a: bool = False,
+    trans_b: bool = False,
+    alpha: float = 1.0,
+    out: np.ndarray | None = None,
+    beta: float = 0.0,
+) -> np.ndarray:
+    """Return ``alpha * op(a) @ op(b) + beta * out`` as float32, where ``op(x)`` is ``x.T`` if
+    ``trans_x``.
+
+    ``a`` is (m, k) or, with ``trans_a``, (k, m); ``b`` is (k, n) or, with ``trans_b``, (n, k).
+    The result is written into ``out`` (float32, C-contiguous, writable, shape (m, n)) when given,
+    else into a new array. ``beta != 0`` needs ``out``; with ``beta == 0`` the old contents of
+    ``out`` are never read (NaN there does not propagate). ``out`` may not share memory with
+    ``a`` or ``b``.
+    """
+    a = as_float_input(a, "a", 2)
+    b = as_float_input(b, "b", 2)
+    m, n, _ = _inner_dims(a, b, trans_a, trans_b)
+    alpha = float(alpha)
+    beta = float(beta)
+    if out is None:
+        if beta != 0.0:
+            raise ValueError(f"beta: {beta} scales out, so out= must be given")
+        out = np.empty((m, n), dtype=np.float32)
+    else:
+        out = as_inplace(out, "out", 2)
+        if out.shape != (m, n):
+            raise ValueError(
+                f"out: expected shape {_shape_str((m, n))}, got {_shape_str(out.shape)}"
+            )
+        if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+            raise ValueError("out: must not share memory with a or b")
+    _core.gemm(out, a, b, trans_a=bool(trans_a), trans_b=bool(trans_b), alpha=alpha, beta=beta)
+    return out
+
+
+def linear(
+    x: object,
+    weight: object,
+    bias: object | None = None,
+    *,
+    activation: str = "identity",
+    alpha: float | None = None,
+    return_preactivation: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Fully connected layer ``y = act(x @ weight + bias)`` in one fused GEMM.
+
+    ``x`` is (batch, in_features), ``weight`` (in_features, out_features), ``bias``
+    (out_features,) or None. ``activation`` is one of "identity", "relu", "leaky_relu", "prelu",
+    "elu", "sigmoid", "tanh"; ``alpha`` is the negative slope of leaky_relu (default 0.01) and
+    prelu (required, one slope shared by all units) or the scale of elu (default 1.0), and is
+    ignored by the others. With ``return_preactivation`` the result is ``(y, z)`` with
+    ``z = x @ weight + bias``, the value backprop needs.
+    """
+    x = as_float_input(x, "x", 2)
+    weight = as_float_input(weight, "weight", 2)
+    if not isinstance(activation, str):
+        raise TypeError(f"activation: expected a name (str), got {type(activation).__name__}")
+    if weight.shape[0] != x.shape[1]:
+        raise ValueError(
+            f"weight: expected {x.shape[1]} rows (x has {x.shape[1]} features), "
+            f"got shape {_shape_str(weight.shape)}"
+        )
+    m, n = x.shape[0], weight.shape[1]
+    if bias is not None:
+        bias = as_float_input(bias, "bias", 1)
+        if bias.shape[0] != n:
+            raise ValueError(
+                f"bias: expected shape {_shape_str((n,))}, got {_shape_str(bias.shape)}"
+            )
+    if alpha is None:
+        if activation == "prelu":
+            raise ValueError("alpha: prelu needs its slope alpha")
+        alpha = _DEFAULT_ALPHA.get(activation, 0.0)
+    y = np.empty((m, n), dtype=np.float32)
+    z = np.empty((m, n), dtype=np.float32) if return_preactivation else None
+    _core.gemm(
+        y,
+        x,
+        weight,
+        bias=bias,
+        activation=activation,
+        activation_alpha=float(alpha),
+        preactivation=z,
+    )
+    return (y, z) if return_preactivation else y

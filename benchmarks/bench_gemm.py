@@ -1,0 +1,217 @@
+"""GEMM throughput: fastmlp.ops.matmul against numpy.matmul (OpenBLAS here), same process.
+
+For every case and thread count, ours and NumPy's calls are timed alternately (so that both see the
+same machine load), each sample long enough (--sample-ms, several calls) to swamp the timer, after
+a warm-up; the table shows the median GFLOP/s = 2 m n k / time and the ratio ours / numpy, then the
+same from the best sample of each (closer to the unloaded speed when the cores are shared).
+Threads: ours through fastmlp._core.set_num_threads, NumPy's BLAS through threadpoolctl.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_gemm.py --threads 1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+from fastmlp import _core, ops
+from threadpoolctl import threadpool_info, threadpool_limits
+
+# The backprop products of a 784-256 layer at batch 128 (m x n x k, storage of a and b):
+#   forward   z = x @ W            NN  (128,784) @ (784,256)
+#   backward  dX = dZ @ W^T        NT  (128,256) @ (784,256)^T
+#   backward  dW = X^T @ dZ        TN  (128,784)^T @ (128,256)
+MLP_CASES = [
+    ("mlp fwd   x@W", 128, 256, 784, False, False),
+    ("mlp dX  dZ@W^T", 128, 784, 256, False, True),
+    ("mlp dW  X^T@dZ", 784, 256, 128, True, False),
+]
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def header() -> dict:
+    blas = [
+        {
+            k: lib.get(k)
+            for k in ("internal_api", "version", "threading_layer", "architecture", "num_threads")
+        }
+        for lib in threadpool_info()
+        if lib.get("user_api") == "blas"
+    ]
+    env = {
+        k: os.environ[k]
+        for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")
+        if k in os.environ
+    }
+    return {
+        "machine": f"{cpu_model()}, {os.cpu_count()} logical cores",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "numpy": np.__version__,
+        "blas": blas,
+        "fastmlp": _core._build_info(),
+        "env": env,
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
+def calls_per_sample(fn: Callable[[], object], target_s: float) -> int:
+    t = time.perf_counter()
+    fn()
+    single = max(time.perf_counter() - t, 1e-7)
+    return max(1, int(target_s / single))
+
+
+def time_pair(
+    ours: Callable[[], object], theirs: Callable[[], object], repeat: int, sample_s: float
+) -> tuple[list[float], list[float]]:
+    """Seconds per call of each function, one entry per sample, samples taken alternately."""
+    for fn in (ours, theirs):  # warm-up: page faults, packing buffers, BLAS thread start
+        fn()
+        fn()
+    n_ours, n_theirs = calls_per_sample(ours, sample_s), calls_per_sample(theirs, sample_s)
+    t_ours, t_theirs = [], []
+    for _ in range(repeat):
+        for fn, n, out in ((ours, n_ours, t_ours), (theirs, n_theirs, t_theirs)):
+            t = time.perf_counter()
+            for _ in range(n):
+                fn()
+            out.append((time.perf_counter() - t) / n)
+    return t_ours, t_theirs
+
+
+def run_case(name, m, n, k, trans_a, trans_b, threads, repeat, sample_s, rng):
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    out = np.empty((m, n), dtype=np.float32)
+    op_a = a.T if trans_a else a  # views: NumPy passes the transpose flag to BLAS, no copy
+    op_b = b.T if trans_b else b
+    _core.set_num_threads(threads)
+    with threadpool_limits(limits=threads, user_api="blas"):
+
+        def ours():
+            ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b, out=out)
+
+        def theirs():
+            np.matmul(op_a, op_b)
+
+        s_ours, s_np = time_pair(ours, theirs, repeat, sample_s)
+    flop = 2.0 * m * n * k
+    trans = ("T" if trans_a else "N") + ("T" if trans_b else "N")
+    return {
+        "case": name,
+        "m": m,
+        "n": n,
+        "k": k,
+        "trans": trans,
+        "threads": threads,
+        "ours_gflops": flop / statistics.median(s_ours) / 1e9,
+        "numpy_gflops": flop / statistics.median(s_np) / 1e9,
+        "ratio": statistics.median(s_np) / statistics.median(s_ours),
+        # Best sample of each: closer to the unloaded speed when other processes share the cores.
+        "ours_best_gflops": flop / min(s_ours) / 1e9,
+        "numpy_best_gflops": flop / min(s_np) / 1e9,
+        "ratio_best": min(s_np) / min(s_ours),
+        "samples_ours_s": s_ours,
+        "samples_numpy_s": s_np,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    parser.add_argument(
+        "--sizes", default="256,512,1024,2048", help="square sizes, comma-separated"
+    )
+    parser.add_argument("--large", action="store_true", help="also run 4096^3")
+    parser.add_argument("--no-mlp", action="store_true", help="skip the MLP backprop shapes")
+    parser.add_argument("--repeat", type=int, default=7, help="timed samples per case (median)")
+    parser.add_argument(
+        "--sample-ms", type=float, default=20.0, help="length of one timed sample (several calls)"
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write header and rows as JSON")
+    args = parser.parse_args()
+
+    threads = [int(t) for t in args.threads.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",")] + ([4096] if args.large else [])
+    cases = [(f"square {s}", s, s, s, False, False) for s in sizes]
+    if not args.no_mlp:
+        cases += MLP_CASES
+
+    info = header()
+    print(f"# machine: {info['machine']}")
+    print(f"# date: {info['date']}")
+    blas = ", ".join(
+        f"{b['internal_api']} {b['version']} ({b['architecture']})" for b in info["blas"]
+    )
+    simd = info["fastmlp"]["simd"]
+    print(f"# numpy {info['numpy']}, BLAS: {blas or 'unknown'}; fastmlp simd {simd}")
+    if info["env"]:
+        print(f"# env: {info['env']}")
+    print(f"# command: {info['command']}")
+    if info["load_average"] is not None:
+        # Other processes on the cores skew the multi-thread rows most (a preempted thread stalls
+        # the whole call); compare rows only from runs at a low load.
+        print(
+            "# load average at start (1, 5, 15 min): "
+            + ", ".join(f"{x:.2f}" for x in info["load_average"])
+        )
+    print(
+        f"# GFLOP/s = 2mnk / time; median (and best) of {args.repeat} samples of "
+        f">= {args.sample_ms:g} ms, ours and numpy alternating"
+    )
+    print()
+    cols = (
+        f"| {'case':<16} | {'m x n x k':<16} | op | thr | {'ours GF/s':>9} | {'numpy GF/s':>10} "
+        f"| ratio | {'best: ours':>10} | {'numpy':>5} | ratio |"
+    )
+    print(cols)
+    print("|" + "|".join("-" * (len(c)) for c in cols.split("|")[1:-1]) + "|")
+
+    rng = np.random.default_rng(0)
+    rows = []
+    old_threads = _core.get_num_threads()
+    try:
+        for t in threads:
+            for case in cases:
+                r = run_case(
+                    *case, threads=t, repeat=args.repeat, sample_s=args.sample_ms / 1e3, rng=rng
+                )
+                rows.append(r)
+                shape = f"{r['m']}x{r['n']}x{r['k']}"
+                print(
+                    f"| {r['case']:<16} | {shape:<16} | {r['trans']} | {t:>3} | "
+                    f"{r['ours_gflops']:>9.1f} | {r['numpy_gflops']:>10.1f} | {r['ratio']:>5.2f} | "
+                    f"{r['ours_best_gflops']:>10.1f} | {r['numpy_best_gflops']:>5.1f} | "
+                    f"{r['ratio_best']:>5.2f} |",
+                    flush=True,
+                )
+    finally:
+        _core.set_num_threads(old_threads)
+    if hasattr(os, "getloadavg"):
+        print(f"# load average at end: {os.getloadavg()[0]:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"header": info, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

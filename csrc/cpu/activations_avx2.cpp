@@ -1,0 +1,133 @@
+// AVX2 forward of leaky_relu/prelu, backward of the sign-tested activations (relu, leaky_relu,
+// prelu, elu) and rows of PReLU with a learned slope, called from activations.cpp after
+// cpu_has_avx2_fma().
+//
+// Why this file exists: these scalar loops do not vectorize. Under the default -ftrapping-math the
+// compiler will not turn `x > 0 ? x : alpha * x` or `x > 0 ? dy : dy * alpha` (a conditionally
+// executed float multiply) into a select, so it keeps a branch per element, which mispredicts on
+// data with random signs (the relu backward ran ~25x slower than the relu forward on a 2049 x 1031
+// matrix; measured on the shared 2-core dev machine, single thread).
+// Here both sides are computed and blended, with the same float operations as
+// common/activation_math.h, so the results are bit-identical to the scalar path:
+//   leaky/prelu y  = x > 0 ? x : alpha * x
+//   relu        dx = dy * (x > 0 ? 1 : 0)
+//   leaky/prelu dx = dy * (x > 0 ? 1 : alpha)
+//   elu         dx = dy * (x > 0 ? 1 : y + alpha)
+// (no multiply-add can be formed: each line is one add at most, then one multiply).
+// Compiled with -mavx2 -mfma.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "common/activation_math.h"
+
+namespace fastmlp::detail {
+
+// Forward of leaky_relu/prelu over [begin, end); false (doing nothing) for the other kinds.
+// y may alias x exactly.
+bool activation_forward_avx2(float* y, const float* x, int64_t begin, int64_t end, Activation kind,
+                             float alpha) {
+  if (kind != Activation::LeakyRelu && kind != Activation::Prelu) return false;
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 va = _mm256_set1_ps(alpha);
+  int64_t i = begin;
+  for (; i + 8 <= end; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i);
+    const __m256 positive = _mm256_cmp_ps(xv, zero, _CMP_GT_OQ);  // false for NaN, as `x > 0`
+    _mm256_storeu_ps(y + i, _mm256_blendv_ps(_mm256_mul_ps(va, xv), xv, positive));
+  }
+  for (; i < end; ++i) y[i] = activation_forward(kind, x[i], alpha);
+  return true;
+}
+
+// Processes [begin, end) of the flat buffers; returns false (doing nothing) for the kinds it does
+// not handle, which the caller then runs through its scalar loop. dx may alias dy exactly.
+bool activation_backward_avx2(float* dx, const float* x, const float* y, const float* dy,
+                              int64_t begin, int64_t end, Activation kind, float alpha) {
+  if (kind != Activation::Relu && kind != Activation::LeakyRelu && kind != Activation::Prelu &&
+      kind != Activation::Elu) {
+    return false;
+  }
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 va = _mm256_set1_ps(alpha);
+  const float negative_scalar = kind == Activation::Relu ? 0.0f : alpha;
+  const __m256 negative = _mm256_set1_ps(negative_scalar);
+  const bool elu = kind == Activation::Elu;
+  int64_t i = begin;
+  for (; i + 8 <= end; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i);
+    const __m256 gv = _mm256_loadu_ps(dy + i);
+    const __m256 positive = _mm256_cmp_ps(xv, zero, _CMP_GT_OQ);  // false for NaN, as `x > 0`
+    const __m256 slope = elu ? _mm256_add_ps(_mm256_loadu_ps(y + i), va) : negative;
+    _mm256_storeu_ps(dx + i, _mm256_mul_ps(gv, _mm256_blendv_ps(slope, one, positive)));
+  }
+  for (; i < end; ++i) dx[i] = dy[i] * activation_derivative(kind, x[i], y[i], alpha);
+  return true;
+}
+
+// y = x > 0 ? x : slope * x over one row; slope[0] (n_slope == 1) or slope[j].
+void prelu_forward_row_avx2(float* yr, const float* xr, const float* slope, int64_t cols,
+                            int64_t n_slope) {
+  const __m256 zero = _mm256_setzero_ps();
+  const bool shared = n_slope == 1;
+  const __m256 shared_slope = _mm256_set1_ps(slope[0]);
+  int64_t j = 0;
+  for (; j + 8 <= cols; j += 8) {
+    const __m256 xv = _mm256_loadu_ps(xr + j);
+    const __m256 sv = shared ? shared_slope : _mm256_loadu_ps(slope + j);
+    const __m256 positive = _mm256_cmp_ps(xv, zero, _CMP_GT_OQ);
+    _mm256_storeu_ps(yr + j, _mm256_blendv_ps(_mm256_mul_ps(sv, xv), xv, positive));
+  }
+  for (; j < cols; ++j) yr[j] = xr[j] > 0.0f ? xr[j] : slope[shared ? 0 : j] * xr[j];
+}
+
+// dx = x > 0 ? dy : dy * slope over one row, and the dslope terms dy * min(x, 0) (exact in
+// double) added into acc: acc[j] for a per-column slope; for a shared slope, lane j % 8 for
+// j < cols8 and lane j - cols8 for the tail, as the scalar row in activations.cpp does.
+// _mm256_min_ps(0, x) is `0 < x ? 0 : x`, the same as std::min(x, 0.0f) for NaN and -0 too.
+void prelu_backward_row_avx2(float* dxr, double* acc, const float* xr, const float* slope,
+                             const float* dyr, int64_t cols, int64_t n_slope) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const bool shared = n_slope == 1;
+  const __m256 shared_slope = _mm256_set1_ps(slope[0]);
+  const int64_t cols8 = cols - cols % 8;
+  __m256d lanes_lo = shared ? _mm256_loadu_pd(acc) : _mm256_setzero_pd();
+  __m256d lanes_hi = shared ? _mm256_loadu_pd(acc + 4) : _mm256_setzero_pd();
+  for (int64_t j = 0; j < cols8; j += 8) {
+    const __m256 xv = _mm256_loadu_ps(xr + j);
+    const __m256 gv = _mm256_loadu_ps(dyr + j);
+    const __m256 sv = shared ? shared_slope : _mm256_loadu_ps(slope + j);
+    const __m256 positive = _mm256_cmp_ps(xv, zero, _CMP_GT_OQ);
+    _mm256_storeu_ps(dxr + j, _mm256_mul_ps(gv, _mm256_blendv_ps(sv, one, positive)));
+    const __m256 neg = _mm256_min_ps(zero, xv);
+    // The products are exact, so a fused multiply-add here would give the same sums.
+    const __m256d t_lo = _mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(gv)),
+                                       _mm256_cvtps_pd(_mm256_castps256_ps128(neg)));
+    const __m256d t_hi = _mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(gv, 1)),
+                                       _mm256_cvtps_pd(_mm256_extractf128_ps(neg, 1)));
+    if (shared) {
+      lanes_lo = _mm256_add_pd(lanes_lo, t_lo);
+      lanes_hi = _mm256_add_pd(lanes_hi, t_hi);
+    } else {
+      _mm256_storeu_pd(acc + j, _mm256_add_pd(_mm256_loadu_pd(acc + j), t_lo));
+      _mm256_storeu_pd(acc + j + 4, _mm256_add_pd(_mm256_loadu_pd(acc + j + 4), t_hi));
+    }
+  }
+  if (shared) {
+    _mm256_storeu_pd(acc, lanes_lo);
+    _mm256_storeu_pd(acc + 4, lanes_hi);
+  }
+  for (int64_t j = cols8; j < cols; ++j) {
+    const float xv = xr[j];
+    const float g = dyr[j];
+    const float s = slope[shared ? 0 : j];
+    dxr[j] = xv > 0.0f ? g : g * s;
+    const double term = static_cast<double>(g) * static_cast<double>(std::min(xv, 0.0f));
+    acc[shared ? j - cols8 : j] += term;
+  }
+}
+
+}  // namespace fastmlp::detail

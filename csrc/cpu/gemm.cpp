@@ -1,0 +1,342 @@
+// CPU GEMM with fused epilogue (contract in cpu/gemm.h), organised as in BLIS:
+//
+//   C = act( alpha * op(A) @ op(B) + beta * C + bias ),  op(A) (m, k), op(B) (k, n), C (m, n),
+//   all row-major with row strides lda, ldb, ldc; bias (n,); optional preactivation (m, n), ldc.
+//
+// Five loops around an MR x NR micro-kernel (block sizes in cpu/gemm_config.h):
+//   5th loop  jc: NC-column blocks of C and op(B)
+//   4th loop  pc: KC-deep slices of the k dimension; op(B)[pc:pc+kc, jc:jc+nc] is packed into
+//             NR-column micro-panels (in the L3)
+//   3rd loop  ic: MC-row blocks; op(A)[ic:ic+mc, pc:pc+kc] is packed into MR-row micro-panels
+//             (in the L2)
+//   2nd loop  jr: NR-column micro-panels of the packed B (one stays in the L1)
+//   1st loop  ir: MR-row micro-panels of the packed A; the micro-kernel updates one C tile
+// Packing handles the four trans cases (only the strides differ) and zero-pads the edge panels, so
+// the micro-kernel always runs its full-tile loop; only its write-back looks at the edge.
+// beta is applied once, on the first k-block (later blocks accumulate with beta = 1), and the
+// epilogue (bias, preactivation store, activation) on the last one, while the tile is in registers.
+//
+// Threads (OpenMP, fastmlp::num_threads()): C is cut into one block per thread, along m (the ic
+// loop is split) when m >= n and along n (the jc/jr loops are split) when m < n, as MLP batches
+// of 32-128 rows need; each thread runs the five loops on its block with its own packing buffers.
+// Unlike BLIS, which packs op(B) once for all threads, each row block packs its own copy (and each
+// column block its own op(A)). Packing op(B) takes ~7/m of a one-thread run (perf: 5.3% at
+// m = 128), so the copies cost ~7/m extra at 2 threads (0.7% at m = 1024, 2.7% at m = 256; ~4%
+// for the op(A) copies of the 128x256x784 MLP product), about what the ~3 barriers per k-block of
+// the shared scheme cost, and they remove every barrier: on a machine whose cores are shared, a
+// thread that loses its core only delays its own block instead of stalling the others.
+// Problems below kParallelMinWork run on the calling thread without a parallel region, and the
+// packing buffers are thread-local and only grow, so repeated calls allocate nothing.
+//
+// Aliasing: C may not overlap A, B or bias. preactivation may alias C only with identity.
+#include "cpu/gemm.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <new>
+
+#include "common/errors.h"
+#include "common/threading.h"
+#include "cpu/cpu_features.h"
+#include "cpu/gemm_config.h"
+#include "cpu/gemm_kernel.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__SSE__) || defined(_M_X64)
+#include <xmmintrin.h>
+#endif
+
+namespace fastmlp {
+namespace {
+
+using gemm_blocking::KC;
+using gemm_blocking::MC;
+using gemm_blocking::MR;
+using gemm_blocking::NC;
+using gemm_blocking::NR;
+
+using MicroKernel = void (*)(int64_t, const float*, const float*, const MicroTile&);
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// A float buffer aligned to a cache line that only grows; kept thread-local so that repeated
+// calls reuse it (no allocation per call) and concurrent calls from several threads do not share.
+class PackBuffer {
+ public:
+  float* get(int64_t count) {
+    if (count > capacity_) {
+      constexpr size_t kAlign = 64;
+      const size_t bytes = (static_cast<size_t>(count) * sizeof(float) + kAlign - 1) / kAlign * kAlign;
+      float* p = static_cast<float*>(std::aligned_alloc(kAlign, bytes));
+      if (p == nullptr) throw std::bad_alloc();
+      data_.reset(p);
+      capacity_ = static_cast<int64_t>(bytes / sizeof(float));
+    }
+    return data_.get();
+  }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float[], Free> data_;
+  int64_t capacity_ = 0;
+};
+
+thread_local PackBuffer tl_pack_a;  // nthreads MC x KC blocks of A (threads of one call)
+thread_local PackBuffer tl_pack_b;  // nthreads KC x (at most NC) blocks of B
+
+// Packs one micro-panel of W lanes: dst[p*W + l] = src[l*lane_stride + p*depth_stride] for
+// l < lanes, p < kc, and 0 for lanes <= l < W (the zero padding of edge panels).
+// For A the lanes are rows of op(A); for B they are columns of op(B).
+template <int W>
+void pack_panel(float* FASTMLP_RESTRICT dst, const float* FASTMLP_RESTRICT src, int64_t lane_stride,
+                int64_t depth_stride, int lanes, int64_t kc) {
+  if (lanes == W && lane_stride == 1) {
+    // Each depth step is W contiguous floats (A transposed, B not): a straight copy.
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* s = src + p * depth_stride;
+      for (int l = 0; l < W; ++l) dst[p * W + l] = s[l];
+    }
+    return;
+  }
+  int64_t p = 0;
+#if defined(__SSE__) || defined(_M_X64)
+  if (lanes == W && depth_stride == 1) {
+    // Each lane is contiguous along p (A not transposed, B transposed): a transpose, done in 4x4
+    // blocks with SSE (baseline x86-64). It halves the packing time of the scalar gather below
+    // (perf, 128x784x256 NT: packing B went from 12.5% to 6.6% of the samples).
+    for (; p + 4 <= kc; p += 4) {
+      const float* s = src + p;
+      float* d = dst + p * W;
+      int l = 0;
+      for (; l + 4 <= W; l += 4) {
+        __m128 r0 = _mm_loadu_ps(s + (l + 0) * lane_stride);
+        __m128 r1 = _mm_loadu_ps(s + (l + 1) * lane_stride);
+        __m128 r2 = _mm_loadu_ps(s + (l + 2) * lane_stride);
+        __m128 r3 = _mm_loadu_ps(s + (l + 3) * lane_stride);
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+        _mm_storeu_ps(d + 0 * W + l, r0);
+        _mm_storeu_ps(d + 1 * W + l, r1);
+        _mm_storeu_ps(d + 2 * W + l, r2);
+        _mm_storeu_ps(d + 3 * W + l, r3);
+      }
+      if (l + 2 == W) {  // W = 6: the last two lanes, interleaved pairwise
+        const __m128 r0 = _mm_loadu_ps(s + (l + 0) * lane_stride);
+        const __m128 r1 = _mm_loadu_ps(s + (l + 1) * lane_stride);
+        const __m128 lo = _mm_unpacklo_ps(r0, r1);
+        const __m128 hi = _mm_unpackhi_ps(r0, r1);
+        _mm_storel_pi(reinterpret_cast<__m64*>(d + 0 * W + l), lo);
+        _mm_storeh_pi(reinterpret_cast<__m64*>(d + 1 * W + l), lo);
+        _mm_storel_pi(reinterpret_cast<__m64*>(d + 2 * W + l), hi);
+        _mm_storeh_pi(reinterpret_cast<__m64*>(d + 3 * W + l), hi);
+      }
+    }
+  }
+  static_assert(W % 4 == 0 || W % 4 == 2, "the SSE transpose handles W = 4q or 4q + 2");
+#endif
+  for (; p < kc; ++p) {
+    for (int l = 0; l < lanes; ++l) dst[p * W + l] = src[l * lane_stride + p * depth_stride];
+    for (int l = lanes; l < W; ++l) dst[p * W + l] = 0.0f;
+  }
+}
+
+struct Problem {
+  int64_t m, n, k;
+  float alpha, beta;
+  const float* a;
+  int64_t a_row, a_col;  // op(A)(i, p) = a[i*a_row + p*a_col]
+  const float* b;
+  int64_t b_row, b_col;  // op(B)(p, j) = b[p*b_row + j*b_col]
+  float* c;
+  int64_t ldc;
+  const GemmEpilogue* epilogue;
+  MicroKernel kernel;
+};
+
+// Packs op(A)[ic:ic+mc, pc:pc+kc] into MR-row micro-panels.
+void pack_a(const Problem& P, float* dst, int64_t ic, int64_t mc, int64_t pc, int64_t kc) {
+  for (int64_t i = 0; i < mc; i += MR) {
+    const int rows = static_cast<int>(std::min<int64_t>(MR, mc - i));
+    pack_panel<MR>(dst + i * kc, P.a + (ic + i) * P.a_row + pc * P.a_col, P.a_row, P.a_col, rows,
+                   kc);
+  }
+}
+
+// Packs op(B)[pc:pc+kc, jc:jc+nc] into NR-column micro-panels.
+void pack_b(const Problem& P, float* dst, int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
+  for (int64_t j = 0; j < nc; j += NR) {
+    const int cols = static_cast<int>(std::min<int64_t>(NR, nc - j));
+    pack_panel<NR>(dst + j * kc, P.b + pc * P.b_row + (jc + j) * P.b_col, P.b_col, P.b_row, cols,
+                   kc);
+  }
+}
+
+// The 2nd and 1st loops: every MR x NR tile of the mc x nc block of C at (ic, jc).
+void macro_kernel(const Problem& P, const float* packed_a, const float* packed_b, int64_t ic,
+                  int64_t mc, int64_t jc, int64_t nc, int64_t kc, bool first, bool last) {
+  const GemmEpilogue& epi = *P.epilogue;
+  MicroTile t;
+  t.ldc = P.ldc;
+  t.alpha = P.alpha;
+  t.beta = first ? P.beta : 1.0f;
+  t.epilogue = last;
+  t.activation = epi.activation;
+  t.activation_alpha = epi.activation_alpha;
+  // 2nd loop around the micro-kernel: NR-column micro-panels of packed B (one stays in the L1
+  // while the 1st loop walks down all of packed A).
+  for (int64_t jr = 0; jr < nc; jr += NR) {
+    const int64_t j = jc + jr;
+    t.nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+    t.bias = epi.bias != nullptr ? epi.bias + j : nullptr;
+    // 1st loop around the micro-kernel: MR-row micro-panels of packed A.
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+      const int64_t i = ic + ir;
+      t.mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+      t.c = P.c + i * P.ldc + j;
+      t.preactivation = epi.preactivation != nullptr ? epi.preactivation + i * P.ldc + j : nullptr;
+      P.kernel(kc, packed_a + ir * kc, packed_b + jr * kc, t);
+    }
+  }
+}
+
+// The five loops on the block C[i0:i1, j0:j1], with packing buffers of this block's own. A thread
+// runs one such block from start to end, so threads never wait for each other.
+void gemm_block(const Problem& P, int64_t i0, int64_t i1, int64_t j0, int64_t j1, float* packed_a,
+                float* packed_b) {
+  if (i0 >= i1 || j0 >= j1) return;
+  // alpha == 0 reads neither A nor B (as BLAS), so inf/NaN there cannot leak into C.
+  const int64_t k = P.alpha == 0.0f ? 0 : P.k;
+  // k and the rows are cut into equal blocks of at most KC / MC (k = 784 runs as 4 x 196 rather
+  // than 3 x 256 + 16), so no block is a thin remainder that pays the C write-back for little
+  // work. The k-blocks depend on k only, so every element of C sees the same summation order
+  // whatever the thread count.
+  const int64_t kc_step = k > 0 ? ceil_div(k, ceil_div(k, KC)) : 0;
+  const int64_t rows = i1 - i0;
+  const int64_t mc_step = ceil_div(ceil_div(rows, ceil_div(rows, MC)), MR) * MR;
+
+  // 5th loop around the micro-kernel: NC-column blocks of C.
+  for (int64_t jc = j0; jc < j1; jc += NC) {
+    const int64_t nc = std::min(NC, j1 - jc);
+    // 4th loop around the micro-kernel: KC-deep slices of k, each packing op(B)[pc:pc+kc,
+    // jc:jc+nc]. It runs once when k == 0, with kc = 0, so that beta and the epilogue still apply.
+    int64_t pc = 0;
+    do {
+      const int64_t kc = std::min(kc_step, k - pc);
+      const bool first = pc == 0;
+      const bool last = pc + kc >= k;
+      pack_b(P, packed_b, jc, nc, pc, kc);
+      // 3rd loop around the micro-kernel: MC-row blocks, each packing op(A)[ic:ic+mc, pc:pc+kc].
+      for (int64_t ic = i0; ic < i1; ic += mc_step) {
+        const int64_t mc = std::min(mc_step, i1 - ic);
+        pack_a(P, packed_a, ic, mc, pc, kc);
+        macro_kernel(P, packed_a, packed_b, ic, mc, jc, nc, kc, first, last);
+      }
+      pc += kc;
+    } while (pc < k);
+  }
+}
+
+// How the threads tile C: `rows` x `cols` blocks, one per thread, cut at whole MR / NR panels.
+struct ThreadGrid {
+  int rows = 1;
+  int cols = 1;
+};
+
+// The grid of at most nt threads that packs the least: every block packs its own rows of op(A)
+// and columns of op(B), so a rows x cols grid packs op(A) cols times and op(B) rows times, i.e.
+// cost ~ cols * m + rows * n. For 2 threads that splits the rows when m >= n (large batches, the
+// dW = X^T dZ product) and the columns when m < n (MLP batches of 32-128 rows against wide layers).
+ThreadGrid choose_grid(int64_t m, int64_t n, int nt) {
+  const int64_t m_panels = ceil_div(m, MR), n_panels = ceil_div(n, NR);
+  for (int t = nt; t > 1; --t) {
+    ThreadGrid best;
+    double best_cost = 0.0;
+    for (int r = 1; r <= t; ++r) {
+      if (t % r != 0 || r > m_panels || t / r > n_panels) continue;
+      const double cost = static_cast<double>(t / r) * m + static_cast<double>(r) * n;
+      if (best_cost == 0.0 || cost < best_cost) {
+        best = {r, t / r};
+        best_cost = cost;
+      }
+    }
+    if (best_cost > 0.0) return best;
+  }
+  return {};
+}
+
+// [begin, end) of block `index` of `count` along a dimension of `size` cut at multiples of `panel`.
+void block_range(int64_t size, int64_t panel, int index, int count, int64_t* begin, int64_t* end) {
+  const int64_t panels = ceil_div(size, panel);
+  *begin = std::min(panels * index / count * panel, size);
+  *end = std::min(panels * (index + 1) / count * panel, size);
+}
+
+}  // namespace
+
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+          const GemmEpilogue& epilogue) {
+  FASTMLP_CHECK(m >= 0 && n >= 0 && k >= 0, "gemm: negative size m=", m, " n=", n, " k=", k);
+  if (m == 0 || n == 0) return;
+  FASTMLP_CHECK(lda >= (trans_a ? m : k), "lda: expected >= ", trans_a ? m : k, ", got ", lda);
+  FASTMLP_CHECK(ldb >= (trans_b ? k : n), "ldb: expected >= ", trans_b ? k : n, ", got ", ldb);
+  FASTMLP_CHECK(ldc >= n, "ldc: expected >= ", n, ", got ", ldc);
+
+  Problem P;
+  P.m = m;
+  P.n = n;
+  P.k = k;
+  P.alpha = alpha;
+  P.beta = beta;
+  P.a = a;
+  P.a_row = trans_a ? 1 : lda;
+  P.a_col = trans_a ? lda : 1;
+  P.b = b;
+  P.b_row = trans_b ? 1 : ldb;
+  P.b_col = trans_b ? ldb : 1;
+  P.c = c;
+  P.ldc = ldc;
+  P.epilogue = &epilogue;
+  P.kernel = cpu_has_avx2_fma() ? gemm_micro_kernel_avx2 : gemm_micro_kernel_generic;
+
+  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const ThreadGrid grid = work < static_cast<double>(gemm_blocking::kParallelMinWork)
+                              ? ThreadGrid{}
+                              : choose_grid(m, n, num_threads());
+  const int nt = grid.rows * grid.cols;
+
+  // Every buffer is allocated here, before any parallel region, so that a bad_alloc reaches the
+  // caller as an exception: per thread one MC x KC block of A and one KC x (its columns, at most
+  // NC) block of B.
+  const int64_t kc_max = std::max<int64_t>(1, std::min(KC, k));
+  const int64_t a_size = MC * kc_max;
+  const int64_t b_size = kc_max * std::min(NC, ceil_div(ceil_div(n, NR), grid.cols) * NR);
+  float* packed_a = tl_pack_a.get(nt * a_size);
+  float* packed_b = tl_pack_b.get(nt * b_size);
+
+  if (nt == 1) {
+    gemm_block(P, 0, m, 0, n, packed_a, packed_b);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+#ifdef _OPENMP
+    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+    const int tid = 0, team = 1;
+#endif
+    // One block per thread; the loop only matters if OpenMP gave a smaller team than asked for.
+    for (int blk = tid; blk < nt; blk += team) {
+      int64_t i0, i1, j0, j1;
+      block_range(m, MR, blk / grid.cols, grid.rows, &i0, &i1);
+      block_range(n, NR, blk % grid.cols, grid.cols, &j0, &j1);
+      gemm_block(P, i0, i1, j0, j1, packed_a + blk * a_size, packed_b + blk * b_size);
+    }
+  }
+}
+
+}  // namespace fastmlp

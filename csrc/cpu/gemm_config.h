@@ -1,0 +1,40 @@
+// Block sizes of the CPU GEMM (csrc/cpu/gemm.cpp), BLIS notation.
+//
+//   MR x NR   register tile of the micro-kernel: 6 x 16 floats = 12 ymm accumulators, plus 2 ymm
+//             for a row of the B panel and 1 for a broadcast of A (15 of the 16 ymm registers).
+//             It is the tile BLIS and OpenBLAS use for SGEMM on Haswell and Zen; the generic
+//             kernel uses the same tile so that one packing format serves both.
+//   KC        depth of one rank-KC update: a KC x NR micro-panel of B (256*16*4 = 16 KiB) stays in
+//             the 32 KiB L1d while the micro-kernel walks down the MR-row panels of A.
+//   MC        rows of the packed A block: MC x KC (144*256*4 = 144 KiB) stays in the 512 KiB L2,
+//             leaving room for the B micro-panels streaming through. Multiple of MR.
+//   NC        columns of the packed B block: KC x NC (256*4080*4 ~ 4 MiB) lives in the 32 MiB L3
+//             shared by the cores. Multiple of NR.
+//
+// Machine: AMD EPYC (Zen 3), 2 cores, L1d 32 KiB, L2 512 KiB/core, L3 32 MiB. These are BLIS's
+// Zen values, derived from those cache sizes as above, not tuned by a sweep: on this (shared, noisy)
+// machine they give 0.9-1.0x OpenBLAS in benchmarks/bench_gemm.py, within the noise of a sweep.
+// gemm.cpp evens out the k and row blocks (k = 784 runs as 4 x 196, not 3 x 256 + 16).
+#pragma once
+
+#include <cstdint>
+
+namespace fastmlp::gemm_blocking {
+
+constexpr int MR = 6;
+constexpr int NR = 16;
+constexpr int64_t MC = 144;
+constexpr int64_t KC = 256;
+constexpr int64_t NC = 4080;
+
+static_assert(MC % MR == 0, "MC must be a multiple of MR");
+static_assert(NC % NR == 0, "NC must be a multiple of NR");
+
+// Below this many multiply-adds (m*n*k) a call runs on the calling thread with no parallel region:
+// 64^3 multiply-adds take ~6-9 us on one core (measured), the same order as an OpenMP fork/join
+// plus the three barriers between packing and compute (a few us when the cores are idle, far more
+// when they are shared), so smaller problems cannot gain from a second thread. An estimate, not a
+// measured crossover: the machine it was written on was too loaded to time 2-thread runs cleanly.
+constexpr int64_t kParallelMinWork = int64_t{64} * 64 * 64;
+
+}  // namespace fastmlp::gemm_blocking

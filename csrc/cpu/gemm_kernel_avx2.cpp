@@ -1,0 +1,153 @@
+// AVX2/FMA micro-kernel: the 6 x 16 register tile of the GEMM (contract in cpu/gemm_kernel.h).
+//
+// Twelve ymm accumulators hold the tile (row r in c{r}0 = columns 0..7, c{r}1 = columns 8..15);
+// each step p loads one 16-float row of the B micro-panel into two registers and broadcasts the six
+// A values of column p, then issues 12 FMAs. Zen 3 retires two 256-bit FMAs per cycle, so the loop
+// is FMA-bound (12 FMAs vs 2 loads + 6 broadcasts). The epilogue runs on the accumulators before
+// they are stored: bias, preactivation store and identity/relu/leaky/prelu in registers; elu,
+// sigmoid and tanh go through the scalar activation_forward on one row at a time.
+// Compiled with -mavx2 -mfma; only reached after cpu_has_avx2_fma().
+#include <immintrin.h>
+
+#include "cpu/gemm_kernel.h"
+
+namespace fastmlp {
+namespace {
+
+using gemm_blocking::MR;
+using gemm_blocking::NR;
+static_assert(MR == 6 && NR == 16, "the AVX2 micro-kernel is written for a 6 x 16 tile");
+
+// Lanes 0..n-1 set, for masked loads/stores of a partial tile (n in 0..8).
+inline __m256i lane_mask(int n) {
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes);
+}
+
+inline __m256 activate(__m256 z, Activation act, __m256 slope) {
+  switch (act) {
+    case Activation::Relu:
+      // max(z, 0) returns its second operand for NaN z: 0, as the scalar `z > 0 ? z : 0`.
+      return _mm256_max_ps(z, _mm256_setzero_ps());
+    case Activation::LeakyRelu:
+    case Activation::Prelu: {
+      const __m256 positive = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_GT_OQ);
+      return _mm256_blendv_ps(_mm256_mul_ps(z, slope), z, positive);
+    }
+    default: return z;  // identity; the others are handled by the caller
+  }
+}
+
+inline bool vector_activation(Activation act) {
+  return act == Activation::Identity || act == Activation::Relu ||
+         act == Activation::LeakyRelu || act == Activation::Prelu;
+}
+
+// Writes one row (16 columns in two registers) of the tile: z = alpha*AB + beta*C, then the
+// epilogue when t.epilogue. m0/m1 are the column masks when t.nr < 16.
+inline void store_row(int r, __m256 ab0, __m256 ab1, const MicroTile& t, bool full, __m256i m0,
+                      __m256i m1) {
+  float* c = t.c + r * t.ldc;
+  const __m256 alpha = _mm256_set1_ps(t.alpha);
+  __m256 z0 = _mm256_mul_ps(alpha, ab0);
+  __m256 z1 = _mm256_mul_ps(alpha, ab1);
+  if (t.beta != 0.0f) {
+    const __m256 beta = _mm256_set1_ps(t.beta);
+    const __m256 c0 = full ? _mm256_loadu_ps(c) : _mm256_maskload_ps(c, m0);
+    const __m256 c1 = full ? _mm256_loadu_ps(c + 8) : _mm256_maskload_ps(c + 8, m1);
+    z0 = _mm256_fmadd_ps(beta, c0, z0);
+    z1 = _mm256_fmadd_ps(beta, c1, z1);
+  }
+  if (t.epilogue) {
+    if (t.bias != nullptr) {
+      z0 = _mm256_add_ps(z0, full ? _mm256_loadu_ps(t.bias) : _mm256_maskload_ps(t.bias, m0));
+      z1 = _mm256_add_ps(z1, full ? _mm256_loadu_ps(t.bias + 8) : _mm256_maskload_ps(t.bias + 8, m1));
+    }
+    if (t.preactivation != nullptr) {
+      float* pre = t.preactivation + r * t.ldc;
+      if (full) {
+        _mm256_storeu_ps(pre, z0);
+        _mm256_storeu_ps(pre + 8, z1);
+      } else {
+        _mm256_maskstore_ps(pre, m0, z0);
+        _mm256_maskstore_ps(pre + 8, m1, z1);
+      }
+    }
+    if (vector_activation(t.activation)) {
+      const __m256 slope = _mm256_set1_ps(t.activation_alpha);
+      z0 = activate(z0, t.activation, slope);
+      z1 = activate(z1, t.activation, slope);
+    } else {
+      alignas(32) float row[NR];
+      _mm256_store_ps(row, z0);
+      _mm256_store_ps(row + 8, z1);
+      for (int j = 0; j < NR; ++j) row[j] = activation_forward(t.activation, row[j], t.activation_alpha);
+      z0 = _mm256_load_ps(row);
+      z1 = _mm256_load_ps(row + 8);
+    }
+  }
+  if (full) {
+    _mm256_storeu_ps(c, z0);
+    _mm256_storeu_ps(c + 8, z1);
+  } else {
+    _mm256_maskstore_ps(c, m0, z0);
+    _mm256_maskstore_ps(c + 8, m1, z1);
+  }
+}
+
+}  // namespace
+
+void gemm_micro_kernel_avx2(int64_t kc, const float* a, const float* b, const MicroTile& t) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+  __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+
+  // C is read (beta != 0) or written right after the loop: start pulling its rows in now.
+  for (int r = 0; r < t.mr; ++r) {
+    _mm_prefetch(reinterpret_cast<const char*>(t.c + r * t.ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(t.c + r * t.ldc + NR - 1), _MM_HINT_T0);
+  }
+
+#pragma GCC unroll 4
+  for (int64_t p = 0; p < kc; ++p) {
+    // The A micro-panel streams from the L2; fetch it a few steps ahead.
+    _mm_prefetch(reinterpret_cast<const char*>(a + 8 * MR), _MM_HINT_T0);
+    const __m256 b0 = _mm256_load_ps(b);
+    const __m256 b1 = _mm256_load_ps(b + 8);
+    __m256 ai = _mm256_broadcast_ss(a + 0);
+    c00 = _mm256_fmadd_ps(ai, b0, c00);
+    c01 = _mm256_fmadd_ps(ai, b1, c01);
+    ai = _mm256_broadcast_ss(a + 1);
+    c10 = _mm256_fmadd_ps(ai, b0, c10);
+    c11 = _mm256_fmadd_ps(ai, b1, c11);
+    ai = _mm256_broadcast_ss(a + 2);
+    c20 = _mm256_fmadd_ps(ai, b0, c20);
+    c21 = _mm256_fmadd_ps(ai, b1, c21);
+    ai = _mm256_broadcast_ss(a + 3);
+    c30 = _mm256_fmadd_ps(ai, b0, c30);
+    c31 = _mm256_fmadd_ps(ai, b1, c31);
+    ai = _mm256_broadcast_ss(a + 4);
+    c40 = _mm256_fmadd_ps(ai, b0, c40);
+    c41 = _mm256_fmadd_ps(ai, b1, c41);
+    ai = _mm256_broadcast_ss(a + 5);
+    c50 = _mm256_fmadd_ps(ai, b0, c50);
+    c51 = _mm256_fmadd_ps(ai, b1, c51);
+    a += MR;
+    b += NR;
+  }
+
+  const bool full = t.nr == NR;
+  const __m256i m0 = lane_mask(t.nr < 8 ? t.nr : 8);
+  const __m256i m1 = lane_mask(t.nr > 8 ? t.nr - 8 : 0);
+  store_row(0, c00, c01, t, full, m0, m1);
+  if (t.mr > 1) store_row(1, c10, c11, t, full, m0, m1);
+  if (t.mr > 2) store_row(2, c20, c21, t, full, m0, m1);
+  if (t.mr > 3) store_row(3, c30, c31, t, full, m0, m1);
+  if (t.mr > 4) store_row(4, c40, c41, t, full, m0, m1);
+  if (t.mr > 5) store_row(5, c50, c51, t, full, m0, m1);
+}
+
+}  // namespace fastmlp

@@ -1,0 +1,195 @@
+// Losses with their gradients, CPU: softmax cross-entropy, MSE, multiclass hinge, BCE on logits.
+//
+// Shape legend: B = batch (rows), C = classes, F = features; inputs (B, C) or (B, F) row-major
+// float32, labels (B,) int64 in [0, C) (checked by the caller), targets (B, F).
+// Each function computes the mean loss and, in the same pass over a row, writes the gradient of
+// that mean into its first argument (skipped when it is nullptr). The gradient may alias the
+// input it is taken with respect to (every element is read before it is written).
+//
+// Determinism: rows are split across threads, each row's loss is summed in double into its own
+// slot, and the slots are added in row order afterwards, so the loss is bit-identical for every
+// thread count (and so is the gradient, which is elementwise per row).
+#include "cpu/losses.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "common/threading.h"
+
+
+namespace fastmlp {
+namespace {
+
+// Elements per thread below which another thread does not pay for itself (~1-5 us to open a
+// region): ~4096 elements with an expf each, ~32768 with a few flops each. Estimates from the
+// per-element cost, not tuned on a quiet machine.
+constexpr int64_t kTranscendentalGrain = int64_t{1} << 12;
+constexpr int64_t kCheapGrain = int64_t{1} << 15;
+
+
+// Runs row_loss(i) -> double for every row, split across threads, and returns the sum of the row
+// losses added in row order (the thread-count-independent reduction shared by all losses).
+template <typename RowLoss>
+double sum_rows_in_order(int64_t rows, int64_t work, int64_t grain, const RowLoss& row_loss) {
+  std::vector<double> per_row(static_cast<size_t>(rows));
+  parallel_ranges(rows, threads_for(work, grain), [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i) per_row[static_cast<size_t>(i)] = row_loss(i);
+  });
+  double total = 0.0;
+  for (double v : per_row) total += v;
+  return total;
+}
+
+}  // namespace
+
+// Fused softmax + cross-entropy with label smoothing eps; logits (B, C), labels (B,),
+// dlogits (B, C) or nullptr. With m = max_j z_j, s = sum_j exp(z_j - m), lse = m + log s and
+// q = (1 - eps) onehot(y) + eps / C:
+//   loss_i = sum_j q_j (lse - z_j) = (1 - eps)(log s + m - z_y) + eps/C sum_j (log s + m - z_j),
+//   written with lse - z_j = log s + (m - z_j) >= 0 so that logits of +-1000 lose no digits;
+//   dlogits_ij = (exp(z_j - m) / s - q_j) / B.
+// The row's exp terms are stored in dlogits on the way and rescaled in place.
+double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
+                             int64_t batch, int64_t classes, float label_smoothing) {
+  if (batch <= 0 || classes <= 0) return 0.0;
+  const double eps = label_smoothing;
+  const double inv_batch = 1.0 / static_cast<double>(batch);
+  const float q_other = static_cast<float>(eps / static_cast<double>(classes) * inv_batch);
+  const float q_label =
+      static_cast<float>(((1.0 - eps) + eps / static_cast<double>(classes)) * inv_batch);
+  const double total =
+      sum_rows_in_order(batch, batch * classes, kTranscendentalGrain, [&](int64_t i) {
+        const float* z = logits + i * classes;
+        const int64_t y = labels[i];
+        // Pass 1 reads everything the loss needs from z, since dlogits may alias logits.
+        const float m = *std::max_element(z, z + classes);
+        double sum_gap = 0.0;  // sum_j (m - z_j)
+        for (int64_t j = 0; j < classes; ++j) sum_gap += static_cast<double>(m) - z[j];
+        const double gap_y = static_cast<double>(m) - z[y];
+        // Pass 2: s = sum_j exp(z_j - m), keeping each term for the gradient.
+        double s = 0.0;
+        if (dlogits != nullptr) {
+          float* d = dlogits + i * classes;
+          for (int64_t j = 0; j < classes; ++j) {
+            const float e = std::exp(z[j] - m);
+            d[j] = e;
+            s += e;
+          }
+          // Pass 3: d_j = e_j / (s B) - q_j / B.
+          const float scale = static_cast<float>(inv_batch / s);
+          const float e_y = d[y];
+          for (int64_t j = 0; j < classes; ++j) d[j] = d[j] * scale - q_other;
+          d[y] = e_y * scale - q_label;
+        } else {
+          for (int64_t j = 0; j < classes; ++j) s += std::exp(z[j] - m);
+        }
+        const double log_s = std::log(s);
+        const double ce_label = log_s + gap_y;  // -log p_y
+        if (eps == 0.0) return ce_label;
+        const double ce_uniform =
+            log_s + sum_gap / static_cast<double>(classes);  // -mean_j log p_j
+        return (1.0 - eps) * ce_label + eps * ce_uniform;
+      });
+  return total * inv_batch;
+}
+
+// loss = sum_ij (p_ij - t_ij)^2 / (B F); dpred_ij = 2 (p_ij - t_ij) / (B F).
+// pred, target, dpred (B, F); dpred may be nullptr, and may alias pred or target.
+double mse_loss(float* dpred, const float* pred, const float* target, int64_t batch,
+                int64_t features) {
+  if (batch <= 0 || features <= 0) return 0.0;
+  const double inv_n = 1.0 / (static_cast<double>(batch) * static_cast<double>(features));
+  const float grad_scale = static_cast<float>(2.0 * inv_n);
+  const double total = sum_rows_in_order(batch, batch * features, kCheapGrain, [&](int64_t i) {
+    const float* p = pred + i * features;
+    const float* t = target + i * features;
+    double acc = 0.0;
+    if (dpred != nullptr) {
+      float* d = dpred + i * features;
+      for (int64_t j = 0; j < features; ++j) {
+        const double diff = static_cast<double>(p[j]) - t[j];
+        acc += diff * diff;
+        d[j] = static_cast<float>(diff) * grad_scale;
+      }
+    } else {
+      for (int64_t j = 0; j < features; ++j) {
+        const double diff = static_cast<double>(p[j]) - t[j];
+        acc += diff * diff;
+      }
+    }
+    return acc;
+  });
+  return total * inv_n;
+}
+
+// Multiclass SVM (Weston-Watkins): scores (B, C), labels (B,), dscores (B, C) or nullptr.
+//   margin_ij = s_ij - s_iy + margin for j != y;  loss_i = sum_{j != y} max(0, margin_ij);
+//   dscores_ij = [margin_ij > 0] / B for j != y,  dscores_iy = -(count of margin_ij > 0) / B.
+// margin_ij is evaluated in double from the float inputs with the operations of the float64
+// reference, so the indicator [margin_ij > 0] agrees with it exactly (for a margin representable in
+// float32). dscores may alias scores.
+double multiclass_hinge_loss(float* dscores, const float* scores, const int64_t* labels,
+                             int64_t batch, int64_t classes, float margin) {
+  if (batch <= 0 || classes <= 0) return 0.0;
+  const double inv_batch = 1.0 / static_cast<double>(batch);
+  const float g = static_cast<float>(inv_batch);
+  const double delta = margin;
+  const double total = sum_rows_in_order(batch, batch * classes, kCheapGrain, [&](int64_t i) {
+    const float* s = scores + i * classes;
+    const int64_t y = labels[i];
+    const double s_y = s[y];
+    double acc = 0.0;
+    int64_t violated = 0;
+    float* d = dscores != nullptr ? dscores + i * classes : nullptr;
+    for (int64_t j = 0; j < classes; ++j) {
+      const double m = (static_cast<double>(s[j]) - s_y) + delta;
+      const bool on = j != y && m > 0.0;
+      if (on) {
+        acc += m;
+        ++violated;
+      }
+      if (d != nullptr) d[j] = on ? g : 0.0f;
+    }
+    if (d != nullptr) d[y] = static_cast<float>(-static_cast<double>(violated) * inv_batch);
+    return acc;
+  });
+  return total * inv_batch;
+}
+
+// Binary cross-entropy on logits z with targets t in [0, 1]; logits, targets, dlogits (B, F).
+//   loss = mean_ij ( max(z, 0) - z t + log(1 + exp(-|z|)) )   (never exp of a positive number),
+//   dlogits_ij = (sigmoid(z_ij) - t_ij) / (B F).
+// dlogits may be nullptr, and may alias logits or targets.
+double bce_with_logits(float* dlogits, const float* logits, const float* targets, int64_t batch,
+                       int64_t features) {
+  if (batch <= 0 || features <= 0) return 0.0;
+  const double inv_n = 1.0 / (static_cast<double>(batch) * static_cast<double>(features));
+  const float grad_scale = static_cast<float>(inv_n);
+  const double total =
+      sum_rows_in_order(batch, batch * features, kTranscendentalGrain, [&](int64_t i) {
+        const float* z = logits + i * features;
+        const float* t = targets + i * features;
+        float* d = dlogits != nullptr ? dlogits + i * features : nullptr;
+        double acc = 0.0;
+        for (int64_t j = 0; j < features; ++j) {
+          const float zj = z[j];
+          const float tj = t[j];
+          // The max(z,0) - z t part is done in double: it can be two large, nearly equal terms
+          // (z = 1000, t = 1); the log1p part is in (0, log 2], where float is accurate enough.
+          const double zd = zj;
+          const float e = std::exp(-std::fabs(zj));
+          acc += std::max(zd, 0.0) - zd * tj + std::log1p(e);
+          if (d != nullptr) {
+            // sigmoidf_stable(z) from the same e = exp(-|z|) (one expf instead of two): its two
+            // branches are exactly 1 / (1 + e) for z >= 0 and e / (1 + e) for z < 0.
+            const float sig = zj >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+            d[j] = (sig - tj) * grad_scale;
+          }
+        }
+        return acc;
+      });
+  return total * inv_n;
+}
+
+}  // namespace fastmlp

@@ -1,0 +1,561 @@
+"""Activations, PReLU, column_sum and softmaxes: fastmlp.ops against fastmlp.reference.
+
+Tolerances are written next to each assertion. The kernels compute in float32 (sums in float64);
+the reference computes in float64 from the same float32 inputs, so the differences measured are
+the kernels' own rounding errors (float32 unit roundoff u = 2^-24 ~ 6e-8).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastmlp import _core, ops, reference
+from fastmlp.ops._activations import ACTIVATIONS, DEFAULT_ALPHA
+
+NAMES = list(ACTIVATIONS)
+# (1, 1), a single row, a single column, odd and prime sizes, and one large matrix that is split
+# across threads by every kernel here.
+SHAPES = [(1, 1), (1, 7), (7, 1), (3, 5), (13, 31), (97, 101), (2049, 1031)]
+LARGE = (2049, 1031)
+# A non-default alpha for each activation that takes one, so the parameter is really passed.
+ALPHAS = {"leaky_relu": 0.2, "elu": 0.7, "prelu": 0.3}
+
+
+def make_x(rng: np.random.Generator, shape: tuple[int, ...], scale: float = 3.0) -> np.ndarray:
+    """Both signs, magnitudes up to ~15 and exact zeros (the kink of relu/leaky/elu)."""
+    x = (scale * rng.standard_normal(shape)).astype(np.float32)
+    x.reshape(-1)[::5] = 0.0
+    return x
+
+
+@pytest.fixture
+def restore_threads():
+    n = _core.get_num_threads()
+    yield
+    _core.set_num_threads(n)
+
+
+def as_tuple(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+def results_for_threads(fn, threads=(1, 2, 3)):
+    out = []
+    for t in threads:
+        _core.set_num_threads(t)
+        out.append(fn())
+    return out
+
+
+# ---------------------------------------------------------------- the name table
+
+
+def test_activation_table_matches_core_enum_and_reference():
+    # The bindings build ACTIVATION_KINDS from the C++ enum itself.
+    assert ACTIVATIONS == _core.ACTIVATION_KINDS
+    assert set(DEFAULT_ALPHA) == {"leaky_relu", "elu", "prelu"}
+    for name, alpha in DEFAULT_ALPHA.items():
+        x = np.array([-2.0], dtype=np.float32)
+        # The reference's own defaults agree with DEFAULT_ALPHA: f(-2) = -2 alpha (leaky, prelu).
+        if name != "elu":
+            assert reference.activation(x, name)[0] == pytest.approx(-2.0 * alpha, rel=1e-12)
+    x = np.linspace(-3, 3, 7, dtype=np.float32)
+    for name in NAMES:
+        reference.activation(x, name)  # every name is known to the reference too
+
+
+# ---------------------------------------------------------------- forward / backward vs reference
+
+# Per-activation tolerance of the forward (rtol, atol):
+# identity/relu are exact; leaky/prelu round alpha*x once (and alpha itself to float32): ~2u;
+# elu/sigmoid/tanh use expm1f/expf/tanhf (<= 2 ulp in glibc) plus one or two roundings: < 10u.
+# atol 1e-38 (the smallest normal float32) only absorbs sigmoid values that underflow to
+# subnormals, where float32 has no relative precision left.
+FORWARD_TOL = {
+    "identity": (0.0, 0.0),
+    "relu": (0.0, 0.0),
+    "leaky_relu": (2e-7, 0.0),
+    "prelu": (2e-7, 0.0),
+    "elu": (1e-6, 1e-38),
+    "sigmoid": (1e-6, 1e-38),
+    "tanh": (1e-6, 1e-38),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("name", NAMES)
+def test_activation_forward_matches_reference(rng, name, shape):
+    x = make_x(rng, shape)
+    alpha = ALPHAS.get(name)
+    y = ops.activation(x, name, alpha)
+    assert y.dtype == np.float32 and y.shape == shape
+    rtol, atol = FORWARD_TOL[name]
+    np.testing.assert_allclose(y, reference.activation(x, name, alpha), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("name", NAMES)
+def test_activation_backward_matches_reference(rng, name, shape):
+    x = make_x(rng, shape)
+    dy = rng.uniform(-1.0, 1.0, shape).astype(np.float32)  # |dy| <= 1 keeps atol meaningful
+    alpha = ALPHAS.get(name)
+    y = ops.activation(x, name, alpha)
+    dx = ops.activation_backward(x, y, dy, name, alpha)
+    assert dx.dtype == np.float32 and dx.shape == shape
+    ref = reference.activation_backward(x, None, dy, name, alpha)
+    # The kernel computes sigmoid' = y(1 - y), tanh' = 1 - y^2 and elu' = y + alpha from the
+    # float32 output y, whose absolute error near |y| = 1 (or y = -alpha) is ~1-2 ulp(1) ~ 1e-7;
+    # these expressions cancel to small values there, so the error is absolute: <= ~4e-7 * |dy|.
+    # rtol 1e-5 covers the relative error (a few u) where there is no cancellation.
+    np.testing.assert_allclose(dx, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_activation_shapes_any_ndim(rng):
+    # Elementwise activations accept any shape: 1-d, 3-d and empty. (0-d comes back as (1,):
+    # _checks.as_float_input uses np.ascontiguousarray, which returns ndim >= 1.)
+    for shape in [(5,), (2, 3, 4), (0, 3)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        y = ops.relu(x)
+        assert y.shape == x.shape
+        np.testing.assert_array_equal(y, np.maximum(x, 0))  # relu is exact
+
+
+def test_convenience_functions_match_activation(rng):
+    x = make_x(rng, (13, 17))
+    # Same kernel underneath: bit-identical.
+    np.testing.assert_array_equal(ops.relu(x), ops.activation(x, "relu"))
+    np.testing.assert_array_equal(ops.leaky_relu(x), ops.activation(x, "leaky_relu", 0.01))
+    np.testing.assert_array_equal(ops.leaky_relu(x, 0.3), ops.activation(x, "leaky_relu", 0.3))
+    np.testing.assert_array_equal(ops.elu(x), ops.activation(x, "elu", 1.0))
+    np.testing.assert_array_equal(ops.elu(x, 0.5), ops.activation(x, "elu", 0.5))
+    np.testing.assert_array_equal(ops.sigmoid(x), ops.activation(x, "sigmoid"))
+    np.testing.assert_array_equal(ops.tanh(x), ops.activation(x, "tanh"))
+    np.testing.assert_array_equal(ops.identity(x), x)
+
+
+def test_float64_and_strided_inputs_are_converted(rng):
+    x64 = rng.standard_normal((9, 14))
+    y = ops.sigmoid(x64[:, ::2])  # float64, non-contiguous
+    assert y.dtype == np.float32 and y.shape == (9, 7)
+    # Same as the float32 contiguous input: the conversion is the only difference.
+    np.testing.assert_array_equal(y, ops.sigmoid(np.ascontiguousarray(x64[:, ::2], np.float32)))
+
+
+def test_kinks_at_zero_take_the_left_derivative():
+    x = np.array([[-1.0, -0.0, 0.0, 1.0]], dtype=np.float32)
+    dy = np.ones_like(x)
+    expected = {
+        # name: (f(x), f'(x)) exactly, for x = -1, -0, 0, 1
+        "relu": ([0, 0, 0, 1], [0, 0, 0, 1]),
+        "leaky_relu": ([-0.25, 0, 0, 1], [0.25, 0.25, 0.25, 1]),
+        "prelu": ([-0.25, 0, 0, 1], [0.25, 0.25, 0.25, 1]),
+        "elu": ([np.expm1(np.float32(-1)) * 0.5, 0, 0, 1], [None, 0.5, 0.5, 1]),
+    }
+    for name, (f, df) in expected.items():
+        alpha = {"relu": None, "elu": 0.5}.get(name, 0.25)
+        y = ops.activation(x, name, alpha)
+        dx = ops.activation_backward(x, y, dy, name, alpha)
+        # rtol 1e-6: elu(-1) goes through expm1f; the other entries are exact.
+        np.testing.assert_allclose(y[0], np.array(f, dtype=np.float64), rtol=1e-6, atol=0)
+        for got, want in zip(dx[0], df):
+            if want is not None:
+                assert got == want, name  # exact: a branch picks 1, 0 or alpha
+        # The reference agrees at the kink.
+        ref_df = reference.activation_derivative(x, name, alpha)[0]
+        assert list(ref_df[1:]) == [w for w in df[1:]], name
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "elu"])
+def test_large_inputs_stay_finite(name):
+    x = np.array([[-1000.0, -100.0, -88.0, -20.0, 0.0, 20.0, 88.0, 100.0, 1000.0]], np.float32)
+    y = ops.activation(x, name)
+    dx = ops.activation_backward(x, y, np.ones_like(x), name)
+    assert np.isfinite(y).all() and np.isfinite(dx).all()
+    # Saturation values, exact in float32 at |x| = 1000.
+    lo, hi = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "elu": (-1.0, 1000.0)}[name]
+    assert y[0, 0] == lo and y[0, -1] == hi
+    if name != "elu":
+        assert dx[0, 0] == 0.0 and dx[0, -1] == 0.0  # flat tails: exactly 0 derivative
+    # And still against the reference (tolerances as in the forward/backward tests).
+    np.testing.assert_allclose(y, reference.activation(x, name), rtol=1e-6, atol=1e-38)
+    np.testing.assert_allclose(dx, reference.activation_derivative(x, name), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- finite differences (reference)
+
+
+def central_difference(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    """d f(x) / dx elementwise for an elementwise f, in float64."""
+    return (f(x + h) - f(x - h)) / (2 * h)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_derivative_by_finite_differences(rng, name):
+    x = rng.uniform(-6.0, 6.0, 400)
+    x = x[np.abs(x) > 1e-3]  # away from the kink at 0, where f is not differentiable
+    alpha = ALPHAS.get(name)
+    numeric = central_difference(lambda v: reference.activation(v, name, alpha), x)
+    analytic = reference.activation_derivative(x, name, alpha)
+    # Central difference in float64 with h = 1e-6: truncation h^2 |f'''| / 6 < 1e-12, rounding
+    # ~ 1e-16 |f| / h < 1e-9 for |f| <= 6.
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "prelu", "elu"])
+def test_reference_derivative_at_zero_is_the_left_difference(name):
+    h = 1e-7
+    alpha = ALPHAS.get(name)
+    left = (
+        reference.activation(np.array([0.0]), name, alpha)
+        - reference.activation(np.array([-h]), name, alpha)
+    ) / h
+    # One-sided difference: the elu curve contributes an O(h) = 1e-7 truncation error.
+    np.testing.assert_allclose(
+        reference.activation_derivative(np.array([0.0]), name, alpha), left, rtol=0, atol=1e-6
+    )
+
+
+def test_reference_prelu_gradients_by_finite_differences(rng):
+    h = 1e-6
+    x = rng.standard_normal((6, 5))
+    x[np.abs(x) < 1e-3] = 0.5  # away from the kink
+    dy = rng.standard_normal((6, 5))
+    for slope in (np.array([0.3]), rng.uniform(-0.5, 0.5, 5)):
+        dx, dslope = reference.prelu_backward(x, slope, dy)
+
+        def loss(xv, sv):
+            return float((dy * reference.prelu(xv, sv)).sum())
+
+        num_dslope = np.array(
+            [
+                (loss(x, slope + h * e) - loss(x, slope - h * e)) / (2 * h)
+                for e in np.eye(slope.size)
+            ]
+        )
+        num_dx = np.zeros_like(x)
+        for idx in np.ndindex(*x.shape):
+            e = np.zeros_like(x)
+            e[idx] = h
+            num_dx[idx] = (loss(x + e, slope) - loss(x - e, slope)) / (2 * h)
+        # L is linear in slope and piecewise linear in x: only rounding error, ~1e-16 |L| / h.
+        np.testing.assert_allclose(dslope, num_dslope, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(dx, num_dx, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("which", ["softmax", "log_softmax"])
+def test_reference_softmax_backward_by_finite_differences(rng, which):
+    h = 1e-6
+    x = rng.standard_normal((4, 7)) * 2
+    g = rng.standard_normal((4, 7))
+    fwd = getattr(reference, which)
+    bwd = getattr(reference, which + "_backward")
+    analytic = bwd(fwd(x), g)
+    numeric = np.zeros_like(x)
+    for idx in np.ndindex(*x.shape):
+        e = np.zeros_like(x)
+        e[idx] = h
+        numeric[idx] = ((g * fwd(x + e)).sum() - (g * fwd(x - e)).sum()) / (2 * h)
+    # Smooth function, float64: truncation ~h^2 < 1e-11, rounding ~1e-16 * 10 / h = 1e-9.
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+# ---------------------------------------------------------------- PReLU
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("per_column", [False, True])
+def test_prelu_matches_reference(rng, shape, per_column):
+    x = make_x(rng, shape)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    cols = shape[1]
+    slope = (
+        rng.uniform(-0.5, 0.5, cols).astype(np.float32)
+        if per_column
+        else np.array([0.3], np.float32)
+    )
+    y = ops.prelu(x, slope)
+    # One float32 rounding of slope * x: rtol 2u.
+    np.testing.assert_allclose(y, reference.prelu(x, slope), rtol=2e-7, atol=0)
+    dx, dslope = ops.prelu_backward(x, slope, dy)
+    ref_dx, ref_dslope = reference.prelu_backward(x, slope, dy)
+    assert dx.dtype == np.float32 and dslope.dtype == np.float32 and dslope.shape == slope.shape
+    np.testing.assert_allclose(dx, ref_dx, rtol=2e-7, atol=0)  # one rounding of dy * slope
+    # dslope: products float*float are exact in float64 and summed in float64, so the only
+    # sizeable error is the final rounding to float32 (u relative) plus summation-order error
+    # ~ n 2^-53 sum|terms|, covered by atol.
+    terms = np.abs(dy.astype(np.float64) * np.minimum(x, 0))
+    scale = terms.sum(axis=0) if per_column else terms.sum()
+    np.testing.assert_allclose(dslope, ref_dslope, rtol=2e-7, atol=1e-12 * np.max(scale) + 1e-30)
+
+
+def test_prelu_equals_leaky_relu_for_a_shared_slope(rng):
+    x = make_x(rng, (31, 17))
+    # Same formula, same float32 rounding: bit-identical.
+    np.testing.assert_array_equal(
+        ops.prelu(x, np.array([0.2], np.float32)), ops.leaky_relu(x, np.float32(0.2))
+    )
+
+
+# ---------------------------------------------------------------- column_sum
+
+
+@pytest.mark.parametrize("shape", [*SHAPES, (0, 5), (5000, 3)])
+def test_column_sum_matches_reference(rng, shape):
+    x = make_x(rng, shape)
+    out = ops.column_sum(x)
+    assert out.dtype == np.float32 and out.shape == (shape[1],)
+    # Summed in float64 (error ~ rows * 2^-53 * sum|x|, covered by atol), then rounded once to
+    # float32 (rtol u).
+    atol = 1e-12 * float(np.abs(x).sum(axis=0).max(initial=0.0)) + 1e-30
+    np.testing.assert_allclose(out, reference.column_sum(x), rtol=1e-7, atol=atol)
+
+
+# ---------------------------------------------------------------- softmax / log_softmax
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_softmax_matches_reference(rng, shape):
+    x = make_x(rng, shape)
+    y = ops.softmax(x)
+    # p_j = expf(x_j - m) / s: x_j - m rounds with relative error u, which becomes an error of
+    # |x_j - m| u in p_j relative; it matters only where p_j is tiny, so relative 1e-5 for the
+    # probabilities that matter and 1e-7 absolute (float32 resolution near 1 is 6e-8).
+    np.testing.assert_allclose(y, reference.softmax(x), rtol=1e-5, atol=1e-7)
+    # Rows sum to 1 up to cols float32 roundings of ~u each.
+    np.testing.assert_allclose(y.sum(axis=1, dtype=np.float64), 1.0, rtol=0, atol=1e-6)
+    ly = ops.log_softmax(x)
+    # log p = (x_j - m) - log s: absolute error ~u (|x_j - m| + log s), relative 1e-6 of |log p|.
+    np.testing.assert_allclose(ly, reference.log_softmax(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_softmax_backward_matches_reference(rng, shape):
+    x = make_x(rng, shape)
+    dy = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
+    y = ops.softmax(x)
+    dx = ops.softmax_backward(y, dy)
+    # Against the reference applied to the same float32 y: y_j (dy_j - dot) with dot in float64;
+    # the rounding of dy_j - dot (|.| <= 2) gives absolute error <= ~2u y_j: atol 1e-7 suffices
+    # because y_j <= 1, rtol 1e-5 for the rest.
+    np.testing.assert_allclose(dx, reference.softmax_backward(y, dy), rtol=1e-5, atol=1e-7)
+    ly = ops.log_softmax(x)
+    ldx = ops.log_softmax_backward(ly, dy)
+    # dy_j - expf(y_j) * sum(dy): sum(dy) ~ sqrt(cols) in size, expf relative error ~2u, so the
+    # absolute error is ~2u |sum(dy)| exp(y_j) + u |dy|: 1e-6 covers sum(dy) up to ~8 (cols <= 1031
+    # with uniform dy gives |sum| < 60, hence scaled by it).
+    atol = 1e-6 * max(1.0, float(np.abs(dy.sum(axis=1, dtype=np.float64)).max()))
+    np.testing.assert_allclose(ldx, reference.log_softmax_backward(ly, dy), rtol=1e-5, atol=atol)
+
+
+def test_softmax_is_stable_for_huge_logits():
+    x = np.array(
+        [[1000.0, -1000.0, 0.0], [-1000.0, -1000.0, -1000.0], [1e30, 1e30, -1e30]], np.float32
+    )
+    y = ops.softmax(x)
+    ly = ops.log_softmax(x)
+    assert np.isfinite(y).all() and np.isfinite(ly).all()
+    # Exact: the max term is exp(0) = 1 and the others underflow to 0 (or are equal).
+    expected = np.array([[1, 0, 0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0]], np.float32)
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_allclose(ly[0], [0.0, -2000.0, -1000.0], rtol=1e-7, atol=0)
+    np.testing.assert_allclose(ly[1], np.log(1 / 3), rtol=1e-6)  # three equal terms
+    np.testing.assert_allclose(ly, reference.log_softmax(x), rtol=1e-6, atol=1e-6)
+
+
+def test_softmax_of_empty_rows_or_columns():
+    for shape in [(0, 4), (3, 0)]:
+        x = np.zeros(shape, np.float32)
+        assert ops.softmax(x).shape == shape and ops.log_softmax(x).shape == shape
+
+
+# ---------------------------------------------------------------- thread-count independence
+
+
+def test_results_do_not_depend_on_thread_count(rng, restore_threads):
+    x = make_x(rng, LARGE)
+    dy = rng.standard_normal(LARGE).astype(np.float32)
+    slope = rng.uniform(-0.5, 0.5, LARGE[1]).astype(np.float32)
+    cases = {name: lambda n=name: ops.activation(x, n) for name in NAMES}
+    cases.update(
+        {f"{name}'": lambda n=name: ops.activation_backward(x, x, dy, n) for name in NAMES}
+    )
+    cases["prelu_forward"] = lambda: ops.prelu(x, slope)
+    cases["prelu_backward"] = lambda: ops.prelu_backward(x, slope, dy)
+    cases["prelu_backward_shared"] = lambda: ops.prelu_backward(x, slope[:1], dy)
+    cases["column_sum"] = lambda: ops.column_sum(x)
+    cases["column_sum_tall"] = lambda: ops.column_sum(x.reshape(-1, 3)[:100_000])
+    cases["softmax"] = lambda: ops.softmax(x)
+    cases["log_softmax"] = lambda: ops.log_softmax(x)
+    cases["softmax_backward"] = lambda: ops.softmax_backward(x, dy)
+    cases["log_softmax_backward"] = lambda: ops.log_softmax_backward(x, dy)
+    for label, fn in cases.items():
+        first, *others = (as_tuple(r) for r in results_for_threads(fn))
+        for other in others:
+            for a, b in zip(first, other):
+                np.testing.assert_array_equal(a, b, err_msg=label)  # bit-identical: no tolerance
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_unknown_activation_name():
+    x = np.zeros((2, 2), np.float32)
+    with pytest.raises(ValueError, match=r"^activation: unknown 'foo'; known: identity, relu"):
+        ops.activation(x, "foo")
+    with pytest.raises(ValueError, match=r"^activation: unknown 'foo'"):
+        ops.activation_backward(x, x, x, "foo")
+    with pytest.raises(ValueError, match=r"^activation: unknown 'foo'"):
+        reference.activation(x, "foo")
+    with pytest.raises(ValueError, match=r"^kind: unknown activation enum value 7"):
+        _core.activation_forward(x, 7, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "alpha", "error", "pattern"),
+    [
+        ("leaky_relu", -0.1, ValueError, r"^alpha: leaky_relu expects alpha >= 0"),
+        ("elu", 0.0, ValueError, r"^alpha: elu expects alpha > 0"),
+        ("elu", -1.0, ValueError, r"^alpha: elu expects alpha > 0"),
+        ("leaky_relu", float("nan"), ValueError, r"^alpha: expected a finite value"),
+        ("prelu", float("inf"), ValueError, r"^alpha: expected a finite value"),
+        ("relu", 0.1, ValueError, r"^alpha: activation 'relu' takes no alpha"),
+        ("sigmoid", 1.0, ValueError, r"^alpha: activation 'sigmoid' takes no alpha"),
+        ("leaky_relu", "0.1", TypeError, r"^alpha: expected a real number"),
+    ],
+)
+def test_bad_alpha(name, alpha, error, pattern):
+    x = np.zeros((2, 2), np.float32)
+    with pytest.raises(error, match=pattern):
+        ops.activation(x, name, alpha)
+    with pytest.raises(error, match=pattern):
+        ops.activation_backward(x, x, x, name, alpha)
+
+
+def test_zero_alpha_leaky_relu_is_relu(rng):
+    x = make_x(rng, (5, 6))
+    np.testing.assert_array_equal(ops.leaky_relu(x, 0.0), ops.relu(x))  # exact
+
+
+def test_wrong_dtype_raises_type_error():
+    xi = np.ones((3, 4), dtype=np.int64)
+    xf = np.ones((3, 4), dtype=np.float32)
+    for call in [
+        lambda: ops.relu(xi),
+        lambda: ops.activation_backward(xf, xf, xi, "relu"),
+        lambda: ops.prelu(xi, np.ones(1, np.float32)),
+        lambda: ops.column_sum(xi),
+        lambda: ops.softmax(xi),
+        lambda: ops.log_softmax(xi),
+        lambda: ops.softmax_backward(xf, xi),
+    ]:
+        with pytest.raises(TypeError, match=r"^(x|dy): expected a floating-point array"):
+            call()
+    with pytest.raises(TypeError, match=r"^slope: expected a floating-point array"):
+        ops.prelu(xf, np.ones(1, np.int32))
+    # The bindings check again, for callers of _core: float64 is refused there.
+    with pytest.raises(TypeError, match=r"^x: expected a float32 array, got float64"):
+        _core.activation_forward(np.ones(3), 1, 0.0)
+    with pytest.raises(TypeError, match=r"^x: expected a float32 array"):
+        _core.softmax_forward(np.ones((2, 2)))
+
+
+def test_wrong_ndim_raises_value_error():
+    x1 = np.ones(5, np.float32)
+    x3 = np.ones((2, 3, 4), np.float32)
+    for call, pattern in [
+        (lambda: ops.softmax(x1), r"^x: expected a 2-D array, got shape \(5,\)"),
+        (lambda: ops.log_softmax(x3), r"^x: expected a 2-D array"),
+        (lambda: ops.column_sum(x1), r"^x: expected a 2-D array"),
+        (lambda: ops.prelu(x3, np.ones(1, np.float32)), r"^x: expected a 2-D array"),
+        (lambda: ops.softmax_backward(x1, x1), r"^y: expected a 2-D array"),
+        (lambda: _core.column_sum(x1), r"^x: expected a 2-D array"),
+    ]:
+        with pytest.raises(ValueError, match=pattern):
+            call()
+
+
+def test_mismatched_shapes_raise_value_error():
+    a = np.ones((3, 4), np.float32)
+    b = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"^dy: expected the shape of x \(3, 4\), got \(4, 3\)"):
+        ops.activation_backward(a, a, b, "relu")
+    with pytest.raises(ValueError, match=r"^y: expected the shape of x"):
+        ops.activation_backward(a, b, a, "sigmoid")
+    with pytest.raises(ValueError, match=r"^dy: expected the shape of y"):
+        ops.softmax_backward(a, b)
+    with pytest.raises(ValueError, match=r"^dy: expected the shape of y"):
+        ops.log_softmax_backward(a, b)
+    with pytest.raises(ValueError, match=r"^dy: expected the shape of x"):
+        ops.prelu_backward(a, np.ones(1, np.float32), b)
+    # Same checks in the bindings.
+    with pytest.raises(ValueError, match=r"^dy: expected the shape of x"):
+        _core.activation_backward(a, a, b, 1, 0.0)
+    with pytest.raises(ValueError, match=r"^dy: expected the shape of y"):
+        _core.softmax_backward(a, b)
+
+
+@pytest.mark.parametrize("slope_shape", [(2,), (5,), (1, 4), ()])
+def test_bad_slope_shape(slope_shape):
+    x = np.ones((3, 4), np.float32)
+    slope = np.ones(slope_shape, np.float32)
+    with pytest.raises(ValueError, match=r"^slope: expected"):
+        ops.prelu(x, slope)
+    with pytest.raises(ValueError, match=r"^slope: expected"):
+        ops.prelu_backward(x, slope, x)
+    if len(slope_shape) == 1:
+        with pytest.raises(ValueError, match=r"^slope: expected shape \(1,\) or \(4,\)"):
+            _core.prelu_forward(x, slope)
+
+
+# ---------------------------------------------------------------- SIMD and generic paths
+
+_PATHS_SCRIPT = """
+import sys
+import numpy as np
+from fastmlp import _core, ops
+rng = np.random.default_rng(7)
+x = (3 * rng.standard_normal((37, 61))).astype(np.float32)
+x.reshape(-1)[::5] = 0.0
+x[0, :4] = [np.nan, np.inf, -np.inf, -0.0]
+dy = rng.standard_normal(x.shape).astype(np.float32)
+out = {"simd": np.array(_core._build_info()["simd"])}
+for name in ops.ACTIVATIONS:
+    y = ops.activation(x, name)
+    out[name] = y
+    out[name + "_backward"] = ops.activation_backward(x, y, dy, name)
+for cols in (61, 5, 8):  # with a tail, narrower than one vector, exactly one vector
+    xc, dyc = x[:, :cols].copy(), dy[:, :cols].copy()
+    for label, slope in [("shared", np.array([0.3], np.float32)),
+                         ("percol", rng.uniform(-0.5, 0.5, cols).astype(np.float32))]:
+        out[f"prelu_{label}_{cols}"] = ops.prelu(xc, slope)
+        dx, dslope = ops.prelu_backward(xc, slope, dyc)
+        out[f"prelu_dx_{label}_{cols}"] = dx
+        out[f"prelu_dslope_{label}_{cols}"] = dslope
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_simd_and_generic_paths_are_bit_identical(tmp_path):
+    # FASTMLP_SIMD=generic is read once per process, so each path runs in its own interpreter.
+    results = {}
+    for label, env_value in [("generic", "generic"), ("native", None)]:
+        env = dict(os.environ)
+        env.pop("FASTMLP_SIMD", None)
+        if env_value is not None:
+            env["FASTMLP_SIMD"] = env_value
+        path = tmp_path / f"{label}.npz"
+        subprocess.run([sys.executable, "-c", _PATHS_SCRIPT, str(path)], env=env, check=True)
+        with np.load(path) as data:
+            results[label] = dict(data)
+    assert str(results["generic"]["simd"]) == "generic"
+    if str(results["native"]["simd"]) == "generic":
+        pytest.skip("this CPU has no AVX2/FMA: only the generic path exists")
+    for key, value in results["generic"].items():
+        if key != "simd":
+            # Same float operations on both paths: bit-identical, NaN included.
+            np.testing.assert_array_equal(results["native"][key], value, err_msg=key)

@@ -1,0 +1,339 @@
+"""fastmlp.ops.matmul / linear (the fused CPU GEMM) against fastmlp.reference (float64).
+
+Tolerance (``gemm_tol``): a float32 dot product of length k carries a rounding error of about
+sqrt(k) * eps32 * sum_p |a_ip b_pj| (random-walk estimate; the worst case is k * eps32). We allow
+twice that plus two eps32 for the final alpha/beta/bias roundings, elementwise against
+scale_ij = |alpha| (|op(A)| @ |op(B)|)_ij + |beta C_ij| + |bias_j|. Dropping or doubling a single
+term of a sum, or applying beta twice, exceeds it by orders of magnitude.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from fastmlp import _core, ops, reference
+
+EPS32 = float(np.finfo(np.float32).eps)
+TRANS = [(False, False), (False, True), (True, False), (True, True)]
+TRANS_IDS = ["NN", "NT", "TN", "TT"]
+ACTIVATIONS = ["identity", "relu", "leaky_relu", "prelu", "elu", "sigmoid", "tanh"]
+# Sizes around the block edges: MR = 6, NR = 16, MC = 144, KC = 256, NC = 4080.
+AWKWARD = [
+    (1, 1, 1),
+    (5, 7, 17),
+    (7, 17, 5),
+    (17, 5, 7),
+    (97, 143, 145),
+    (143, 145, 257),
+    (145, 257, 143),
+    (257, 97, 255),
+    (1, 1031, 97),
+    (1031, 1, 257),
+    (5, 7, 1031),
+    (97, 1031, 17),
+    (7, 4097, 3),
+]
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request: pytest.FixtureRequest):
+    old = _core.get_num_threads()
+    _core.set_num_threads(request.param)
+    yield request.param
+    _core.set_num_threads(old)
+
+
+def random_operands(rng, m, n, k, trans_a, trans_b):
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    return a, b
+
+
+def gemm_tol(k: int, scale: np.ndarray) -> np.ndarray:
+    # See the module docstring: 2 sqrt(k) eps32 for the sums, 2 eps32 for the final roundings.
+    return (2.0 * np.sqrt(max(k, 1)) + 2.0) * EPS32 * scale
+
+
+def abs_scale(a, b, trans_a, trans_b, alpha=1.0, beta=0.0, c=None, bias=None):
+    op_a = np.abs(a.T if trans_a else a).astype(np.float64)
+    op_b = np.abs(b.T if trans_b else b).astype(np.float64)
+    scale = abs(alpha) * (op_a @ op_b)
+    if beta != 0.0:
+        scale = scale + abs(beta) * np.abs(c.astype(np.float64))
+    if bias is not None:
+        scale = scale + np.abs(bias.astype(np.float64))
+    return scale
+
+
+def assert_close(got: np.ndarray, want: np.ndarray, tol: np.ndarray, what: str) -> None:
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    err = np.abs(got.astype(np.float64) - want)
+    bad = ~(err <= tol)  # also catches NaN
+    if bad.any():
+        idx = np.argwhere(bad)[:5]
+        lines = [
+            f"  {tuple(i)}: got {got[tuple(i)]!r}, want {want[tuple(i)]!r}, tol {tol[tuple(i)]:.3g}"
+            for i in idx
+        ]
+        raise AssertionError(f"{what}: {bad.sum()} of {bad.size} mismatches\n" + "\n".join(lines))
+
+
+def check_matmul(rng, m, n, k, trans_a, trans_b, alpha=1.0, beta=0.0):
+    a, b = random_operands(rng, m, n, k, trans_a, trans_b)
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    out = c0.copy()
+    got = ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, out=out)
+    assert got is out
+    want = reference.matmul(a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, out=c0, beta=beta)
+    tol = gemm_tol(k, abs_scale(a, b, trans_a, trans_b, alpha, beta, c0))
+    assert_close(
+        got, want, tol, f"m={m} n={n} k={k} trans=({trans_a},{trans_b}) a={alpha} b={beta}"
+    )
+    return got
+
+
+@pytest.mark.parametrize(("trans_a", "trans_b"), TRANS, ids=TRANS_IDS)
+def test_matmul_every_m_n_up_to_40(rng, trans_a, trans_b):
+    k = 9
+    a_full, b_full = random_operands(rng, 40, 40, k, trans_a, trans_b)
+    for m in range(1, 41):
+        for n in range(1, 41):
+            a = a_full[:, :m] if trans_a else a_full[:m]
+            b = b_full[:n] if trans_b else b_full[:, :n]
+            got = ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b)
+            want = reference.matmul(a, b, trans_a=trans_a, trans_b=trans_b)
+            tol = gemm_tol(k, abs_scale(a, b, trans_a, trans_b))
+            assert_close(got, want, tol, f"m={m} n={n} k={k}")
+
+
+@pytest.mark.parametrize(("trans_a", "trans_b"), TRANS, ids=TRANS_IDS)
+def test_matmul_every_k_up_to_40(rng, trans_a, trans_b):
+    for k in range(41):  # includes k == 0: the result is all zeros
+        check_matmul(rng, 13, 19, k, trans_a, trans_b)
+
+
+@pytest.mark.parametrize(("trans_a", "trans_b"), TRANS, ids=TRANS_IDS)
+@pytest.mark.parametrize(("m", "n", "k"), AWKWARD)
+def test_matmul_awkward_sizes(rng, threads, m, n, k, trans_a, trans_b):
+    check_matmul(rng, m, n, k, trans_a, trans_b)
+
+
+@pytest.mark.parametrize(("trans_a", "trans_b"), TRANS, ids=TRANS_IDS)
+@pytest.mark.parametrize(("m", "n", "k"), [(512, 1031, 700), (128, 784, 256), (300, 4100, 70)])
+def test_matmul_large(rng, threads, m, n, k, trans_a, trans_b):
+    check_matmul(rng, m, n, k, trans_a, trans_b, alpha=0.5, beta=-1.5)
+
+
+@pytest.mark.parametrize(("trans_a", "trans_b"), TRANS, ids=TRANS_IDS)
+@pytest.mark.parametrize("alpha", [1.0, -1.5, 0.25])
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5, -2.0])
+def test_matmul_alpha_beta(rng, alpha, beta, trans_a, trans_b):
+    # k = 300 > KC: a beta applied on every k-block instead of once would be caught.
+    check_matmul(rng, 37, 45, 300, trans_a, trans_b, alpha=alpha, beta=beta)
+
+
+def test_results_do_not_depend_on_thread_count(rng):
+    # Each element's k-sum runs in the same order whatever the split of C among threads, so the
+    # results are bit-identical; the shapes are split over rows (m >= n) and over columns.
+    old = _core.get_num_threads()
+    try:
+        for m, n, k in [(1031, 97, 257), (128, 784, 256), (150, 33, 129), (6, 4097, 20)]:
+            a, b = random_operands(rng, m, n, k, False, False)
+            results = []
+            for t in (1, 2, 3, 7):  # 7: more threads than cores and a prime grid
+                _core.set_num_threads(t)
+                results.append(ops.matmul(a, b))
+            for t, r in zip((2, 3, 7), results[1:]):
+                assert np.array_equal(results[0], r), (m, n, k, t)
+    finally:
+        _core.set_num_threads(old)
+
+
+@pytest.mark.parametrize(("m", "n", "k"), [(3, 5, 7), (300, 200, 300)])
+def test_beta_zero_ignores_nan_in_out(rng, threads, m, n, k):
+    a, b = random_operands(rng, m, n, k, False, False)
+    out = np.full((m, n), np.nan, dtype=np.float32)
+    ops.matmul(a, b, out=out, beta=0.0)
+    assert np.isfinite(out).all()
+    assert_close(out, reference.matmul(a, b), gemm_tol(k, abs_scale(a, b, False, False)), "nan out")
+
+
+def test_alpha_zero_reads_neither_a_nor_b(rng):
+    # As in BLAS: with alpha == 0 the result is beta * out, even when a holds inf or NaN.
+    a = np.full((4, 6), np.inf, dtype=np.float32)
+    b = rng.standard_normal((6, 5)).astype(np.float32)
+    out = rng.standard_normal((4, 5)).astype(np.float32)
+    want = 0.5 * out.astype(np.float64)
+    ops.matmul(a, b, alpha=0.0, beta=0.5, out=out)
+    assert_close(out, want, EPS32 * np.abs(want), "alpha=0")
+
+
+def test_k_zero_scales_out_and_empty_shapes(rng):
+    out = rng.standard_normal((3, 4)).astype(np.float32)
+    want = -2.0 * out.astype(np.float64)
+    ops.matmul(np.zeros((3, 0), np.float32), np.zeros((0, 4), np.float32), out=out, beta=-2.0)
+    assert_close(out, want, EPS32 * np.abs(want), "k=0")
+    assert ops.matmul(np.zeros((0, 5)), np.zeros((5, 3))).shape == (0, 3)
+    assert ops.matmul(np.zeros((4, 5)), np.zeros((5, 0))).shape == (4, 0)
+
+
+def test_converts_dtype_and_layout(rng):
+    a = rng.standard_normal((20, 30))  # float64, and a transposed (non-contiguous) view below
+    b = rng.standard_normal((20, 11)).astype(np.float16)
+    got = ops.matmul(a.T, b)
+    a32, b32 = a.T.astype(np.float32), b.astype(np.float32)
+    assert_close(
+        got,
+        reference.matmul(a32, b32),
+        gemm_tol(20, abs_scale(a32, b32, False, False)),
+        "converted",
+    )
+
+
+def check_linear(rng, m, n, k, activation, with_bias, alpha=None):
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
+    y, z = ops.linear(x, w, bias, activation=activation, alpha=alpha, return_preactivation=True)
+    y_ref, z_ref = reference.linear(
+        x, w, bias, activation=activation, alpha=alpha, return_preactivation=True
+    )
+    tol_z = gemm_tol(k, abs_scale(x, w, False, False, bias=bias))
+    assert_close(z, z_ref, tol_z, f"z {activation} m={m} n={n} k={k}")
+    # Every activation here is 1-Lipschitz (elu with alpha <= 1), so the error in z carries over;
+    # 8 eps32 relative covers the float32 expf/tanhf of the epilogue.
+    assert_close(y, y_ref, tol_z + 8 * EPS32 * np.abs(y_ref), f"y {activation} m={m} n={n} k={k}")
+    y_only = ops.linear(x, w, bias, activation=activation, alpha=alpha)
+    assert np.array_equal(y_only, y)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize(("m", "n", "k"), [(1, 1, 1), (37, 29, 45), (33, 70, 300), (128, 256, 100)])
+def test_linear_epilogue(rng, threads, activation, with_bias, m, n, k):
+    # k = 300 > KC: an activation applied after every k-block instead of the last would be caught.
+    alpha = 0.2 if activation == "prelu" else None
+    check_linear(rng, m, n, k, activation, with_bias, alpha)
+
+
+@pytest.mark.parametrize(("activation", "alpha"), [("leaky_relu", 0.3), ("elu", 0.7)])
+def test_linear_explicit_alpha(rng, activation, alpha):
+    check_linear(rng, 20, 17, 9, activation, True, alpha)
+
+
+def test_linear_with_no_inputs_is_act_of_bias(rng):
+    bias = rng.standard_normal(5).astype(np.float32)
+    y = ops.linear(
+        np.zeros((3, 0), np.float32), np.zeros((0, 5), np.float32), bias, activation="relu"
+    )
+    assert np.array_equal(y, np.broadcast_to(np.maximum(bias, 0), (3, 5)))
+
+
+def test_simd_level_follows_env():
+    # Run under FASTMLP_SIMD=generic by test_generic_kernel_in_subprocess: proves that run took
+    # the portable path.
+    if os.environ.get("FASTMLP_SIMD") == "generic":
+        assert _core._build_info()["simd"] == "generic"
+    else:
+        assert _core._build_info()["simd"] in ("generic", "avx2+fma")
+
+
+def test_generic_kernel_in_subprocess():
+    # SIMD detection is cached per process, so the portable micro-kernel is tested by running this
+    # file's small cases again in a child process with FASTMLP_SIMD=generic.
+    env = dict(os.environ, FASTMLP_SIMD="generic")
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        __file__,
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "not subprocess and not large and not thread_count",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- bad input, one test per rule
+
+
+def test_rejects_integer_arrays():
+    with pytest.raises(TypeError, match=r"^a: "):
+        ops.matmul(np.ones((2, 2), dtype=np.int64), np.ones((2, 2)))
+    with pytest.raises(TypeError, match=r"^weight: "):
+        ops.linear(np.ones((2, 2)), np.ones((2, 2), dtype=np.int32))
+
+
+def test_rejects_wrong_ndim():
+    with pytest.raises(ValueError, match=r"^b: expected a 2-D array"):
+        ops.matmul(np.ones((2, 3)), np.ones(3))
+    with pytest.raises(ValueError, match=r"^x: expected a 2-D array"):
+        ops.linear(np.ones((2, 3, 1)), np.ones((3, 2)))
+
+
+def test_rejects_mismatched_inner_dims():
+    with pytest.raises(ValueError, match=r"^b: expected 100 rows"):
+        ops.matmul(np.ones((5, 100)), np.ones((784, 3)))
+    with pytest.raises(ValueError, match=r"^b: expected 100 columns"):
+        ops.matmul(np.ones((5, 100)), np.ones((3, 784)), trans_b=True)
+    with pytest.raises(ValueError, match=r"^weight: expected 3 rows"):
+        ops.linear(np.ones((2, 3)), np.ones((4, 2)))
+    with pytest.raises(ValueError, match=r"^bias: expected shape"):
+        ops.linear(np.ones((2, 3)), np.ones((3, 2)), np.ones(3))
+
+
+def test_rejects_bad_out():
+    a, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"^out: expected a C-contiguous"):
+        ops.matmul(a, b, out=np.ones((4, 2), np.float32).T)
+    readonly = np.ones((2, 4), np.float32)
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match=r"^out: array is read-only"):
+        ops.matmul(a, b, out=readonly)
+    with pytest.raises(TypeError, match=r"^out: expected a float32"):
+        ops.matmul(a, b, out=np.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"^out: expected shape"):
+        ops.matmul(a, b, out=np.ones((4, 2), np.float32))
+    shared = np.ones((3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"^out: must not share memory"):
+        ops.matmul(shared, shared, out=shared)
+
+
+def test_rejects_beta_without_out():
+    with pytest.raises(ValueError, match=r"^beta: "):
+        ops.matmul(np.ones((2, 3)), np.ones((3, 4)), beta=1.0)
+
+
+def test_rejects_unknown_activation():
+    msg = "^activation: unknown 'swish'; known: 'identity', 'relu'"
+    with pytest.raises(ValueError, match=msg):
+        ops.linear(np.ones((2, 3)), np.ones((3, 2)), activation="swish")
+
+
+def test_prelu_needs_alpha():
+    with pytest.raises(ValueError, match=r"^alpha: prelu needs"):
+        ops.linear(np.ones((2, 3)), np.ones((3, 2)), activation="prelu")
+
+
+def test_core_checks_arguments_again():
+    # The binding is the last line of defence when _core is called directly.
+    c = np.zeros((2, 4), np.float32)
+    a, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
+    with pytest.raises(TypeError, match=r"^a: expected a float32"):
+        _core.gemm(c, a.astype(np.float64), b)
+    with pytest.raises(ValueError, match=r"^b: expected 3 rows"):
+        _core.gemm(c, a, np.ones((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"^c: expected shape"):
+        _core.gemm(np.zeros((4, 2), np.float32), a, b)
+    with pytest.raises(ValueError, match=r"^c: must not share memory"):
+        square = np.ones((3, 3), np.float32)
+        _core.gemm(square, square, square)
+    with pytest.raises(ValueError, match=r"^preactivation: may share memory with c only"):
+        _core.gemm(c, a, b, activation="relu", preactivation=c)

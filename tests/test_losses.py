@@ -1,0 +1,329 @@
+"""Losses: fastmlp.ops against fastmlp.reference, gradient checks on the reference, bad input.
+
+Tolerances are written next to each assertion. The kernels take float32 inputs, evaluate exp/log
+in float32 where noted and accumulate in float64; the reference is float64 throughout on the same
+float32 inputs. Gradients of mean losses carry a 1/N (or 1/(N F)) factor, so they are compared
+after multiplying that factor back out, which makes an absolute tolerance mean the same thing
+for every batch size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fastmlp import _core, ops, reference
+
+# (1, 1), one row, one column, odd and prime sizes, and a large batch split across threads.
+SHAPES = [(1, 1), (1, 10), (7, 1), (3, 5), (13, 31), (97, 101), (2049, 1031)]
+LARGE = (2049, 1031)
+LOSSES = ["softmax_cross_entropy", "mse_loss", "multiclass_hinge_loss", "bce_with_logits"]
+
+
+def make_inputs(rng: np.random.Generator, name: str, shape: tuple[int, int], scale: float = 3.0):
+    """(input, second argument) for the loss `name`: labels, targets in [0, 1] or real targets."""
+    n, c = shape
+    x = (scale * rng.standard_normal(shape)).astype(np.float32)
+    if name in ("softmax_cross_entropy", "multiclass_hinge_loss"):
+        return x, rng.integers(0, c, n)
+    if name == "bce_with_logits":
+        t = rng.uniform(0.0, 1.0, shape).astype(np.float32)
+        t.reshape(-1)[::3] = np.round(t.reshape(-1)[::3])  # hard 0/1 targets too
+        return x, t
+    return x, rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.fixture
+def restore_threads():
+    n = _core.get_num_threads()
+    yield
+    _core.set_num_threads(n)
+
+
+# ---------------------------------------------------------------- against the reference
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("eps", [0.0, 0.1, 1.0])
+def test_softmax_cross_entropy_matches_reference(rng, shape, eps):
+    z, y = make_inputs(rng, "softmax_cross_entropy", shape)
+    loss, dz = ops.softmax_cross_entropy(z, y, label_smoothing=eps)
+    ref_loss, ref_dz = reference.softmax_cross_entropy(z, y, label_smoothing=eps)
+    assert isinstance(loss, float) and dz.dtype == np.float32 and dz.shape == shape
+    # log s comes from a float64 sum of expf terms (relative error ~u = 6e-8 each), the rest is
+    # float64: the loss is within ~1e-7 absolute per row.
+    assert loss == pytest.approx(ref_loss, rel=1e-6, abs=1e-6)
+    # N * dz = p - q: p_j = expf(z_j - m) / s rounded a few times (relative ~3u), minus q_j:
+    # absolute error < 1e-6 on values in [-1, 1].
+    n = shape[0]
+    np.testing.assert_allclose(n * dz, n * ref_dz, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_mse_matches_reference(rng, shape):
+    p, t = make_inputs(rng, "mse_loss", shape)
+    loss, dp = ops.mse_loss(p, t)
+    ref_loss, ref_dp = reference.mse_loss(p, t)
+    # Differences of float32 values are exact in float64 and squared/summed in float64: only the
+    # summation order differs from the reference (~N F 2^-53 relative).
+    assert loss == pytest.approx(ref_loss, rel=1e-10)
+    # 2 (p - t) / (N F): (p - t) rounded to float32, times the float32 2/(N F): 2 roundings, 2u.
+    np.testing.assert_allclose(dp, ref_dp, rtol=2.5e-7, atol=0)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("margin", [1.0, 0.5, 2.0, 0.0])
+def test_multiclass_hinge_matches_reference(rng, shape, margin):
+    # Margins exactly representable in float32, so the kernel (float32 margin, float64 sums) and
+    # the reference (float64) evaluate s_j - s_y + margin to the same float64 number.
+    s, y = make_inputs(rng, "multiclass_hinge_loss", shape)
+    loss, ds = ops.multiclass_hinge_loss(s, y, margin=margin)
+    ref_loss, ref_ds = reference.multiclass_hinge_loss(s, y, margin=margin)
+    # Same float64 margins; only the summation order differs.
+    assert loss == pytest.approx(ref_loss, rel=1e-12, abs=1e-12)
+    # Entries are k / N: one float32 rounding.
+    np.testing.assert_allclose(ds, ref_ds, rtol=1.2e-7, atol=0)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_bce_with_logits_matches_reference(rng, shape):
+    z, t = make_inputs(rng, "bce_with_logits", shape)
+    loss, dz = ops.bce_with_logits(z, t)
+    ref_loss, ref_dz = reference.bce_with_logits(z, t)
+    # Per element: max(z,0) - z t in float64 (exact), log1pf(expf(-|z|)) in float32 (<= ~2u of a
+    # value <= log 2): absolute error < 1e-7 per element, so < 1e-7 on the mean.
+    assert loss == pytest.approx(ref_loss, rel=1e-6, abs=1e-6)
+    # N F dz = sigmoid(z) - t with sigmoid in float32 (a few u) minus t: absolute < 1e-6.
+    size = z.size
+    np.testing.assert_allclose(size * dz, size * ref_dz, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_need_grad_false_gives_the_same_loss_and_no_gradient(rng, name):
+    x, other = make_inputs(rng, name, (37, 11))
+    fn = getattr(ops, name)
+    loss, _ = fn(x, other)
+    loss_only, none = fn(x, other, need_grad=False)
+    assert none is None
+    assert loss_only == loss  # same arithmetic in the same order: bit-identical
+    ref_loss, ref_none = getattr(reference, name)(x, other, need_grad=False)
+    assert ref_none is None and ref_loss == pytest.approx(loss, rel=1e-6, abs=1e-6)
+
+
+def test_known_values():
+    # Uniform logits: every p = 1/C, so the loss is ln C (float32 expf(0) = 1 exactly).
+    z = np.zeros((4, 10), np.float32)
+    loss, dz = ops.softmax_cross_entropy(z, np.arange(4))
+    assert loss == pytest.approx(math.log(10), rel=1e-12)
+    # dz = (p - onehot) / N with p = 0.1: float32 roundings of 0.1/4 and 0.9/4, < 1e-8.
+    np.testing.assert_allclose(dz, (0.1 - np.eye(10)[:4]) / 4, rtol=0, atol=1e-8)
+    # Full smoothing: q is uniform as well, so p - q = 0 exactly.
+    loss1, dz1 = ops.softmax_cross_entropy(z, np.arange(4), label_smoothing=1.0)
+    assert loss1 == pytest.approx(math.log(10), rel=1e-12)
+    np.testing.assert_allclose(dz1, 0.0, atol=1e-9)  # 0.1/4 - 0.1/4 after float32 rounding
+    # Course example (CS231n notes): scores [3.2, 5.1, -1.7], label 0, margin 1 -> loss 2.9.
+    s = np.array([[3.2, 5.1, -1.7]], np.float32)
+    loss, ds = ops.multiclass_hinge_loss(s, [0])
+    assert loss == pytest.approx(2.9, abs=1e-6)  # float32 inputs: 1e-6 absolute
+    np.testing.assert_array_equal(ds, [[-1.0, 1.0, 0.0]])
+    # MSE: mean of squares.
+    loss, dp = ops.mse_loss(np.array([[1.0, 2.0]]), np.array([[0.0, 0.0]]))
+    assert loss == 2.5
+    np.testing.assert_array_equal(dp, [[1.0, 2.0]])
+    # BCE at z = 0: log 2 whatever the target.
+    loss, _ = ops.bce_with_logits(np.zeros((2, 3)), np.full((2, 3), 0.3))
+    assert loss == pytest.approx(math.log(2), rel=1e-7)
+
+
+def test_single_class_is_zero_loss():
+    z = np.array([[5.0], [-3.0]], np.float32)
+    loss, dz = ops.softmax_cross_entropy(z, [0, 0])
+    assert loss == 0.0 and not dz.any()  # p = 1 = q exactly
+    loss, ds = ops.multiclass_hinge_loss(z, [0, 0])
+    assert loss == 0.0 and not ds.any()  # no j != y
+
+
+# ---------------------------------------------------------------- stability
+
+
+def test_huge_logits_give_finite_loss_and_gradient():
+    z = np.array(
+        [[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 1000.0], [-1000.0, -1000.0, -1000.0]],
+        np.float32,
+    )
+    y = np.array([1, 0, 2])
+    loss, dz = ops.softmax_cross_entropy(z, y)
+    assert math.isfinite(loss) and np.isfinite(dz).all()
+    # Row 0: -log p_1 = 2000; row 1: 2000 + log 2; row 2: log 3. The float64 formula
+    # log s + (m - z_y) keeps every digit of these.
+    expected = (2000.0 + 2000.0 + math.log(2) + math.log(3)) / 3
+    assert loss == pytest.approx(expected, rel=1e-7)
+    ref_loss, ref_dz = reference.softmax_cross_entropy(z, y)
+    assert loss == pytest.approx(ref_loss, rel=1e-7)
+    np.testing.assert_allclose(3 * dz, 3 * ref_dz, rtol=0, atol=1e-6)  # as in the shape sweep
+    for eps in (0.1, 1.0):
+        loss, dz = ops.softmax_cross_entropy(z, y, label_smoothing=eps)
+        ref_loss, ref_dz = reference.softmax_cross_entropy(z, y, label_smoothing=eps)
+        assert math.isfinite(loss) and loss == pytest.approx(ref_loss, rel=1e-7)
+        np.testing.assert_allclose(3 * dz, 3 * ref_dz, rtol=0, atol=1e-6)
+    t = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 1.0], [0.0, 1.0, 0.25]], np.float32)
+    loss, dz = ops.bce_with_logits(z, t)
+    ref_loss, ref_dz = reference.bce_with_logits(z, t)
+    assert math.isfinite(loss) and np.isfinite(dz).all()
+    assert loss == pytest.approx(ref_loss, rel=1e-7)  # the terms are exact multiples of 1000
+    np.testing.assert_allclose(9 * dz, 9 * ref_dz, rtol=0, atol=1e-6)
+    loss, ds = ops.multiclass_hinge_loss(z, y)
+    ref_loss, ref_ds = reference.multiclass_hinge_loss(z, y)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    np.testing.assert_allclose(ds, ref_ds, rtol=1.2e-7)
+
+
+# ---------------------------------------------------------------- thread-count independence
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_results_do_not_depend_on_thread_count(rng, restore_threads, name):
+    x, other = make_inputs(rng, name, LARGE)
+    fn = getattr(ops, name)
+    results = []
+    for threads in (1, 2, 3):
+        _core.set_num_threads(threads)
+        results.append(fn(x, other))
+    for loss, grad in results[1:]:
+        assert loss == results[0][0]  # bit-identical
+        np.testing.assert_array_equal(grad, results[0][1])  # bit-identical
+
+
+# ---------------------------------------------------------------- gradient checks (reference)
+
+
+def numeric_gradient(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    g = np.zeros_like(x)
+    for idx in np.ndindex(*x.shape):
+        e = np.zeros_like(x)
+        e[idx] = h
+        g[idx] = (f(x + e) - f(x - e)) / (2 * h)
+    return g
+
+
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (5, 3), (6, 7)])
+def test_reference_gradient_by_finite_differences(rng, name, shape):
+    x, other = make_inputs(rng, name, shape, scale=2.0)
+    x = x.astype(np.float64)
+    ref = getattr(reference, name)
+    kwargs = [{}]
+    if name == "softmax_cross_entropy":
+        kwargs = [{"label_smoothing": 0.0}, {"label_smoothing": 0.3}]
+    elif name == "multiclass_hinge_loss":
+        kwargs = [{"margin": 1.0}, {"margin": 0.5}]
+        # The hinge is not differentiable where a margin is 0: keep every margin >= 1e-3 away.
+        rows = np.arange(shape[0])
+        for kw in kwargs:
+            m = x - x[rows, other][:, None] + kw["margin"]
+            m[rows, other] = 1.0
+            assert np.abs(m).min() > 1e-3, "pick another seed: a margin sits on the kink"
+    for kw in kwargs:
+        _, analytic = ref(x, other, **kw)
+        numeric = numeric_gradient(lambda v, kw=kw: ref(v, other, **kw)[0], x)
+        # Central differences in float64, h = 1e-6: truncation h^2 |f'''| / 6 < 1e-12, rounding
+        # ~ 1e-16 |loss| / h < 1e-9 (the hinge is piecewise linear: rounding only).
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_wrong_dtype_raises_type_error(rng, name):
+    x, other = make_inputs(rng, name, (4, 3))
+    fn = getattr(ops, name)
+    with pytest.raises(TypeError, match=r"^(logits|pred|scores): expected a floating-point"):
+        fn(x.astype(np.int64), other)
+    if name in ("mse_loss", "bce_with_logits"):
+        with pytest.raises(TypeError, match=r"^(target|targets): expected a floating-point"):
+            fn(x, np.ones((4, 3), np.int32))
+    else:
+        with pytest.raises(TypeError, match=r"^labels: expected integer class labels"):
+            fn(x, other.astype(np.float64))  # float labels
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_wrong_ndim_and_empty_batch_raise_value_error(rng, name):
+    x, other = make_inputs(rng, name, (4, 3))
+    fn = getattr(ops, name)
+    with pytest.raises(ValueError, match=r"^(logits|pred|scores): expected a 2-D array"):
+        fn(x[0], other)
+    empty_other = other[:0]
+    with pytest.raises(ValueError, match=r"^(logits|pred|scores): empty batch"):
+        fn(x[:0], empty_other)
+    with pytest.raises(ValueError, match=r"^(logits|pred|scores): expected at least one column"):
+        fn(x[:, :0], other if other.ndim == 1 else other[:, :0])
+
+
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "multiclass_hinge_loss"])
+@pytest.mark.parametrize("bad", [-1, 3, 100])
+def test_labels_out_of_range(rng, name, bad):
+    x, labels = make_inputs(rng, name, (4, 3))
+    labels[2] = bad
+    with pytest.raises(ValueError, match=rf"^labels: label {bad} is out of range \[0, 3\)"):
+        getattr(ops, name)(x, labels)
+    # The binding checks too, for callers of _core.
+    with pytest.raises(ValueError, match=rf"^labels: label {bad} at index 2 is out of range"):
+        getattr(_core, name)(x, labels.astype(np.int64), 0.0 if "entropy" in name else 1.0, True)
+
+
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "multiclass_hinge_loss"])
+def test_labels_wrong_length_or_shape(rng, name):
+    x, labels = make_inputs(rng, name, (4, 3))
+    fn = getattr(ops, name)
+    with pytest.raises(ValueError, match=r"^labels: expected 4 labels \(one per row\), got 3"):
+        fn(x, labels[:3])
+    with pytest.raises(ValueError, match=r"^labels: expected a 1-D array"):
+        fn(x, labels[:, None])
+    with pytest.raises(TypeError, match=r"^labels: expected an? int64 array"):
+        getattr(_core, name)(x, labels.astype(np.int32), 0.5, True)
+
+
+@pytest.mark.parametrize("name", ["mse_loss", "bce_with_logits"])
+def test_mismatched_shapes(rng, name):
+    x, other = make_inputs(rng, name, (4, 3))
+    fn = getattr(ops, name)
+    arg = "target" if name == "mse_loss" else "targets"
+    first = "pred" if name == "mse_loss" else "logits"
+    with pytest.raises(ValueError, match=rf"^{arg}: expected the shape of {first} \(4, 3\)"):
+        fn(x, other.T.copy())
+    with pytest.raises(ValueError, match=rf"^{arg}: expected a 2-D array"):
+        fn(x, other.reshape(-1))
+    with pytest.raises(ValueError, match=rf"^{arg}: expected shape \(4, 3\)"):
+        getattr(_core, name)(x, np.ascontiguousarray(other[:2]), True)
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, float("nan"), float("inf"), -float("inf")])
+def test_bce_targets_outside_unit_interval_or_non_finite(rng, bad):
+    z, t = make_inputs(rng, "bce_with_logits", (4, 3))
+    t[1, 2] = bad
+    with pytest.raises(ValueError, match=r"^targets: expected values in \[0, 1\]"):
+        ops.bce_with_logits(z, t)
+    with pytest.raises(ValueError, match=r"^targets: expected values in \[0, 1\]"):
+        ops.bce_with_logits(z, t, need_grad=False)
+
+
+@pytest.mark.parametrize("eps", [-0.1, 1.5, float("nan")])
+def test_bad_label_smoothing(rng, eps):
+    z, y = make_inputs(rng, "softmax_cross_entropy", (4, 3))
+    with pytest.raises(ValueError, match=r"^label_smoothing: expected a probability in \[0, 1\]"):
+        ops.softmax_cross_entropy(z, y, label_smoothing=eps)
+    with pytest.raises(ValueError, match=r"^label_smoothing: expected a value in \[0, 1\]"):
+        _core.softmax_cross_entropy(z, y, eps, True)
+
+
+@pytest.mark.parametrize("margin", [-1.0, float("nan"), float("inf")])
+def test_bad_margin(rng, margin):
+    s, y = make_inputs(rng, "multiclass_hinge_loss", (4, 3))
+    with pytest.raises(ValueError, match=r"^margin: expected a finite value >= 0"):
+        ops.multiclass_hinge_loss(s, y, margin=margin)
+    with pytest.raises(ValueError, match=r"^margin: expected a finite value >= 0"):
+        _core.multiclass_hinge_loss(s, y, margin, True)

@@ -1,0 +1,505 @@
+"""fastmlp.ops optimizer steps against the float64 NumPy reference (and torch.optim if installed).
+
+Tolerances: the kernels compute in float32, the reference in float64. The reference is given the
+hyper-parameters rounded to float32, the values the kernels actually use (beta2 = 0.999 is
+0.99900001 in float32, which moves 1 - beta2 by 1.3e-5 relative: a different hyper-parameter,
+not an error). The per-step comparison feeds the reference the kernel's own float32 state, so
+each comparison covers one step only. Every output is its old value plus terms of at most the
+size of the values involved, and is at most ~12 float32 operations away from its inputs, each
+rounding by at most u = 2**-24 (6e-8) of its result; so one step is off by at most ~12u times
+the largest magnitude in that array before or after the step. We allow, per element,
+
+    |actual - desired| <= 2e-6 * scale + sensitivity,   scale = max |x| over the array, old and new
+
+(about 3x that bound; normwise, because outputs that cancel, such as m = beta1 m + (1 - beta1) g
+or a momentum buffer changing sign, keep only that absolute accuracy), where sensitivity is how
+far the float64 step moves when g is perturbed by +-2u (|g| + weight_decay |p| + l1), the
+rounding error of forming g' in float32. It is negligible except where g' nearly cancels to
+~eps, where AdaGrad / RMSprop / Adam's g' / (sqrt(.) + eps) is ill-conditioned and no float32
+implementation can do better.
+The free-running test (no re-synchronisation, 10 steps, no L1 or weight decay) lets the one-step
+errors accumulate: 10 x the one-step bound, so rtol = 2e-5 and atol = 2e-5 * max |array|.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import ops
+from fastmlp import reference as ref
+
+STEP_TOL = 2e-6  # one float32 step vs float64, relative to max |array| (module docstring)
+RUN_RTOL = RUN_ATOL = 2e-5  # ten float32 steps vs ten float64 steps
+
+SMALL_SIZES = [1, 7, 1031]
+LARGE = 1_000_000  # above the kernels' threading grain: several threads take part
+
+# optimizer -> {configuration name: keyword arguments}. The last configuration of each optimizer
+# turns every option on; it is also the one run at the large, multi-threaded size.
+CASES: dict[str, dict[str, dict[str, Any]]] = {
+    "sgd": {
+        "plain": dict(lr=0.1),
+        "momentum": dict(lr=0.1, momentum=0.9),
+        "dampening": dict(lr=0.1, momentum=0.9, dampening=0.3),
+        "nesterov": dict(lr=0.1, momentum=0.8, nesterov=True),
+        "regularised": dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.1, l1=0.01),
+    },
+    "adagrad": {
+        "plain": dict(lr=0.1),
+        "lr_decay": dict(lr=0.1, lr_decay=0.05),
+        "regularised": dict(lr=0.1, lr_decay=0.01, weight_decay=0.1, l1=0.01, eps=1e-6),
+    },
+    "rmsprop": {
+        "plain": dict(lr=0.01),
+        "momentum": dict(lr=0.01, momentum=0.9),
+        "centered": dict(lr=0.01, centered=True, alpha=0.9),
+        "regularised": dict(
+            lr=0.01, momentum=0.5, centered=True, weight_decay=0.1, l1=0.01, eps=1e-6
+        ),
+    },
+    "adam": {
+        "plain": dict(lr=0.01),
+        "betas": dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6),
+        "regularised": dict(lr=0.01, weight_decay=0.1, l1=0.01),
+    },
+    "adamw": {
+        "plain": dict(lr=0.01),
+        "regularised": dict(lr=0.01, weight_decay=0.1, l1=0.01, betas=(0.85, 0.995)),
+    },
+}
+# State buffers, passed positionally after grad in this order (None where an option is off).
+STATE_NAMES = {
+    "sgd": ["momentum_buffer"],
+    "adagrad": ["sum_sq"],
+    "rmsprop": ["square_avg", "momentum_buffer", "grad_avg"],
+    "adam": ["m", "v"],
+    "adamw": ["m", "v"],
+}
+ALL_CASES = [(opt, cfg) for opt, cfgs in CASES.items() for cfg in cfgs]
+
+
+def _new_state(opt: str, kwargs: dict[str, Any], param: np.ndarray, rng) -> list[np.ndarray | None]:
+    """Zeroed state, except SGD's momentum buffer: junk, because step 1 must overwrite it."""
+    if opt == "sgd":
+        junk = rng.standard_normal(param.shape).astype(np.float32)
+        return [junk if kwargs.get("momentum") else None]
+    if opt == "rmsprop":
+        return [
+            np.zeros_like(param),
+            np.zeros_like(param) if kwargs.get("momentum") else None,
+            np.zeros_like(param) if kwargs.get("centered") else None,
+        ]
+    return [np.zeros_like(param) for _ in STATE_NAMES[opt]]
+
+
+def _call(module: Any, opt: str, param, grad, state, step: int, kwargs: dict[str, Any]):
+    fn: Callable[..., Any] = getattr(module, f"{opt}_step")
+    if opt in ("adam", "adamw"):
+        return fn(param, grad, *state, step, **kwargs)
+    return fn(param, grad, *state, step=step, **kwargs)
+
+
+def _ops_step(opt, param, grad, state, step, kwargs) -> None:
+    _call(ops, opt, param, grad, state, step, kwargs)
+
+
+def _as_float32_value(x: Any) -> Any:
+    if isinstance(x, tuple):
+        return tuple(_as_float32_value(v) for v in x)
+    if isinstance(x, float):
+        return float(np.float32(x))
+    return x
+
+
+def _ref_step(opt, param, grad, state, step, kwargs) -> list[np.ndarray | None]:
+    """Reference step with the kernels' float32 hyper-parameters; returns [param, *state] as
+    float64 arrays (None for absent state)."""
+    defaults = {
+        name: prm.default
+        for name, prm in inspect.signature(getattr(ops, f"{opt}_step")).parameters.items()
+        if prm.kind is inspect.Parameter.KEYWORD_ONLY and prm.default is not inspect.Parameter.empty
+    }
+    ref_kwargs = {k: _as_float32_value(v) for k, v in {**defaults, **kwargs}.items()}
+    ref_kwargs.pop("step", None)
+    return list(_call(ref, opt, param, grad, state, step, ref_kwargs))
+
+
+def _assert_step_close(actual: list, desired: list, names: list[str], rtol: float, atol: float):
+    for name, a, d in zip(names, actual, desired):
+        if d is None:
+            assert a is None, name
+            continue
+        scale = float(np.max(np.abs(d), initial=0.0))
+        np.testing.assert_allclose(a, d, rtol=rtol, atol=atol * scale, err_msg=name)
+
+
+def _grad_rounding(opt: str, kwargs: dict[str, Any], param: np.ndarray, grad: np.ndarray):
+    """Bound on the float32 rounding error of g' = g + weight_decay * p + l1 * sign(p)."""
+    wd = 0.0 if opt == "adamw" else kwargs.get("weight_decay", 0.0)
+    l1 = kwargs.get("l1", 0.0)
+    u = 2.0**-24
+    return 2 * u * (np.abs(grad.astype(np.float64)) + wd * np.abs(param) + l1)
+
+
+def _run_stepwise(opt: str, cfg: str, n: int, seed: int, steps: int = 10) -> None:
+    rng = np.random.default_rng(seed)
+    kwargs = CASES[opt][cfg]
+    param = rng.standard_normal(n).astype(np.float32)
+    state = _new_state(opt, kwargs, param, rng)
+    names = ["param", *STATE_NAMES[opt]]
+    for step in range(1, steps + 1):
+        grad = rng.standard_normal(n).astype(np.float32)
+        before = [None if x is None else x.copy() for x in (param, *state)]
+        desired = _ref_step(opt, param, grad, state, step, kwargs)
+        delta = _grad_rounding(opt, kwargs, param, grad)
+        plus = _ref_step(opt, param, grad + delta, state, step, kwargs)
+        minus = _ref_step(opt, param, grad - delta, state, step, kwargs)
+        _ops_step(opt, param, grad, state, step, kwargs)
+        for name, a, d, b, dp, dm in zip(names, (param, *state), desired, before, plus, minus):
+            if d is None:
+                assert a is None, name
+                continue
+            # One step from the same float32 state: see the module docstring.
+            scale = max(float(np.max(np.abs(b))), float(np.max(np.abs(d))))
+            sensitivity = np.maximum(np.abs(dp - d), np.abs(dm - d))
+            bound = STEP_TOL * scale + sensitivity
+            bad = np.flatnonzero(np.abs(a - d) > bound)
+            assert bad.size == 0, (
+                f"{opt}/{cfg} n={n} step {step} {name}: {bad.size} mismatches, first at "
+                f"{bad[:5].tolist()}: actual {a[bad[:5]].tolist()} desired {d[bad[:5]].tolist()} "
+                f"bound {bound[bad[:5]].tolist()}"
+            )
+
+
+@pytest.mark.parametrize("n", SMALL_SIZES)
+@pytest.mark.parametrize(("opt", "cfg"), ALL_CASES)
+def test_matches_reference_each_step(opt: str, cfg: str, n: int) -> None:
+    _run_stepwise(opt, cfg, n, seed=1000 + n)
+
+
+@pytest.mark.parametrize("opt", list(CASES))
+def test_matches_reference_large(opt: str) -> None:
+    # The configuration with every option on, at a size that runs multi-threaded.
+    cfg = list(CASES[opt])[-1]
+    _run_stepwise(opt, cfg, LARGE, seed=7, steps=3)
+
+
+@pytest.mark.parametrize(("opt", "cfg"), [c for c in ALL_CASES if "l1" not in CASES[c[0]][c[1]]])
+def test_ten_steps_free_running(opt: str, cfg: str) -> None:
+    # Float32 and float64 trajectories from the same start, never re-synchronised. (No L1 here:
+    # l1 * sign(p) jumps where p crosses 0, so the two trajectories could legitimately split.)
+    rng = np.random.default_rng(99)
+    kwargs = CASES[opt][cfg]
+    n = 1031
+    param = rng.standard_normal(n).astype(np.float32)
+    state = _new_state(opt, kwargs, param, rng)
+    ref_param: Any = param.astype(np.float64)
+    ref_state: list[Any] = [None if s is None else s.astype(np.float64) for s in state]
+    for step in range(1, 11):
+        grad = rng.standard_normal(n).astype(np.float32)
+        ref_param, *ref_state = _ref_step(opt, ref_param, grad, ref_state, step, kwargs)
+        _ops_step(opt, param, grad, state, step, kwargs)
+    # Ten accumulated steps: RUN_RTOL in the module docstring.
+    names = ["param", *STATE_NAMES[opt]]
+    _assert_step_close([param, *state], [ref_param, *ref_state], names, RUN_RTOL, RUN_ATOL)
+
+
+@pytest.fixture
+def restore_threads():
+    saved = fastmlp.get_num_threads()
+    yield
+    fastmlp.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("opt", list(CASES))
+def test_thread_count_bit_identical(opt: str, restore_threads: None) -> None:
+    cfg = list(CASES[opt])[-1]
+    kwargs = CASES[opt][cfg]
+    rng = np.random.default_rng(3)
+    param0 = rng.standard_normal(LARGE).astype(np.float32)
+    state0 = _new_state(opt, kwargs, param0, rng)
+    grads = [rng.standard_normal(LARGE).astype(np.float32) for _ in range(3)]
+    results = []
+    for threads in (1, 2, 3):
+        fastmlp.set_num_threads(threads)
+        param = param0.copy()
+        state = [None if s is None else s.copy() for s in state0]
+        for step, grad in enumerate(grads, start=1):
+            _ops_step(opt, param, grad, state, step, kwargs)
+        results.append([param, *state])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert (a is None and b is None) or np.array_equal(a, b)
+
+
+def test_sgd_first_step_overwrites_buffer_and_later_steps_use_it() -> None:
+    # Hand-computed: p = 1, g = 2, momentum 0.5, dampening 0.5, lr 0.1.
+    p = np.array([1.0], dtype=np.float32)
+    b = np.array([123.0], dtype=np.float32)
+    kw = dict(lr=0.1, momentum=0.5, dampening=0.5)
+    ops.sgd_step(p, np.array([2.0]), b, step=1, **kw)  # b = 2, p = 1 - 0.2
+    assert b[0] == 2.0
+    assert p[0] == pytest.approx(0.8, rel=1e-7)  # one float32 rounding of 0.8
+    ops.sgd_step(p, np.array([2.0]), b, step=2, **kw)  # b = 0.5*2 + 0.5*2 = 2, p = 0.8 - 0.2
+    assert b[0] == 2.0
+    assert p[0] == pytest.approx(0.6, rel=1e-6)  # two float32 roundings
+
+
+def test_adamw_decouples_weight_decay() -> None:
+    # With a zero gradient Adam's step is 0/eps = 0, so only AdamW's decay moves p.
+    p = np.array([2.0, -4.0], dtype=np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    ops.adamw_step(p, np.zeros(2), m, v, 1, lr=0.1, weight_decay=0.5)
+    np.testing.assert_allclose(p, [2.0 * 0.95, -4.0 * 0.95], rtol=1e-7)  # one rounding
+    assert not m.any() and not v.any()
+
+
+def test_adam_eps_after_bias_correction() -> None:
+    # Tiny gradients make eps's place visible (random O(1) gradients cannot): PyTorch divides by
+    # sqrt(v) / sqrt(1 - beta2) + eps = |g| + eps, so p moves by lr * g / (|g| + eps) = lr / 1.1.
+    # eps inside the correction, (sqrt(v) + eps) / sqrt(1 - beta2), would give lr * 0.24.
+    p = np.zeros(3, dtype=np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    ops.adam_step(p, np.full(3, 1e-7), m, v, 1, lr=0.1, eps=1e-8)
+    np.testing.assert_allclose(p, -0.1 / 1.1, rtol=1e-6)  # a few float32 roundings
+
+
+@pytest.mark.parametrize("n", [3, 1031, LARGE])
+def test_grad_may_alias_param(n: int) -> None:
+    # p - 0.25 * p: g' = g exactly (no regularisation), so each element is one float32 multiply
+    # and one subtraction, which NumPy reproduces bit for bit. The compiled kernel is called
+    # directly too, since fastmlp.ops copies an overlapping grad first.
+    p0 = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    expected = p0 - np.float32(0.25) * p0
+    p = p0.copy()
+    ops.sgd_step(p, p, lr=0.25)
+    np.testing.assert_array_equal(p, expected)
+    p = p0.copy()
+    fastmlp._core.sgd_step(
+        p,
+        None,
+        p,
+        lr=0.25,
+        momentum=0.0,
+        dampening=0.0,
+        nesterov=False,
+        weight_decay=0.0,
+        l1=0.0,
+        step=1,
+    )
+    np.testing.assert_array_equal(p, expected)
+
+
+def test_grad_any_float_dtype_and_layout() -> None:
+    rng = np.random.default_rng(5)
+    p1 = rng.standard_normal((4, 6)).astype(np.float32)
+    p2 = p1.copy()
+    g = rng.standard_normal((6, 4)).T  # float64, Fortran-ordered
+    ops.sgd_step(p1, g, lr=0.1)
+    ops.sgd_step(p2, np.ascontiguousarray(g, dtype=np.float32), lr=0.1)
+    np.testing.assert_array_equal(p1, p2)
+
+
+def test_empty_param() -> None:
+    p = np.zeros(0, dtype=np.float32)
+    ops.adam_step(p, p.copy(), np.zeros(0, np.float32), np.zeros(0, np.float32), 1)
+
+
+@pytest.mark.parametrize(("opt", "cfg"), [c for c in ALL_CASES if "l1" not in CASES[c[0]][c[1]]])
+def test_matches_torch(opt: str, cfg: str) -> None:
+    torch = pytest.importorskip("torch")
+    kwargs = dict(CASES[opt][cfg])
+    cls = {
+        "sgd": torch.optim.SGD,
+        "adagrad": torch.optim.Adagrad,
+        "rmsprop": torch.optim.RMSprop,
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+    }[opt]
+    rng = np.random.default_rng(11)
+    n = 1031
+    param = rng.standard_normal(n).astype(np.float32)
+    state = _new_state(opt, kwargs, param, rng)
+    state = [None if s is None else np.zeros_like(param) for s in state]
+    t_param = torch.nn.Parameter(torch.from_numpy(param.copy()))
+    torch_kwargs = dict(kwargs)
+    if opt == "adamw" and "weight_decay" not in torch_kwargs:
+        torch_kwargs["weight_decay"] = 0.01  # our default (and torch's)
+    optimizer = cls([t_param], foreach=False, **torch_kwargs)
+    for step in range(1, 11):
+        grad = rng.standard_normal(n).astype(np.float32)
+        _ops_step(opt, param, grad, state, step, kwargs)
+        t_param.grad = torch.from_numpy(grad.copy())
+        optimizer.step()
+    # Both in float32 with different operation order: ~1 ulp per operation per step, 10 steps.
+    np.testing.assert_allclose(param, t_param.detach().numpy(), rtol=RUN_RTOL, atol=RUN_ATOL)
+
+
+# ---------------------------------------------------------------- bad input, one test per rule
+def _params(n: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    p = np.ones(n, dtype=np.float32)
+    return p, np.ones(n, dtype=np.float32), np.zeros(n, dtype=np.float32), np.zeros(n, np.float32)
+
+
+def _adam_with(**kw: Any) -> None:
+    p, g, m, v = _params()
+    args = dict(param=p, grad=g, m=m, v=v, step=1)
+    args.update(kw)
+    ops.adam_step(**args)
+
+
+BAD_CALLS: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
+    ("float64 param", lambda: _adam_with(param=np.ones(5)), TypeError, "param"),
+    ("list param", lambda: _adam_with(param=[1.0] * 5), TypeError, "param"),
+    (
+        "non-contiguous param",
+        lambda: _adam_with(param=np.ones(10, np.float32)[::2]),
+        ValueError,
+        "param",
+    ),
+    (
+        "read-only param",
+        lambda: _adam_with(param=np.broadcast_to(np.float32(1), (5,))),
+        ValueError,
+        "param",
+    ),
+    ("grad shape", lambda: _adam_with(grad=np.ones(6)), ValueError, "grad"),
+    ("int grad", lambda: _adam_with(grad=np.ones(5, dtype=np.int64)), TypeError, "grad"),
+    ("m shape", lambda: _adam_with(m=np.zeros(4, np.float32)), ValueError, "m"),
+    ("v float64", lambda: _adam_with(v=np.zeros(5)), TypeError, "v"),
+    ("m is v", lambda: (lambda b: _adam_with(m=b, v=b))(np.zeros(5, np.float32)), ValueError, "v"),
+    ("negative lr", lambda: _adam_with(lr=-1e-3), ValueError, "lr"),
+    ("nan lr", lambda: _adam_with(lr=float("nan")), ValueError, "lr"),
+    ("string lr", lambda: _adam_with(lr="0.1"), TypeError, "lr"),
+    ("beta1 = 1", lambda: _adam_with(betas=(1.0, 0.999)), ValueError, "betas"),
+    ("negative beta2", lambda: _adam_with(betas=(0.9, -0.1)), ValueError, "betas"),
+    ("one beta", lambda: _adam_with(betas=(0.9,)), ValueError, "betas"),
+    ("eps = 0", lambda: _adam_with(eps=0.0), ValueError, "eps"),
+    ("negative weight decay", lambda: _adam_with(weight_decay=-0.1), ValueError, "weight_decay"),
+    ("negative l1", lambda: _adam_with(l1=-0.1), ValueError, "l1"),
+    ("step 0", lambda: _adam_with(step=0), ValueError, "step"),
+    ("float step", lambda: _adam_with(step=1.5), TypeError, "step"),
+    (
+        "adagrad eps = 0",
+        lambda: ops.adagrad_step(*_params()[:3], eps=0.0, step=1),
+        ValueError,
+        "eps",
+    ),
+    (
+        "adagrad negative lr_decay",
+        lambda: ops.adagrad_step(*_params()[:3], lr_decay=-1.0, step=1),
+        ValueError,
+        "lr_decay",
+    ),
+    (
+        "rmsprop eps < 0",
+        lambda: ops.rmsprop_step(*_params()[:3], eps=-1e-8),
+        ValueError,
+        "eps",
+    ),
+    ("rmsprop alpha = 1", lambda: ops.rmsprop_step(*_params()[:3], alpha=1.0), ValueError, "alpha"),
+    (
+        "rmsprop centered without grad_avg",
+        lambda: ops.rmsprop_step(*_params()[:3], centered=True),
+        ValueError,
+        "grad_avg",
+    ),
+    (
+        "rmsprop momentum without buffer",
+        lambda: ops.rmsprop_step(*_params()[:3], momentum=0.9),
+        ValueError,
+        "momentum_buffer",
+    ),
+    (
+        "sgd momentum without buffer",
+        lambda: ops.sgd_step(*_params()[:2], lr=0.1, momentum=0.9),
+        ValueError,
+        "momentum_buffer",
+    ),
+    (
+        "sgd negative momentum",
+        lambda: ops.sgd_step(*_params()[:3], lr=0.1, momentum=-0.5),
+        ValueError,
+        "momentum",
+    ),
+    (
+        "sgd nesterov without momentum",
+        lambda: ops.sgd_step(*_params()[:2], lr=0.1, nesterov=True),
+        ValueError,
+        "nesterov",
+    ),
+    (
+        "sgd nesterov with dampening",
+        lambda: ops.sgd_step(*_params()[:3], lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
+        ValueError,
+        "nesterov",
+    ),
+    (
+        "sgd dampening > 1",
+        lambda: ops.sgd_step(*_params()[:3], lr=0.1, momentum=0.9, dampening=1.5),
+        ValueError,
+        "dampening",
+    ),
+    (
+        "sgd buffer is param",
+        lambda: (lambda p: ops.sgd_step(p, p.copy(), p, lr=0.1, momentum=0.9))(_params()[0]),
+        ValueError,
+        "momentum_buffer",
+    ),
+    # The compiled layer checks on its own too (last line of defence behind fastmlp.ops).
+    (
+        "core float64 state",
+        lambda: fastmlp._core.adagrad_step(
+            np.ones(3, np.float32),
+            np.zeros(3),
+            np.ones(3, np.float32),
+            lr=0.1,
+            lr_decay=0.0,
+            weight_decay=0.0,
+            eps=1e-10,
+            l1=0.0,
+            step=1,
+        ),
+        TypeError,
+        "sum_sq",
+    ),
+    (
+        "core grad shape",
+        lambda: fastmlp._core.sgd_step(
+            np.ones(3, np.float32),
+            None,
+            np.ones(4, np.float32),
+            lr=0.1,
+            momentum=0.0,
+            dampening=0.0,
+            nesterov=False,
+            weight_decay=0.0,
+            l1=0.0,
+            step=1,
+        ),
+        ValueError,
+        "grad",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "name"), [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS]
+)
+def test_bad_input(call: Callable[[], Any], exc: type[Exception], name: str) -> None:
+    with pytest.raises(exc) as info:
+        call()
+    assert str(info.value).startswith(name), str(info.value)
+
+
+def test_bad_input_leaves_param_untouched() -> None:
+    p, g, m, v = _params()
+    with pytest.raises(ValueError):
+        ops.adam_step(p, g, m, v, 1, betas=(0.9, 1.5))
+    np.testing.assert_array_equal(p, 1.0)
