@@ -21,8 +21,12 @@ def _cuda_info() -> dict[str, Any]:
     try:
         from . import _cuda  # type: ignore[attr-defined]
     except ImportError as exc:
-        return {"compiled": False, "device_count": 0, "devices": [],
-                "error": f"fastmlp was built without CUDA ({exc})"}
+        return {
+            "compiled": False,
+            "device_count": 0,
+            "devices": [],
+            "error": f"fastmlp was built without CUDA ({exc})",
+        }
     info = dict(_cuda.device_info())
     info["compiled"] = True
     return info
@@ -56,15 +60,15 @@ __all__ = [
     "History",
     "Trainer",
     "__version__",
-    "data",
-    "gradcheck",
-    "load",
-    "optim",
-    "schedules",
     "build_info",
     "cuda_available",
+    "data",
     "get_num_threads",
+    "gradcheck",
+    "load",
     "ops",
+    "optim",
     "reference",
+    "schedules",
     "set_num_threads",
 ]

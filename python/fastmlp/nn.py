@@ -1,3 +1,562 @@
-"""Placeholder: being written (see the issue "Training engine and user API")."""
-MLP = None
-load = None
+"""The user-facing model: :class:`MLP`, a multilayer perceptron trained by the C++ engine.
+
+The model is a thin handle on ``fastmlp._core.Network`` (``csrc/engine/network.h``), which keeps
+the parameters, gradients and activations in flat float32 buffers and runs a whole training step
+(forward, loss, backward, optimizer update) in one call with the GIL released. This module only
+converts and checks arguments, initialises the weights, and saves and loads models.
+
+Layers compute ``z = h @ W + b`` with ``W`` of shape ``(in, out)``; hidden layers apply an
+activation, then (in training mode, in :meth:`MLP.train_step` and :meth:`MLP.loss_and_gradients`)
+inverted dropout. The last layer is linear: its outputs are logits, and the loss applies the
+softmax or sigmoid.
+
+Losses (``loss=``; formulas in :mod:`fastmlp.reference.network` and ``csrc/cpu/losses.h``):
+
+* ``"cross_entropy"``: softmax + cross-entropy, ``y`` integer labels ``(n,)``; optional
+  ``label_smoothing`` (PyTorch's convention, targets ``(1 - eps) onehot + eps / classes``).
+* ``"mse"``: mean squared error over all outputs, ``y`` float ``(n, out)`` (``(n,)`` if out == 1).
+* ``"hinge"``: multiclass (Weston-Watkins) hinge with margin 1, ``y`` integer labels ``(n,)``.
+* ``"bce"``: sigmoid + binary cross-entropy on logits, ``y`` float in ``[0, 1]`` of shape
+  ``(n, out)`` (``(n,)`` if out == 1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+from collections.abc import Sequence
+from typing import Any, Union
+
+import numpy as np
+
+from . import _core
+from ._checks import as_float_input, as_labels, check_finite, check_nonempty
+from .ops._activations import DEFAULT_ALPHA, resolve_activation
+from .optim import Optimizer
+
+__all__ = ["INITS", "LOSSES", "MLP", "load"]
+
+# Loss name -> fastmlp::LossKind (csrc/engine/network.h).
+LOSSES: dict[str, int] = {"cross_entropy": 0, "mse": 1, "hinge": 2, "bce": 3}
+_LABEL_LOSSES = ("cross_entropy", "hinge")
+INITS = ("he", "xavier", "normal", "uniform")
+_FORMAT = "fastmlp.MLP"
+_FORMAT_VERSION = 1
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _check_loss(loss: object) -> str:
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise ValueError(f"loss: unknown {loss!r}; known: {', '.join(map(repr, LOSSES))}")
+    return loss
+
+
+def _per_hidden(value: object, name: str, hidden: int) -> list:
+    """A scalar repeated for every hidden layer, or a list with one entry per hidden layer."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != hidden:
+            raise ValueError(
+                f"{name}: expected {hidden} entries (one per hidden layer), got {len(value)}"
+            )
+        return list(value)
+    return [value] * hidden
+
+
+def _check_sizes(layer_sizes: object) -> list[int]:
+    if isinstance(layer_sizes, (str, bytes)) or not isinstance(layer_sizes, Sequence):
+        raise TypeError(
+            f"layer_sizes: expected a list of ints like [784, 256, 10], "
+            f"got {type(layer_sizes).__name__}"
+        )
+    sizes = list(layer_sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"layer_sizes: expected at least 2 sizes (in, out), got {sizes}")
+    for i, s in enumerate(sizes):
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"layer_sizes: entry {i} is {s!r}, expected an int")
+        if s < 1:
+            raise ValueError(f"layer_sizes: entry {i} is {s}, expected >= 1")
+    return [int(s) for s in sizes]
+
+
+def _check_device(device: object) -> None:
+    if not isinstance(device, str):
+        raise TypeError(f"device: expected a string such as 'cpu', got {type(device).__name__}")
+    if device == "cpu":
+        return
+    if device == "cuda" or device.startswith("cuda:"):
+        try:
+            from . import _cuda  # type: ignore[attr-defined]  # noqa: F401
+        except ImportError:
+            raise RuntimeError("device: fastmlp was built without CUDA; use device='cpu'") from None
+        raise RuntimeError("device: the CUDA engine is not available yet; use device='cpu'")
+    raise ValueError(f"device: unknown device {device!r}; known: 'cpu', 'cuda'")
+
+
+def _resolve_activations(
+    activation: object, activation_alpha: object, hidden: int
+) -> tuple[list[str], list[float], list[int]]:
+    """Names, alphas and C++ enum values, one per hidden layer."""
+    names = _per_hidden(activation, "activation", hidden)
+    for name in names:
+        resolve_activation(name)  # ValueError "activation: unknown ..." for a bad name
+    if isinstance(activation_alpha, (list, tuple)):
+        alphas_in = _per_hidden(activation_alpha, "activation_alpha", hidden)
+    else:
+        if activation_alpha is not None and hidden and not any(n in DEFAULT_ALPHA for n in names):
+            raise ValueError(
+                f"activation_alpha: none of the activations {names} takes an alpha "
+                f"(those that do: {', '.join(DEFAULT_ALPHA)})"
+            )
+        # A single alpha goes to the layers whose activation takes one.
+        alphas_in = [activation_alpha if n in DEFAULT_ALPHA else None for n in names]
+    kinds, alphas = [], []
+    for name, alpha in zip(names, alphas_in):
+        try:
+            kind, a = resolve_activation(name, alpha)
+        except (TypeError, ValueError) as exc:
+            msg = str(exc)
+            msg = msg[len("alpha") :] if msg.startswith("alpha") else ": " + msg
+            raise type(exc)("activation_alpha" + msg) from None
+        kinds.append(kind)
+        alphas.append(a)
+    return list(names), alphas, kinds
+
+
+def _check_dropouts(dropout: object, hidden: int) -> list[float]:
+    ps = _per_hidden(dropout, "dropout", hidden)
+    for i, p in enumerate(ps):
+        if isinstance(p, bool) or not isinstance(p, numbers.Real):
+            raise TypeError(f"dropout: entry {i} is {p!r}, expected a float")
+        if not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"dropout: entry {i} is {p}, expected a probability in [0, 1)")
+    return [float(p) for p in ps]
+
+
+def _init_weights(sizes: list[int], init: str, seed: int) -> list[np.ndarray]:
+    """``[W_1, b_1, ...]`` drawn from ``np.random.default_rng(seed)`` layer by layer (float64
+    draws, cast to float32); biases are zero."""
+    rng = np.random.default_rng(seed)
+    params: list[np.ndarray] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        shape = (fan_in, fan_out)
+        if init == "he":
+            w = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+        elif init == "xavier":
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            w = rng.uniform(-bound, bound, shape)
+        elif init == "normal":
+            w = rng.normal(0.0, 0.01, shape)
+        else:  # "uniform"
+            bound = 1.0 / math.sqrt(fan_in)
+            w = rng.uniform(-bound, bound, shape)
+        params += [w.astype(np.float32), np.zeros(fan_out, dtype=np.float32)]
+    return params
+
+
+class MLP:
+    """A multilayer perceptron ``layer_sizes[0] -> ... -> layer_sizes[-1]`` on the C++ engine.
+
+    Parameters
+    ----------
+    layer_sizes:
+        widths ``[in_features, hidden_1, ..., out_features]`` (at least 2 entries, all >= 1).
+    activation:
+        hidden-layer activation: ``"relu"``, ``"leaky_relu"``, ``"prelu"``, ``"elu"``,
+        ``"sigmoid"``, ``"tanh"`` or ``"identity"``, or a list with one name per hidden layer.
+        The output layer is always linear.
+    dropout:
+        inverted-dropout probability of each hidden layer's output (a float for all, or a list),
+        applied in training mode only.
+    init:
+        weight initialisation, drawn with ``np.random.default_rng(seed)``; biases are 0:
+        ``"he"`` N(0, 2/fan_in) (He et al., 2015), ``"xavier"`` U(+-sqrt(6/(fan_in+fan_out)))
+        (Glorot & Bengio, 2010), ``"normal"`` N(0, 0.01^2) (the course notes), ``"uniform"``
+        U(+-1/sqrt(fan_in)) (PyTorch's nn.Linear default).
+    seed:
+        an int in ``[0, 2**64)``: seeds the initialisation and keys the dropout random numbers.
+    device:
+        ``"cpu"``. (``"cuda"`` raises ``RuntimeError`` until the CUDA engine exists.)
+    activation_alpha:
+        the leaky_relu slope (default 0.01), elu alpha (default 1.0) or PReLU initial slope
+        (default 0.25, as PyTorch); a float for every layer that takes one, or a per-layer list.
+    loss:
+        the default loss of :meth:`train_step`, :meth:`evaluate`, :meth:`predict`, ...; a
+        ``train_step`` with an explicit ``loss=`` also sets it.
+
+    Parameters are float32 and laid out as ``get_weights()`` returns them:
+    ``[W_1, b_1, ..., W_L, b_L]`` with ``W_l`` of shape ``(in, out)`` and ``b_l`` ``(out,)``,
+    then one ``(1,)`` array per PReLU hidden layer holding its learned slope, in layer order.
+
+    Dropout masks are reproducible: layer ``l`` of a training-mode pass uses
+    ``fastmlp.reference.dropout_mask((n, width_l), p_l, seed=seed, offset=o)`` where ``o`` is
+    :attr:`rng_offset` before the pass plus ``n * width`` of every earlier dropout layer of the
+    pass; the pass then advances :attr:`rng_offset` by the total. A failed step leaves it as it was.
+    """
+
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        activation: str | Sequence[str] = "relu",
+        dropout: float | Sequence[float] = 0.0,
+        init: str = "he",
+        seed: int = 0,
+        device: str = "cpu",
+        activation_alpha: float | Sequence[float | None] | None = None,
+        loss: str = "cross_entropy",
+    ) -> None:
+        sizes = _check_sizes(layer_sizes)
+        hidden = len(sizes) - 2
+        names, alphas, kinds = _resolve_activations(activation, activation_alpha, hidden)
+        dropouts = _check_dropouts(dropout, hidden)
+        if not isinstance(init, str) or init not in INITS:
+            raise ValueError(f"init: unknown {init!r}; known: {', '.join(map(repr, INITS))}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+        if not 0 <= int(seed) < 2**64:
+            raise ValueError(f"seed: expected an int in [0, 2**64), got {seed}")
+        _check_device(device)
+        self._loss = _check_loss(loss)
+        self._sizes = sizes
+        self._activations = names
+        self._alphas = alphas
+        self._dropouts = dropouts
+        self._init = init
+        self._seed = int(seed)
+        self._device = device
+        self._training = True
+        self._net = _core.Network(sizes, kinds, alphas, dropouts, self._seed)
+        self._shapes = [s for a, b in zip(sizes[:-1], sizes[1:]) for s in ((a, b), (b,))]
+        self._shapes += [(1,) for name in names if name == "prelu"]
+        prelu_alphas = [np.float32(a).reshape(1) for n, a in zip(names, alphas) if n == "prelu"]
+        self.set_weights(_init_weights(sizes, init, self._seed) + prelu_alphas)
+
+    # ------------------------------------------------------------------ description
+    @property
+    def layer_sizes(self) -> list[int]:
+        """``[in_features, hidden..., out_features]`` (a copy)."""
+        return list(self._sizes)
+
+    @property
+    def activations(self) -> list[str]:
+        """The activation of each hidden layer."""
+        return list(self._activations)
+
+    @property
+    def activation_alphas(self) -> list[float]:
+        """Each hidden layer's alpha (for PReLU, its *initial* slope; see :meth:`get_weights`)."""
+        return list(self._alphas)
+
+    @property
+    def dropout(self) -> list[float]:
+        """The dropout probability of each hidden layer."""
+        return list(self._dropouts)
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def init(self) -> str:
+        return self._init
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of trainable scalars (weights, biases and PReLU slopes)."""
+        return int(self._net.num_parameters)
+
+    @property
+    def loss(self) -> str:
+        """The default loss (``"cross_entropy"``, ``"mse"``, ``"hinge"`` or ``"bce"``)."""
+        return self._loss
+
+    @loss.setter
+    def loss(self, value: str) -> None:
+        self._loss = _check_loss(value)
+
+    @property
+    def training(self) -> bool:
+        """True in training mode (dropout on in train_step and loss_and_gradients)."""
+        return self._training
+
+    @property
+    def rng_offset(self) -> int:
+        """Dropout random-number offset: element draws made so far (see the class docstring)."""
+        return int(self._net.rng_offset)
+
+    @rng_offset.setter
+    def rng_offset(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"rng_offset: expected an int, got {type(value).__name__}")
+        if not 0 <= int(value) < 2**64:
+            raise ValueError(f"rng_offset: expected an int in [0, 2**64), got {value}")
+        self._net.rng_offset = int(value)
+
+    def train(self, mode: bool = True) -> MLP:
+        """Training mode (dropout active in train_step / loss_and_gradients); returns self."""
+        self._training = bool(mode)
+        return self
+
+    def eval(self) -> MLP:
+        """Evaluation mode (no dropout anywhere); returns self."""
+        return self.train(False)
+
+    def __repr__(self) -> str:
+        names = {
+            "identity": "Identity()",
+            "relu": "ReLU()",
+            "sigmoid": "Sigmoid()",
+            "tanh": "Tanh()",
+        }
+        lines = []
+        for l, (a, b) in enumerate(zip(self._sizes[:-1], self._sizes[1:])):
+            parts = [f"Linear(in_features={a}, out_features={b})"]
+            if l < len(self._activations):
+                act, alpha = self._activations[l], self._alphas[l]
+                if act in names:
+                    parts.append(names[act])
+                elif act == "leaky_relu":
+                    parts.append(f"LeakyReLU(negative_slope={alpha:g})")
+                elif act == "elu":
+                    parts.append(f"ELU(alpha={alpha:g})")
+                else:
+                    parts.append(f"PReLU(init={alpha:g})")
+                if self._dropouts[l] > 0.0:
+                    parts.append(f"Dropout(p={self._dropouts[l]:g})")
+            lines.append(f"  ({l}): " + ", ".join(parts))
+        return (
+            "MLP(\n" + "\n".join(lines) + f"\n)  # loss={self._loss!r}, "
+            f"parameters={self.num_parameters}, device={self._device!r}"
+        )
+
+    # ------------------------------------------------------------------ weights
+    def get_weights(self) -> list[np.ndarray]:
+        """Float32 copies ``[W_1, b_1, ..., W_L, b_L, slope_1, ...]`` (slopes: PReLU layers)."""
+        flat = self._net.parameters()
+        out, pos = [], 0
+        for shape in self._shapes:
+            size = math.prod(shape)
+            out.append(flat[pos : pos + size].reshape(shape).copy())
+            pos += size
+        return out
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Replace every parameter; ``weights`` as :meth:`get_weights` returns them (any float
+        dtype, converted to float32; shapes must match exactly; values must be finite)."""
+        if isinstance(weights, np.ndarray) or not isinstance(weights, Sequence):
+            raise TypeError(
+                f"weights: expected a list of arrays like get_weights() returns, "
+                f"got {type(weights).__name__}"
+            )
+        if len(weights) != len(self._shapes):
+            raise ValueError(f"weights: expected {len(self._shapes)} arrays, got {len(weights)}")
+        parts = []
+        for i, (w, shape) in enumerate(zip(weights, self._shapes)):
+            a = as_float_input(w, f"weights[{i}]")
+            if a.shape != shape:
+                raise ValueError(f"weights[{i}]: expected shape {shape}, got {a.shape}")
+            check_finite(a, f"weights[{i}]")
+            parts.append(a.reshape(-1))
+        self._net.set_parameters(np.concatenate(parts).astype(np.float32, copy=False))
+
+    # ------------------------------------------------------------------ argument checks
+    def _x(self, x: object) -> np.ndarray:
+        x = as_float_input(x, "x", ndim=2)
+        if x.shape[1] != self._sizes[0]:
+            raise ValueError(
+                f"x: expected {self._sizes[0]} columns (the model's in_features), got {x.shape[1]}"
+            )
+        check_nonempty(x, "x")
+        check_finite(x, "x")
+        return x
+
+    def _y(self, y: object, loss: str, n: int) -> np.ndarray:
+        out = self._sizes[-1]
+        if loss in _LABEL_LOSSES:
+            if out < 2:
+                raise ValueError(f"loss: {loss!r} needs at least 2 outputs (classes), got {out}")
+            return as_labels(y, "y", n, out)
+        t = as_float_input(y, "y")
+        if t.ndim == 1 and out == 1:
+            t = t.reshape(-1, 1)
+        if t.ndim != 2 or t.shape != (n, out):
+            raise ValueError(f"y: expected shape ({n}, {out}) for loss {loss!r}, got {t.shape}")
+        check_finite(t, "y")
+        if loss == "bce" and (t.min() < 0.0 or t.max() > 1.0):
+            raise ValueError("y: bce targets must lie in [0, 1]")
+        return t
+
+    def _label_smoothing(self, label_smoothing: object, loss: str) -> float:
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
+            raise TypeError(
+                f"label_smoothing: expected a float, got {type(label_smoothing).__name__}"
+            )
+        ls = float(label_smoothing)
+        if not 0.0 <= ls <= 1.0:
+            raise ValueError(f"label_smoothing: expected a value in [0, 1], got {ls}")
+        if ls and loss != "cross_entropy":
+            raise ValueError(f"label_smoothing: only 'cross_entropy' takes it, not {loss!r}")
+        return ls
+
+    # ------------------------------------------------------------------ inference
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Raw outputs (logits) ``(n, out)`` float32, in eval mode (no dropout)."""
+        return self._net.forward(self._x(x), False)
+
+    __call__ = forward
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities, per :attr:`loss`: softmax of the logits (cross_entropy, hinge)
+        or elementwise sigmoid (bce; 1-D when there is one output). ValueError for mse."""
+        if self._loss == "mse":
+            raise ValueError(
+                "loss: predict_proba needs a classification loss; the model's is 'mse'"
+            )
+        z = self.forward(x)
+        if self._loss == "bce":
+            p = (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)  # sigmoid without overflow
+            return p[:, 0] if p.shape[1] == 1 else p
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predictions, per :attr:`loss`: the arg-max class (cross_entropy, hinge; int64 ``(n,)``),
+        ``sigmoid > 0.5`` i.e. logit > 0 (bce; int64, 1-D when there is one output), or the
+        outputs themselves (mse)."""
+        z = self.forward(x)
+        if self._loss == "mse":
+            return z
+        if self._loss == "bce":
+            p = (z > 0).astype(np.int64)
+            return p[:, 0] if p.shape[1] == 1 else p
+        return z.argmax(axis=1).astype(np.int64)
+
+    # ------------------------------------------------------------------ training
+    def _loss_or_default(self, loss: str | None) -> str:
+        return self._loss if loss is None else _check_loss(loss)
+
+    def train_step(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        loss: str | None = None,
+        optimizer: Any = None,
+        *,
+        label_smoothing: float = 0.0,
+    ) -> float:
+        """One fused step (forward, loss, backward, ``optimizer`` update) on a mini-batch; returns
+        the mean loss before the update. Dropout is applied in training mode.
+
+        ``loss=None`` uses :attr:`loss`; an explicit loss becomes the model's :attr:`loss`.
+        A non-finite loss or gradient raises ``FloatingPointError`` before anything changes
+        (parameters, optimizer state and step count, dropout offset)."""
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                f"optimizer: expected a fastmlp.optim optimizer, got {type(optimizer).__name__}"
+            )
+        if optimizer.model is not self:
+            raise ValueError("optimizer: it was built for another model")
+        kind = self._loss_or_default(loss)
+        xa = self._x(x)
+        ya = self._y(y, kind, xa.shape[0])
+        ls = self._label_smoothing(label_smoothing, kind)
+        value = self._net.train_step(xa, ya, LOSSES[kind], ls, self._training, optimizer._state)
+        self._loss = kind
+        return value
+
+    def loss_and_gradients(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        loss: str | None = None,
+        *,
+        label_smoothing: float = 0.0,
+    ) -> tuple[float, list[np.ndarray]]:
+        """Mean loss and its gradients (float32 copies laid out like :meth:`get_weights`), with
+        no update. In training mode dropout is applied (and :attr:`rng_offset` advances)."""
+        kind = self._loss_or_default(loss)
+        xa = self._x(x)
+        ya = self._y(y, kind, xa.shape[0])
+        ls = self._label_smoothing(label_smoothing, kind)
+        value = self._net.loss_and_gradients(xa, ya, LOSSES[kind], ls, self._training)
+        flat = self._net.gradients()
+        grads, pos = [], 0
+        for shape in self._shapes:
+            size = math.prod(shape)
+            grads.append(flat[pos : pos + size].reshape(shape).copy())
+            pos += size
+        return value, grads
+
+    def evaluate(
+        self, x: np.ndarray, y: np.ndarray, loss: str | None = None, batch_size: int = 4096
+    ) -> dict[str, float | None]:
+        """``{"loss": mean loss, "accuracy": fraction correct}`` in eval mode, ``batch_size`` rows
+        at a time. Accuracy: arg-max == label (cross_entropy, hinge), (logit > 0) == (target > 0.5)
+        per output (bce), None (mse). A non-finite loss is returned as is, not raised."""
+        kind = self._loss_or_default(loss)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+            raise TypeError(f"batch_size: expected an int, got {type(batch_size).__name__}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        xa = self._x(x)
+        ya = self._y(y, kind, xa.shape[0])
+        value, correct, total = self._net.evaluate(xa, ya, LOSSES[kind], int(batch_size))
+        return {"loss": float(value), "accuracy": correct / total if total else None}
+
+    # ------------------------------------------------------------------ persistence
+    def _config(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "version": _FORMAT_VERSION,
+            "layer_sizes": self._sizes,
+            "activation": self._activations,
+            "activation_alpha": [
+                a if n in DEFAULT_ALPHA else None for n, a in zip(self._activations, self._alphas)
+            ],
+            "dropout": self._dropouts,
+            "init": self._init,
+            "seed": self._seed,
+            "loss": self._loss,
+            "training": self._training,
+            "rng_offset": self.rng_offset,
+        }
+
+    def save(self, path: PathLike) -> None:
+        """Write the weights and a JSON config to an ``.npz`` file (NumPy adds the suffix when
+        missing). :func:`load` restores the model exactly: same weights bit for bit, same
+        architecture, loss, mode and dropout offset. Optimizer state is not saved."""
+        arrays = {f"param_{i}": w for i, w in enumerate(self.get_weights())}
+        np.savez(path, config=np.array(json.dumps(self._config())), **arrays)
+
+
+def load(path: PathLike) -> MLP:
+    """Load a model written by :meth:`MLP.save` (``path`` with or without the ``.npz`` that
+    ``save`` adds)."""
+    if not os.path.exists(path) and os.path.exists(os.fspath(path) + ".npz"):
+        path = os.fspath(path) + ".npz"
+    with np.load(path, allow_pickle=False) as f:
+        if "config" not in f.files:
+            raise ValueError(f"path: {os.fspath(path)!r} is not a fastmlp model (no config)")
+        config = json.loads(str(f["config"]))
+        if config.get("format") != _FORMAT or config.get("version") != _FORMAT_VERSION:
+            raise ValueError(
+                f"path: unsupported model format {config.get('format')!r} "
+                f"version {config.get('version')!r}"
+            )
+        model = MLP(
+            config["layer_sizes"],
+            activation=config["activation"],
+            dropout=config["dropout"],
+            init=config["init"],
+            seed=config["seed"],
+            activation_alpha=config["activation_alpha"],
+            loss=config["loss"],
+        )
+        n = len(model.get_weights())
+        model.set_weights([f[f"param_{i}"] for i in range(n)])
+    model.train(config["training"])
+    model.rng_offset = config["rng_offset"]
+    return model

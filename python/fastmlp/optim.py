@@ -1,1 +1,282 @@
-"""Placeholder: being written (see the issue "Training engine and user API")."""
+"""Optimizers for :class:`fastmlp.MLP`, with PyTorch's ``torch.optim`` update rules.
+
+An optimizer is bound to one model and owns its state (momentum, moments) as flat float32 buffers
+in C++ (``csrc/engine/optimizer_state.h``), laid out like the model's parameters and allocated on
+the first step. It does nothing by itself: ``model.train_step(x, y, optimizer=opt)`` computes the
+gradients and applies the update in the same C++ call, in one pass over all parameters. All
+parameters (biases and PReLU slopes included) share the hyperparameters, and weight decay applies
+to biases too, as PyTorch's default.
+
+Notation: ``p`` parameter, ``g`` gradient, ``t`` the step number (from 1), ``lr`` the learning
+rate. Every rule first folds regularisation into the gradient (coupled L2 and L1)::
+
+    g' = g + weight_decay * p + l1 * sign(p)
+
+(AdamW instead decays the weights directly.) ``opt.lr`` may be changed between steps (that is how
+:mod:`fastmlp.schedules` works); the other hyperparameters are fixed at construction and listed in
+``opt.defaults``. ``opt.step_count`` counts the updates applied; a step that raises
+``FloatingPointError`` is not counted and changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+from . import _core
+
+__all__ = ["SGD", "AdaGrad", "Adam", "AdamW", "Optimizer", "RMSProp"]
+
+
+def _real(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a float, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: expected a finite value, got {v}")
+    return v
+
+
+def _nonneg(value: object, name: str) -> float:
+    v = _real(value, name)
+    if v < 0.0:
+        raise ValueError(f"{name}: expected a value >= 0, got {v}")
+    return v
+
+
+def _positive(value: object, name: str) -> float:
+    v = _real(value, name)
+    if v <= 0.0:
+        raise ValueError(f"{name}: expected a value > 0, got {v}")
+    return v
+
+
+def _unit(value: object, name: str, *, allow_one: bool = False) -> float:
+    v = _real(value, name)
+    if not (0.0 <= v < 1.0 or (allow_one and v == 1.0)):
+        raise ValueError(f"{name}: expected a value in [0, 1{']' if allow_one else ')'}, got {v}")
+    return v
+
+
+def _betas(betas: object) -> tuple[float, float]:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
+    return _unit(betas[0], "betas[0]"), _unit(betas[1], "betas[1]")
+
+
+class Optimizer:
+    """Base class: the model it updates, its C++ state, ``lr``, ``step_count`` and ``defaults``."""
+
+    def __init__(self, model: Any, state: Any, lr: float, defaults: dict[str, Any]) -> None:
+        self.model = model
+        self._state = state
+        self._lr = lr  # as given; the engine holds it rounded to float32
+        self.defaults = defaults
+
+    @staticmethod
+    def _check_model(model: object) -> None:
+        from .nn import MLP
+
+        if not isinstance(model, MLP):
+            raise TypeError(f"model: expected a fastmlp.MLP, got {type(model).__name__}")
+
+    @property
+    def lr(self) -> float:
+        """The learning rate (read/write; the engine uses it rounded to float32)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        lr = _nonneg(value, "lr")
+        self._state.lr = lr
+        self._lr = lr
+
+    @property
+    def step_count(self) -> int:
+        """Number of updates applied so far."""
+        return int(self._state.step)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in {"lr": self.lr, **self.defaults}.items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum, as ``torch.optim.SGD``::
+
+        g' = g + weight_decay * p + l1 * sign(p)
+        b  = g'  on the first step,  else  b = momentum * b + (1 - dampening) * g'
+        d  = g' + momentum * b  if nesterov  else  b          (d = g' when momentum == 0)
+        p  = p - lr * d
+
+    Momentum: Polyak (1964); Nesterov as in Sutskever et al., "On the importance of
+    initialization and momentum in deep learning", ICML 2013
+    (https://proceedings.mlr.press/v28/sutskever13.html).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        l1: float = 0.0,
+    ) -> None:
+        self._check_model(model)
+        lr = _nonneg(lr, "lr")
+        momentum = _nonneg(momentum, "momentum")
+        dampening = _unit(dampening, "dampening", allow_one=True)
+        if nesterov and (momentum <= 0.0 or dampening != 0.0):
+            raise ValueError("nesterov: needs momentum > 0 and dampening == 0 (as PyTorch)")
+        defaults = {
+            "momentum": momentum,
+            "dampening": dampening,
+            "nesterov": bool(nesterov),
+            "weight_decay": _nonneg(weight_decay, "weight_decay"),
+            "l1": _nonneg(l1, "l1"),
+        }
+        super().__init__(model, _core.OptimizerState.sgd(lr=lr, **defaults), lr, defaults)
+
+
+class AdaGrad(Optimizer):
+    """AdaGrad, as ``torch.optim.Adagrad``::
+
+        g'  = g + weight_decay * p + l1 * sign(p)
+        clr = lr / (1 + (t - 1) * lr_decay)
+        s   = s + g'^2
+        p   = p - clr * g' / (sqrt(s) + eps)
+
+    Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning and Stochastic
+    Optimization", JMLR 2011 (https://jmlr.org/papers/v12/duchi11a.html).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        lr: float = 0.01,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        eps: float = 1e-10,
+        l1: float = 0.0,
+    ) -> None:
+        self._check_model(model)
+        lr = _nonneg(lr, "lr")
+        defaults = {
+            "lr_decay": _nonneg(lr_decay, "lr_decay"),
+            "weight_decay": _nonneg(weight_decay, "weight_decay"),
+            "eps": _positive(eps, "eps"),
+            "l1": _nonneg(l1, "l1"),
+        }
+        super().__init__(model, _core.OptimizerState.adagrad(lr=lr, **defaults), lr, defaults)
+
+
+class RMSProp(Optimizer):
+    """RMSProp, as ``torch.optim.RMSprop``::
+
+        g' = g + weight_decay * p + l1 * sign(p)
+        v  = alpha * v + (1 - alpha) * g'^2
+        centered: a = alpha * a + (1 - alpha) * g',  denom = sqrt(v - a^2) + eps
+        else:     denom = sqrt(v) + eps
+        momentum > 0: b = momentum * b + g' / denom,  p = p - lr * b
+        else:         p = p - lr * g' / denom
+
+    Tieleman & Hinton, Coursera "Neural Networks for Machine Learning", lecture 6.5
+    (https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf); centered
+    variant: Graves, "Generating Sequences With Recurrent Neural Networks", 2013
+    (https://arxiv.org/abs/1308.0850).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        lr: float = 0.01,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        l1: float = 0.0,
+    ) -> None:
+        self._check_model(model)
+        lr = _nonneg(lr, "lr")
+        defaults = {
+            "alpha": _unit(alpha, "alpha"),
+            "eps": _positive(eps, "eps"),
+            "weight_decay": _nonneg(weight_decay, "weight_decay"),
+            "momentum": _nonneg(momentum, "momentum"),
+            "centered": bool(centered),
+            "l1": _nonneg(l1, "l1"),
+        }
+        super().__init__(model, _core.OptimizerState.rmsprop(lr=lr, **defaults), lr, defaults)
+
+
+class Adam(Optimizer):
+    """Adam with coupled L2 weight decay, as ``torch.optim.Adam``::
+
+        g' = g + weight_decay * p + l1 * sign(p)
+        m  = beta1 * m + (1 - beta1) * g'
+        v  = beta2 * v + (1 - beta2) * g'^2
+        p  = p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+
+    Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015
+    (https://arxiv.org/abs/1412.6980).
+    """
+
+    _decoupled = False
+
+    def __init__(
+        self,
+        model: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        l1: float = 0.0,
+    ) -> None:
+        self._check_model(model)
+        lr = _nonneg(lr, "lr")
+        beta1, beta2 = _betas(betas)
+        defaults = {
+            "betas": (beta1, beta2),
+            "eps": _positive(eps, "eps"),
+            "weight_decay": _nonneg(weight_decay, "weight_decay"),
+            "l1": _nonneg(l1, "l1"),
+        }
+        state = _core.OptimizerState.adam(
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=defaults["eps"],
+            weight_decay=defaults["weight_decay"],
+            decoupled_weight_decay=self._decoupled,
+            l1=defaults["l1"],
+        )
+        super().__init__(model, state, lr, defaults)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay, as ``torch.optim.AdamW``::
+
+        p  = p * (1 - lr * weight_decay)
+        g' = g + l1 * sign(p)             (no weight decay in the gradient)
+        then the Adam update with g'.
+
+    Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019
+    (https://arxiv.org/abs/1711.05101).
+    """
+
+    _decoupled = True
+
+    def __init__(
+        self,
+        model: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        l1: float = 0.0,
+    ) -> None:
+        super().__init__(model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, l1=l1)

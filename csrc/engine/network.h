@@ -1,0 +1,160 @@
+// The CPU training engine: an MLP whose parameters, gradients and activations live in flat float32
+// buffers, trained by one fused C++ call per step (forward, loss, backward, optimizer update).
+//
+// Shape legend (llm.c style):
+//   L       number of linear layers = sizes.size() - 1; layer l = 1..L maps D_{l-1} -> D_l
+//   D_l     layer widths: D_0 = in_features (the input), D_L = out_features (the logits)
+//   B       batch rows of the current call (n)
+//   x       (B, D_0) input, row-major
+//   W_l     (D_{l-1}, D_l) row-major, so that z_l = h_{l-1} @ W_l + b_l;  b_l (D_l,)
+//   z_l     (B, D_l) pre-activation, stored only when the activation's derivative needs it
+//   a_l     (B, D_l) activation output f_l(z_l); for l = L the logits (f_L is the identity)
+//   h_l     (B, D_l) the next layer's input: dropout(a_l) in training mode when p_l > 0, else a_l;
+//           h_0 = x. Dropout and non-identity activations are on hidden layers (l < L) only.
+//   P       total parameter count
+//
+// Flat parameter layout (the gradient buffer has the same one):
+//   [W_1, b_1, W_2, b_2, ..., W_L, b_L, s_1, ..., s_K]
+//   where s_k is the learned slope of the k-th PReLU hidden layer (one scalar per layer, in layer
+//   order; PyTorch's nn.PReLU() default of one shared slope).
+//
+// Dropout randomness (reproducible, thread-count independent): every training-mode forward draws
+// its masks from the counter RNG of cpu/dropout.h with key `seed` (the model's seed) and an
+// element offset `rng_offset` that starts at 0 and advances by B * D_l after each dropout layer,
+// in layer order. So layer l of a forward pass uses dropout_mask(B * D_l, p_l, seed, offset_l)
+// with offset_l = rng_offset before that pass + sum of B * D_k over earlier dropout layers k < l.
+// A step that fails (non-finite loss, any exception) leaves rng_offset where it was.
+//
+// Memory: the workspace (z, a, h per layer and two backward scratch buffers) is sized for the
+// largest batch seen so far and never shrinks, so once a batch size has been seen no call
+// allocates. Inference-only forwards process at most max(capacity, kForwardChunkRows) rows at a
+// time so that predicting on a large data set does not grow the workspace to the data-set size.
+//
+// Thread safety: every public method takes the network's mutex; the bindings call them with the
+// GIL released, so two Python threads sharing a model are serialised instead of racing.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "common/activation_math.h"
+#include "engine/optimizer_state.h"
+
+namespace fastmlp {
+
+enum class LossKind : int {
+  CrossEntropy = 0,  // labels (B,) int64, softmax inside the loss
+  Mse = 1,           // targets (B, D_L) float32
+  Hinge = 2,         // labels (B,) int64, multiclass (Weston-Watkins) hinge, margin 1
+  Bce = 3,           // targets (B, D_L) float32 in [0, 1], sigmoid inside the loss
+};
+
+// Exactly one of labels (cross_entropy, hinge) or values (mse, bce) is set, per the loss.
+struct Targets {
+  const int64_t* labels = nullptr;
+  const float* values = nullptr;
+};
+
+struct EvalResult {
+  double loss = 0.0;    // mean loss over the whole input, as the loss function defines it
+  int64_t correct = 0;  // rows (cross_entropy, hinge) or elements (bce) predicted right
+  int64_t total = 0;    // rows or elements counted; 0 for mse (no accuracy)
+};
+
+bool loss_uses_labels(LossKind loss);
+
+class Network {
+ public:
+  // Rows an inference forward processes at a time when the workspace is smaller (see above).
+  static constexpr int64_t kForwardChunkRows = 1024;
+
+  // sizes: D_0..D_L (L >= 1, all >= 1). activations, alphas, dropouts: one per hidden layer
+  // (L - 1 entries). alpha is the leaky_relu slope / elu alpha, and the initial slope of a PReLU
+  // layer. Parameters start at zero: the caller initialises them with set_parameters.
+  Network(std::vector<int64_t> sizes, std::vector<Activation> activations,
+          std::vector<float> alphas, std::vector<float> dropouts, uint64_t seed);
+
+  Network(const Network&) = delete;
+  Network& operator=(const Network&) = delete;
+
+  // out (n, D_L) = the logits. training: apply dropout (and advance rng_offset).
+  void forward(float* out, const float* x, int64_t n, bool training);
+
+  // Mean loss over the batch; the gradients of that loss land in gradients(). training: dropout.
+  // Throws NonFiniteError when the loss or any gradient is NaN/inf (parameters untouched).
+  double loss_and_gradients(const float* x, const Targets& y, int64_t n, LossKind loss,
+                            float label_smoothing, bool training);
+
+  // loss_and_gradients, then one optimizer update of every parameter. On any exception
+  // (NonFiniteError included) parameters, optimizer state, its step count and rng_offset are as
+  // they were before the call.
+  double train_step(const float* x, const Targets& y, int64_t n, LossKind loss,
+                    float label_smoothing, bool training, OptimizerState& optimizer);
+
+  // Eval-mode loss (no label smoothing, no gradients) and accuracy over n rows, batch_rows at a
+  // time. Non-finite losses are returned, not thrown: this is a measurement.
+  EvalResult evaluate(const float* x, const Targets& y, int64_t n, LossKind loss,
+                      int64_t batch_rows);
+
+  // Copies P floats into the parameter buffer.
+  void set_parameters(const float* values, int64_t count);
+
+  int64_t num_layers() const { return static_cast<int64_t>(sizes_.size()) - 1; }
+  int64_t in_features() const { return sizes_.front(); }
+  int64_t out_features() const { return sizes_.back(); }
+  int64_t num_parameters() const { return static_cast<int64_t>(params_.size()); }
+  const std::vector<int64_t>& sizes() const { return sizes_; }
+  float* parameters() { return params_.data(); }
+  const float* gradients() const { return grads_.data(); }
+  uint64_t seed() const { return seed_; }
+  uint64_t rng_offset() const { return rng_offset_; }
+  void set_rng_offset(uint64_t offset);
+  int64_t workspace_capacity_rows() const { return capacity_rows_; }
+  int64_t workspace_bytes() const {
+    return static_cast<int64_t>(workspace_.capacity() * sizeof(float));
+  }
+
+ private:
+  struct Layer {
+    int64_t in = 0, out = 0;
+    Activation activation = Activation::Identity;
+    float alpha = 0.0f;  // fixed alpha (leaky_relu, elu); unused for PReLU
+    float dropout = 0.0f;
+    int64_t w_offset = 0, b_offset = 0;
+    int64_t slope_offset = -1;  // index of the PReLU slope in params_, or -1
+    // Per-row float offsets into the workspace (multiplied by capacity_rows_); -1 when absent.
+    int64_t z_row = -1, a_row = 0, h_row = -1;
+  };
+
+  void ensure_capacity(int64_t rows);
+  float* ws(int64_t row_offset) { return workspace_.data() + row_offset * capacity_rows_; }
+  float layer_alpha(const Layer& layer) const {
+    return layer.slope_offset >= 0 ? params_[layer.slope_offset] : layer.alpha;
+  }
+  // Forward through all layers into the workspace (logits in a_L), or into `out` when given.
+  // store_z: keep pre-activations for a backward pass. Returns the advanced rng offset.
+  uint64_t forward_rows(float* out, const float* x, int64_t n, bool training, bool store_z,
+                        uint64_t rng_offset);
+  const float* layer_input(int64_t l, const float* x, bool training);
+  double compute_loss(float* dlogits, const float* logits, const Targets& y, int64_t n,
+                      LossKind loss, float label_smoothing) const;
+  void backward(const float* x, int64_t n, bool training, uint64_t rng_offset);
+  double gradients_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
+                          float label_smoothing, bool training, uint64_t* next_offset);
+
+  std::vector<int64_t> sizes_;
+  std::vector<Layer> layers_;
+  std::vector<float> params_, grads_;
+  uint64_t seed_ = 0;
+  uint64_t rng_offset_ = 0;
+
+  std::vector<float> workspace_;
+  int64_t capacity_rows_ = 0;
+  int64_t floats_per_row_ = 0;       // workspace floats per batch row
+  int64_t scratch_row_[2] = {0, 0};  // backward ping-pong buffers, max_width floats per row each
+
+  std::mutex mutex_;
+};
+
+}  // namespace fastmlp

@@ -1,0 +1,503 @@
+"""The C++ training engine (fastmlp._core.Network via fastmlp.MLP) against the float64 NumPy
+reference network (fastmlp.reference.network) and the reference optimizers and dropout masks.
+
+Tolerances: the engine works in float32 (GEMM accumulation, float32 activations), the reference
+in float64, so agreement is to float32 rounding amplified by the sums of a small network:
+relative ~1e-6. Each assertion states its bound and why; a wrong formula gives errors of O(1e-2)
+or more, far above every bound used here.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import pytest
+
+import fastmlp as fm
+from fastmlp import _core
+from fastmlp import reference as ref
+from fastmlp.reference.network import ReferenceMLP
+
+ACTIVATIONS = ["identity", "relu", "leaky_relu", "prelu", "elu", "sigmoid", "tanh"]
+LOSSES = ["cross_entropy", "mse", "hinge", "bce"]
+
+
+def make_data(rng: np.random.Generator, n: int, d_in: int, d_out: int, loss: str):
+    x = rng.standard_normal((n, d_in)).astype(np.float32)
+    if loss in ("cross_entropy", "hinge"):
+        y = rng.integers(0, d_out, size=n)
+    elif loss == "mse":
+        y = rng.standard_normal((n, d_out)).astype(np.float32)
+    else:  # bce: soft targets in [0, 1]
+        y = rng.uniform(0.0, 1.0, (n, d_out)).astype(np.float32)
+    return x, y
+
+
+def assert_tensors_close(actual, expected, rel: float, what: str) -> None:
+    """Normwise per tensor: max|a - e| <= rel * max(max|e|, 1e-3) (absolute below 1e-3, where
+    float32 rounding of the terms, not of the result, dominates)."""
+    assert len(actual) == len(expected), what
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        assert a.shape == np.shape(e), f"{what}[{i}]: shape {a.shape} vs {np.shape(e)}"
+        err = np.abs(a.astype(np.float64) - e).max(initial=0.0)
+        scale = max(np.abs(e).max(initial=0.0), 1e-3)
+        assert err <= rel * scale, f"{what}[{i}]: max error {err:.3g} vs scale {scale:.3g}"
+
+
+def distance_to_kinks(model: fm.MLP, x: np.ndarray, y: np.ndarray, loss: str) -> float:
+    """Smallest |z| over hidden pre-activations of kinked activations, and smallest |margin| of
+    the hinge loss: a kink closer than the finite-difference step would spoil a gradient check."""
+    r = ReferenceMLP.from_model(model)
+    logits, cache = r.forward([w.astype(np.float64) for w in model.get_weights()], x)
+    dist = math.inf
+    for z, name in zip(cache["z"][:-1], model.activations):
+        if name in ("relu", "leaky_relu", "prelu", "elu"):
+            dist = min(dist, float(np.abs(z).min()))
+    if loss == "hinge":
+        rows = np.arange(len(y))
+        margins = logits - logits[rows, y][:, None] + 1.0
+        margins[rows, y] = np.inf
+        dist = min(dist, float(np.abs(margins).min()))
+    return dist
+
+
+# ---------------------------------------------------------------- forward, loss, gradients
+
+
+@pytest.mark.parametrize("batch", [1, 37])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("loss", LOSSES)
+def test_forward_loss_gradients_match_reference(loss, activation, batch):
+    rng = np.random.default_rng(zlib.crc32(f"{loss}/{activation}/{batch}".encode()))
+    sizes = [7, 13, 5, 6]  # odd widths, two hidden layers
+    model = fm.MLP(sizes, activation=activation, init="xavier", seed=3)
+    if activation == "prelu":  # move the slopes off their init so a slope bug cannot hide
+        w = model.get_weights()
+        w[-2][:] = 0.1
+        w[-1][:] = 0.4
+        model.set_weights(w)
+    x, y = make_data(rng, batch, sizes[0], sizes[-1], loss)
+    r = ReferenceMLP.from_model(model)
+    params = [w.astype(np.float64) for w in model.get_weights()]
+    if activation == "prelu":
+        assert len(params) == 2 * 3 + 2
+
+    logits_ref, _ = r.forward(params, x)
+    # Forward: logits of O(1); float32 rounding through two hidden layers -> ~1e-6 relative.
+    np.testing.assert_allclose(model.forward(x), logits_ref, rtol=1e-5, atol=1e-5)
+
+    loss_ref, grads_ref = r.loss_and_gradients(params, x, y, loss)
+    value, grads = model.loss_and_gradients(x, y, loss)
+    # The loss is accumulated in double from float32 logits: relative ~1e-6.
+    assert value == pytest.approx(loss_ref, rel=1e-5, abs=1e-6)
+    # Gradients: float32 GEMMs over <= 37 rows; normwise 1e-4 is ~100x the expected rounding.
+    assert_tensors_close(grads, grads_ref, 1e-4, f"grads {loss}/{activation}/{batch}")
+
+
+@pytest.mark.parametrize("loss", ["mse", "bce"])
+def test_single_output_accepts_1d_targets(loss, rng):
+    model = fm.MLP([4, 9, 1], activation="tanh", seed=1)
+    x = rng.standard_normal((11, 4)).astype(np.float32)
+    y = rng.uniform(0, 1, 11).astype(np.float32)
+    v1, g1 = model.loss_and_gradients(x, y, loss)
+    v2, g2 = model.loss_and_gradients(x, y[:, None], loss)
+    assert v1 == v2  # the same call after a reshape: bit-identical
+    for a, b in zip(g1, g2):
+        np.testing.assert_array_equal(a, b)
+    r = ReferenceMLP.from_model(model)
+    loss_ref, grads_ref = r.loss_and_gradients(model.get_weights(), x, y[:, None], loss)
+    assert v1 == pytest.approx(loss_ref, rel=1e-5)  # float32 vs float64, as above
+    assert_tensors_close(g1, grads_ref, 1e-4, loss)
+
+
+def test_label_smoothing_matches_reference(rng):
+    model = fm.MLP([5, 8, 4], activation="elu", seed=2)
+    x, y = make_data(rng, 9, 5, 4, "cross_entropy")
+    r = ReferenceMLP.from_model(model)
+    loss_ref, grads_ref = r.loss_and_gradients(model.get_weights(), x, y, "cross_entropy", 0.1)
+    value, grads = model.loss_and_gradients(x, y, "cross_entropy", label_smoothing=0.1)
+    plain, _ = model.loss_and_gradients(x, y, "cross_entropy")
+    assert value != plain  # smoothing changes the loss
+    assert value == pytest.approx(loss_ref, rel=1e-5)  # float32 vs float64, as above
+    assert_tensors_close(grads, grads_ref, 1e-4, "label smoothing")
+
+
+def test_reference_network_agrees_with_autodiff_free_check(rng):
+    """The reference itself: its backward matches its own central differences (float64)."""
+    r = ReferenceMLP([3, 4, 2], ["tanh"], [0.0])
+    params = [rng.standard_normal(s) for s in [(3, 4), (4,), (4, 2), (2,)]]
+    x = rng.standard_normal((5, 3))
+    y = rng.integers(0, 2, 5)
+    _, grads = r.loss_and_gradients(params, x, y, "cross_entropy")
+    eps = 1e-6
+    for p, g in zip(params, grads):
+        flat, gflat = p.reshape(-1), g.reshape(-1)
+        for i in range(flat.size):
+            old = flat[i]
+            flat[i] = old + eps
+            up = r.loss(params, x, y, "cross_entropy")
+            flat[i] = old - eps
+            down = r.loss(params, x, y, "cross_entropy")
+            flat[i] = old
+            # Central differences in float64: error ~eps^2 + 1e-16/eps ~ 1e-10.
+            assert (up - down) / (2 * eps) == pytest.approx(gflat[i], abs=1e-8)
+
+
+# ---------------------------------------------------------------- gradcheck
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("loss", LOSSES)
+def test_gradcheck(loss, activation):
+    rng = np.random.default_rng(zlib.crc32(f"gc/{loss}/{activation}".encode()))
+    model = fm.MLP([6, 7, 5, 4], activation=activation, init="xavier", seed=5)
+    x, y = make_data(rng, 8, 6, 4, loss)
+    # By construction: no kink within 1e-4 of any point, 100x the finite-difference step.
+    assert distance_to_kinks(model, x, y, loss) > 1e-4
+    # Engine float32 vs float64 differences: ~1e-6 normwise; the contract is < 1e-4.
+    assert fm.gradcheck(model, x, y, loss) < 1e-4
+
+
+def test_gradcheck_detects_a_wrong_gradient(rng):
+    class Broken(fm.MLP):
+        def loss_and_gradients(self, x, y, loss=None, *, label_smoothing=0.0):
+            value, grads = super().loss_and_gradients(x, y, loss, label_smoothing=label_smoothing)
+            grads[2] = grads[2] * 1.01  # a 1% error in W_2
+            return value, grads
+
+    model = Broken([4, 5, 3], activation="tanh", seed=0)
+    x, y = make_data(rng, 6, 4, 3, "cross_entropy")
+    assert fm.gradcheck(model, x, y) > 5e-3  # the 1% error shows as ~1e-2
+
+
+def test_gradcheck_samples_a_subset_of_a_larger_model(rng):
+    model = fm.MLP([30, 40, 10], activation="sigmoid", seed=1)
+    x, y = make_data(rng, 16, 30, 10, "cross_entropy")
+    # 5 random entries per tensor instead of all 1650; float32 vs float64 as above.
+    assert fm.gradcheck(model, x, y, samples=5) < 1e-4
+
+
+def test_gradcheck_needs_dropout_off(rng):
+    model = fm.MLP([4, 5, 3], dropout=0.5, seed=0)
+    x, y = make_data(rng, 6, 4, 3, "cross_entropy")
+    with pytest.raises(ValueError, match=r"^model: gradcheck needs dropout off"):
+        fm.gradcheck(model, x, y)
+    model.eval()
+    assert fm.gradcheck(model, x, y) < 1e-4  # eval mode: no dropout; float32 as above
+
+
+# ---------------------------------------------------------------- dropout
+
+
+def test_dropout_masks_follow_the_documented_scheme(rng):
+    sizes, ps, seed = [6, 11, 9, 3], [0.3, 0.5], 1234
+    # PReLU and ELU: backward needs the pre-dropout output a_l (ELU) and the slope gradient.
+    model = fm.MLP(sizes, activation=["prelu", "elu"], dropout=ps, seed=seed)
+    model.rng_offset = 77  # any start
+    r = ReferenceMLP.from_model(model)
+    params = [w.astype(np.float64) for w in model.get_weights()]
+    for n in (5, 1, 8):
+        x, y = make_data(rng, n, 6, 3, "cross_entropy")
+        o1 = model.rng_offset
+        o2 = o1 + n * sizes[1]
+        masks = [
+            ref.dropout_mask((n, sizes[1]), ps[0], seed=seed, offset=o1),
+            ref.dropout_mask((n, sizes[2]), ps[1], seed=seed, offset=o2),
+        ]
+        assert (masks[0] == 0).any() and (masks[0] != 0).any()  # the test is not vacuous
+        value, grads = model.loss_and_gradients(x, y)  # training mode: dropout on
+        assert model.rng_offset == o2 + n * sizes[2]
+        loss_ref, grads_ref = r.loss_and_gradients(params, x, y, "cross_entropy", masks=masks)
+        assert value == pytest.approx(loss_ref, rel=1e-5)  # float32 vs float64, as above
+        assert_tensors_close(grads, grads_ref, 1e-4, f"dropout n={n}")
+    # The raw training-mode forward draws the same way.
+    o1 = model.rng_offset
+    out = model._net.forward(x, True)
+    masks = [
+        ref.dropout_mask((8, sizes[1]), ps[0], seed=seed, offset=o1),
+        ref.dropout_mask((8, sizes[2]), ps[1], seed=seed, offset=o1 + 8 * sizes[1]),
+    ]
+    np.testing.assert_allclose(out, r.forward(params, x, masks)[0], rtol=1e-5, atol=1e-5)
+    # Eval mode: no dropout and no draws.
+    model.eval()
+    before = model.rng_offset
+    np.testing.assert_allclose(model(x), r.forward(params, x)[0], rtol=1e-5, atol=1e-5)
+    model.loss_and_gradients(x, y)
+    assert model.rng_offset == before
+
+
+def _train_with_dropout(threads: int) -> tuple[list[np.ndarray], list[float]]:
+    saved = fm.get_num_threads()
+    fm.set_num_threads(threads)
+    try:
+        rng = np.random.default_rng(7)
+        # 512 x 256 = 131072 elements per hidden layer: large enough that the dropout, activation
+        # and GEMM kernels split the work across threads when given 2.
+        model = fm.MLP([20, 256, 128, 5], activation=["tanh", "relu"], dropout=[0.2, 0.4], seed=11)
+        opt = fm.optim.SGD(model, lr=0.05, momentum=0.9)
+        losses = []
+        for _ in range(3):
+            x, y = make_data(rng, 512, 20, 5, "cross_entropy")
+            losses.append(model.train_step(x, y, optimizer=opt))
+        return model.get_weights(), losses
+    finally:
+        fm.set_num_threads(saved)
+
+
+def test_dropout_training_is_deterministic_across_runs_and_threads():
+    w1, l1 = _train_with_dropout(1)
+    w1b, l1b = _train_with_dropout(1)
+    w2, l2 = _train_with_dropout(2)
+    # Same seed: bit-identical runs. Kernels sum in a thread-count independent order, so the
+    # thread count does not change a bit either.
+    assert l1 == l1b == l2
+    for a, b, c in zip(w1, w1b, w2):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+def test_dropout_differs_between_steps_and_seeds(rng):
+    x, y = make_data(rng, 16, 8, 3, "cross_entropy")
+    m1 = fm.MLP([8, 32, 3], dropout=0.5, seed=1)
+    a = m1.loss_and_gradients(x, y)[0]
+    b = m1.loss_and_gradients(x, y)[0]
+    assert a != b  # a fresh mask for each pass
+    m2 = fm.MLP([8, 32, 3], dropout=0.5, seed=2)
+    m2.set_weights(m1.get_weights())
+    m2.rng_offset = 0
+    m1.rng_offset = 0
+    assert m1.loss_and_gradients(x, y)[0] == a  # same seed and offset: same mask
+    assert m2.loss_and_gradients(x, y)[0] != a  # another seed: another mask
+
+
+# ---------------------------------------------------------------- optimizers
+
+OPTIMIZERS = [
+    ("sgd", {"lr": 0.1}),
+    ("sgd", {"lr": 0.05, "momentum": 0.9}),
+    ("sgd", {"lr": 0.05, "momentum": 0.9, "dampening": 0.3, "weight_decay": 0.01}),
+    ("sgd", {"lr": 0.05, "momentum": 0.8, "nesterov": True, "l1": 1e-3}),
+    ("adagrad", {"lr": 0.05}),
+    ("adagrad", {"lr": 0.05, "lr_decay": 0.1, "weight_decay": 0.01, "l1": 1e-3}),
+    ("rmsprop", {"lr": 0.01}),
+    ("rmsprop", {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.01}),
+    ("rmsprop", {"lr": 0.01, "centered": True, "alpha": 0.9, "l1": 1e-3}),
+    ("rmsprop", {"lr": 0.01, "centered": True, "momentum": 0.5}),
+    ("adam", {"lr": 0.01}),
+    ("adam", {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.01, "l1": 1e-3}),
+    ("adamw", {"lr": 0.01}),
+    ("adamw", {"lr": 0.01, "weight_decay": 0.1, "eps": 1e-6}),
+]
+_CLASSES = {
+    "sgd": fm.optim.SGD,
+    "adagrad": fm.optim.AdaGrad,
+    "rmsprop": fm.optim.RMSProp,
+    "adam": fm.optim.Adam,
+    "adamw": fm.optim.AdamW,
+}
+
+
+class ReferenceOptimizer:
+    """fastmlp.reference.*_step over each parameter tensor, state in float64."""
+
+    def __init__(self, kind: str, config: dict, params: list[np.ndarray]) -> None:
+        self.kind, self.config = kind, dict(config)
+        self.params = [p.astype(np.float64) for p in params]
+        zeros = [np.zeros_like(p) for p in self.params]
+        self.state = [[z.copy(), z.copy(), z.copy()] for z in zeros]
+        self.t = 0
+
+    def step(self, grads: list[np.ndarray], lr: float | None = None) -> None:
+        self.t += 1
+        cfg = dict(self.config)
+        if lr is not None:
+            cfg["lr"] = lr
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            s = self.state[i]
+            if self.kind == "sgd":
+                p, s[0] = ref.sgd_step(p, g, s[0], step=self.t, **cfg)
+            elif self.kind == "adagrad":
+                p, s[0] = ref.adagrad_step(p, g, s[0], step=self.t, **cfg)
+            elif self.kind == "rmsprop":
+                p, s[0], s[1], s[2] = ref.rmsprop_step(p, g, s[0], s[1], s[2], step=self.t, **cfg)
+            elif self.kind == "adam":
+                p, s[0], s[1] = ref.adam_step(p, g, s[0], s[1], self.t, **cfg)
+            else:
+                p, s[0], s[1] = ref.adamw_step(p, g, s[0], s[1], self.t, **cfg)
+            self.params[i] = p
+
+
+@pytest.mark.parametrize(("kind", "config"), OPTIMIZERS)
+def test_ten_optimizer_steps_match_reference_updates(kind, config):
+    """Each update given the engine's gradients at the engine's weights (checked against the
+    reference above) matches fastmlp.reference's update rule; the lr changes midway as a
+    schedule would change it."""
+    rng = np.random.default_rng(zlib.crc32(f"{kind}/{config}".encode()))
+    model = fm.MLP([5, 9, 7, 3], activation=["tanh", "prelu"], seed=4)
+    opt = _CLASSES[kind](model, **config)
+    reference = ReferenceOptimizer(kind, config, model.get_weights())
+    for step in range(10):
+        if step == 5:
+            opt.lr = config["lr"] * 0.5
+        x, y = make_data(rng, 13, 5, 3, "cross_entropy")
+        value, grads = model.loss_and_gradients(x, y)
+        assert model.train_step(x, y, optimizer=opt) == value  # same weights, same code: exact
+        reference.step(grads, lr=opt.lr)
+        assert opt.step_count == step + 1
+        # float32 parameters and state vs float64: each step adds ~1e-7 relative rounding;
+        # a wrong rule is off by O(lr) = 1e-3..1e-1 per step.
+        for i, (a, e) in enumerate(zip(model.get_weights(), reference.params)):
+            np.testing.assert_allclose(a, e, rtol=2e-5, atol=2e-6, err_msg=f"{kind} param {i}")
+        # Keep the reference on the engine's float32 weights so rounding does not accumulate.
+        reference.params = [w.astype(np.float64) for w in model.get_weights()]
+
+
+@pytest.mark.parametrize(
+    ("kind", "config"),
+    [("sgd", {"lr": 0.1, "momentum": 0.9}), ("adam", {"lr": 0.01}), ("rmsprop", {"lr": 0.01})],
+)
+def test_ten_fused_steps_match_a_reference_training_loop(kind, config):
+    """End to end: the engine's 10 fused train_steps vs a float64 loop of reference forward,
+    backward and update, each on its own weights."""
+    rng = np.random.default_rng(99)
+    model = fm.MLP([6, 10, 4], activation="tanh", seed=8)
+    opt = _CLASSES[kind](model, **config)
+    r = ReferenceMLP.from_model(model)
+    reference = ReferenceOptimizer(kind, config, model.get_weights())
+    for _ in range(10):
+        x, y = make_data(rng, 17, 6, 4, "cross_entropy")
+        value = model.train_step(x, y, optimizer=opt)
+        loss_ref, grads = r.loss_and_gradients(reference.params, x, y, "cross_entropy")
+        reference.step(grads)
+        assert value == pytest.approx(loss_ref, rel=1e-4)  # float32 drift over <= 10 steps
+    # Ten steps of float32 rounding (~1e-7 each), amplified at most by the adaptive
+    # normalisation of small gradients: 1e-4 relative to the largest weight.
+    assert_tensors_close(model.get_weights(), reference.params, 1e-4, kind)
+
+
+def test_weight_decay_reaches_biases_and_slopes():
+    model = fm.MLP([3, 4, 2], activation="prelu", seed=0)
+    w = model.get_weights()
+    w[1][:] = 1.0  # biases of layer 1
+    model.set_weights(w)
+    opt = fm.optim.SGD(model, lr=0.1, weight_decay=0.5)
+    x = np.zeros((2, 3), np.float32)  # no signal reaches b_1 through x; only decay moves it
+    before = model.get_weights()
+    _, grads = model.loss_and_gradients(x, np.array([0, 1]))
+    model.train_step(x, np.array([0, 1]), optimizer=opt)
+    after = model.get_weights()
+    # b_1' = b_1 - lr (g + wd b_1); float32 arithmetic on O(1) values: 1e-6.
+    np.testing.assert_allclose(after[1], before[1] - 0.1 * (grads[1] + 0.5 * before[1]), atol=1e-6)
+    assert after[-1][0] != before[-1][0]  # the PReLU slope is decayed too (its grad is 0 here)
+
+
+# ---------------------------------------------------------------- safety
+
+
+def test_non_finite_step_raises_and_changes_nothing(rng):
+    model = fm.MLP([10, 16, 3], dropout=0.2, seed=0)
+    opt = fm.optim.Adam(model, lr=1e-2)
+    x, y = make_data(rng, 32, 10, 3, "cross_entropy")
+    model.train_step(x, y, optimizer=opt)  # some optimizer state exists
+    opt_sgd = fm.optim.SGD(model, lr=1e30)
+    raised = False
+    for _ in range(5):
+        before, offset, steps = model.get_weights(), model.rng_offset, opt_sgd.step_count
+        try:
+            model.train_step(x * 100, y, optimizer=opt_sgd)
+        except FloatingPointError as exc:
+            assert str(exc).startswith(("loss:", "gradients:"))
+            raised = True
+            for a, b in zip(model.get_weights(), before):
+                np.testing.assert_array_equal(a, b)
+            assert opt_sgd.step_count == steps
+            assert model.rng_offset == offset
+            break
+    assert raised, "lr=1e30 should make the loss overflow within a few steps"
+
+    # The Adam optimizer was untouched by the failed SGD step; it keeps working.
+    model.set_weights(fm.MLP([10, 16, 3], seed=0).get_weights())
+    assert math.isfinite(model.train_step(x, y, optimizer=opt))
+    assert opt.step_count == 2
+
+
+def test_failed_step_keeps_the_optimizer_state(rng):
+    """A step that raises leaves moments and step count alone: the next good step equals the
+    step a twin model takes without the failure in between."""
+    x, y = make_data(rng, 12, 4, 3, "cross_entropy")
+    a = fm.MLP([4, 6, 3], seed=1)
+    b = fm.MLP([4, 6, 3], seed=1)
+    oa, ob = fm.optim.Adam(a, lr=0.01), fm.optim.Adam(b, lr=0.01)
+    a.train_step(x, y, optimizer=oa)
+    b.train_step(x, y, optimizer=ob)
+    with pytest.raises(FloatingPointError):
+        a.train_step(np.full_like(x, 3e38), y, optimizer=oa)  # logits overflow to inf
+    assert oa.step_count == 1
+    a.train_step(x, y, optimizer=oa)
+    b.train_step(x, y, optimizer=ob)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_no_allocation_once_a_batch_size_was_seen(rng):
+    model = fm.MLP([30, 40, 20, 5], dropout=0.1, seed=0)
+    opt = fm.optim.Adam(model)
+    x, y = make_data(rng, 64, 30, 5, "cross_entropy")
+    model.train_step(x, y, optimizer=opt)
+    size = model._net.workspace_bytes()
+    assert size > 0
+    for n in (64, 1, 17, 64, 33):
+        model.train_step(x[:n], y[:n], optimizer=opt)
+        model.loss_and_gradients(x[:n], y[:n])
+        model.evaluate(x[:n], y[:n], batch_size=64)
+        assert model._net.workspace_bytes() == size
+    # Prediction on many rows runs in chunks: the workspace grows to at most the chunk size.
+    big = rng.standard_normal((5000, 30)).astype(np.float32)
+    model.predict(big)
+    assert model._net.workspace_rows() == max(64, _core.Network.FORWARD_CHUNK_ROWS)
+    grown = model._net.workspace_bytes()
+    model.predict(big)
+    model.train_step(x, y, optimizer=opt)
+    assert model._net.workspace_bytes() == grown
+
+
+def test_chunked_prediction_equals_one_pass(rng):
+    model = fm.MLP([12, 20, 4], seed=0)
+    x = rng.standard_normal((2500, 12)).astype(np.float32)
+    whole = model(x)  # 2500 rows > 1024: three chunks
+    # Rows are independent and the kernels do not depend on the row count: identical bits.
+    np.testing.assert_array_equal(whole[:7], model(x[:7]))
+    np.testing.assert_array_equal(whole[2400:], model(x[2400:]))
+
+
+def test_initial_cross_entropy_of_a_normal_init_net_is_log10(rng):
+    model = fm.MLP([784, 256, 128, 10], init="normal", seed=0)
+    x = rng.uniform(0, 1, (256, 784)).astype(np.float32)  # MNIST-like pixels
+    y = rng.integers(0, 10, 256)
+    value, _ = model.loss_and_gradients(x, y)
+    # N(0, 0.01^2) weights give near-zero logits, so softmax ~ uniform: CE ~ ln(10).
+    assert abs(value - math.log(10)) < 0.02
+
+
+def test_evaluate_matches_reference_and_does_not_depend_on_batch_size(rng):
+    for loss in LOSSES:
+        model = fm.MLP([5, 8, 3], activation="sigmoid", seed=2, loss=loss)
+        x, y = make_data(rng, 50, 5, 3, loss)
+        z = model(x).astype(np.float64)
+        from fastmlp.reference.network import loss_and_dlogits
+
+        expected = loss_and_dlogits(z, y, loss)[0]
+        r1 = model.evaluate(x, y)
+        r2 = model.evaluate(x, y, batch_size=7)
+        # double accumulation of float32 losses: the chunking changes the sum order only.
+        assert r1["loss"] == pytest.approx(expected, rel=1e-6)
+        assert r2["loss"] == pytest.approx(r1["loss"], rel=1e-9)
+        assert r1["accuracy"] == r2["accuracy"]
+        if loss in ("cross_entropy", "hinge"):
+            assert r1["accuracy"] == np.mean(z.argmax(1) == y)
+        elif loss == "bce":
+            assert r1["accuracy"] == np.mean((z > 0) == (y > 0.5))
+        else:
+            assert r1["accuracy"] is None

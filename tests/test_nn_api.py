@@ -1,0 +1,491 @@
+"""The public Python API of fastmlp.MLP, fastmlp.optim and fastmlp.load: construction, weights,
+inference per loss, persistence, modes, and one test per argument rule."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+
+import fastmlp as fm
+from fastmlp.reference.network import ReferenceMLP
+
+
+def data(rng, n=10, d=4, classes=3):
+    return rng.standard_normal((n, d)).astype(np.float32), rng.integers(0, classes, n)
+
+
+# ---------------------------------------------------------------- construction
+
+
+def test_layout_and_description():
+    model = fm.MLP([4, 6, 5, 3], activation=["relu", "prelu"], dropout=[0.0, 0.25], seed=1)
+    shapes = [w.shape for w in model.get_weights()]
+    assert shapes == [(4, 6), (6,), (6, 5), (5,), (5, 3), (3,), (1,)]
+    assert (
+        model.num_parameters
+        == sum(math.prod(s) for s in shapes)
+        == 4 * 6 + 6 + 6 * 5 + 5 + 5 * 3 + 3 + 1
+    )
+    assert model.layer_sizes == [4, 6, 5, 3]
+    assert model.activations == ["relu", "prelu"]
+    assert model.dropout == [0.0, 0.25]
+    assert model.loss == "cross_entropy"
+    assert model.get_weights()[-1][0] == np.float32(0.25)  # PyTorch's PReLU init
+    text = repr(model)
+    for part in (
+        "Linear(in_features=4, out_features=6)",
+        "ReLU()",
+        "PReLU(init=0.25)",
+        "Dropout(p=0.25)",
+        "parameters=",
+        "cross_entropy",
+    ):
+        assert part in text
+    assert all(w.dtype == np.float32 for w in model.get_weights())
+
+
+def test_no_hidden_layer_is_logistic_regression(rng):
+    model = fm.MLP([4, 3], seed=0)
+    x, y = data(rng)
+    w, b = model.get_weights()
+    np.testing.assert_allclose(model(x), x @ w + b, rtol=1e-5, atol=1e-6)  # float32 GEMM
+    opt = fm.optim.SGD(model, lr=0.1)
+    assert math.isfinite(model.train_step(x, y, optimizer=opt))
+
+
+@pytest.mark.parametrize("init", ["he", "xavier", "normal", "uniform"])
+def test_init_distributions(init):
+    fan_in, fan_out = 400, 300
+    model = fm.MLP([fan_in, fan_out, 2], init=init, seed=3)
+    w, b = model.get_weights()[:2]
+    assert (b == 0).all()
+    # 120000 draws: the sample std is within ~0.5% of the true one (5 sigma ~ 1.3%); 3% bound.
+    if init == "he":
+        assert w.std() == pytest.approx(math.sqrt(2 / fan_in), rel=0.03)
+    elif init == "normal":
+        assert w.std() == pytest.approx(0.01, rel=0.03)
+    else:
+        bound = math.sqrt(6 / (fan_in + fan_out)) if init == "xavier" else 1 / math.sqrt(fan_in)
+        assert np.abs(w).max() <= bound
+        assert np.abs(w).max() > 0.99 * bound  # fills the interval
+        assert w.std() == pytest.approx(bound / math.sqrt(3), rel=0.03)  # uniform's std
+
+
+def test_init_is_deterministic_from_the_seed():
+    a = fm.MLP([5, 7, 2], seed=42).get_weights()
+    b = fm.MLP([5, 7, 2], seed=42).get_weights()
+    c = fm.MLP([5, 7, 2], seed=43).get_weights()
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_activation_alpha():
+    m = fm.MLP([3, 4, 4, 2], activation=["leaky_relu", "relu"], activation_alpha=0.2)
+    assert m.activation_alphas == [pytest.approx(0.2), 0.0]
+    m = fm.MLP([3, 4, 4, 2], activation=["elu", "prelu"], activation_alpha=[0.5, 0.1])
+    assert m.get_weights()[-1][0] == np.float32(0.1)
+    x = np.array([[-1.0, 2.0, -3.0]], np.float32)
+    r = ReferenceMLP.from_model(m)
+    np.testing.assert_allclose(m(x), r.forward(m.get_weights(), x)[0], rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- weights
+
+
+def test_get_weights_returns_copies(rng):
+    model = fm.MLP([3, 4, 2], seed=0)
+    w = model.get_weights()
+    w[0][:] = 123.0
+    assert (model.get_weights()[0] != 123.0).all()
+
+
+def test_set_weights_round_trip_and_conversion():
+    model = fm.MLP([3, 4, 2], seed=0)
+    new = [np.full(w.shape, 0.5, dtype=np.float64) for w in model.get_weights()]
+    model.set_weights(new)  # float64 accepted and converted
+    for w in model.get_weights():
+        assert w.dtype == np.float32 and (w == 0.5).all()
+
+
+def test_set_weights_rules():
+    model = fm.MLP([3, 4, 2], seed=0)
+    good = model.get_weights()
+    with pytest.raises(ValueError, match=r"^weights: expected 4 arrays, got 3"):
+        model.set_weights(good[:3])
+    with pytest.raises(ValueError, match=r"^weights\[2\]: expected shape \(4, 2\)"):
+        model.set_weights([good[0], good[1], good[2].T, good[3]])
+    with pytest.raises(TypeError, match=r"^weights\[0\]: expected a floating-point array"):
+        model.set_weights([good[0].astype(np.int32), *good[1:]])
+    bad = [w.copy() for w in good]
+    bad[1][0] = np.nan
+    with pytest.raises(ValueError, match=r"^weights\[1\]: contains NaN"):
+        model.set_weights(bad)
+    with pytest.raises(TypeError, match=r"^weights: expected a list"):
+        model.set_weights(good[0])
+    for u, v in zip(model.get_weights(), good):  # failed calls changed nothing
+        np.testing.assert_array_equal(u, v)
+
+
+# ---------------------------------------------------------------- inference per loss
+
+
+def test_forward_and_call_are_eval_mode(rng):
+    model = fm.MLP([4, 16, 3], dropout=0.5, seed=0)
+    assert model.training
+    x, _ = data(rng)
+    r = ReferenceMLP.from_model(model)
+    expected = r.forward(model.get_weights(), x)[0]
+    np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-6)  # float32 vs float64
+    np.testing.assert_array_equal(model(x), model.forward(x))
+    assert model.rng_offset == 0  # no dropout draws
+
+
+def test_predict_cross_entropy_and_hinge(rng):
+    for loss in ("cross_entropy", "hinge"):
+        model = fm.MLP([4, 8, 3], seed=1, loss=loss)
+        x, _ = data(rng)
+        z = model(x).astype(np.float64)
+        p = model.predict_proba(x)
+        e = np.exp(z - z.max(1, keepdims=True))
+        np.testing.assert_allclose(p, e / e.sum(1, keepdims=True), rtol=1e-5)  # float32 softmax
+        np.testing.assert_array_equal(model.predict(x), z.argmax(1))
+        assert model.predict(x).dtype == np.int64
+
+
+def test_predict_bce(rng):
+    model = fm.MLP([4, 8, 1], seed=1, loss="bce")
+    x, _ = data(rng, n=40)
+    z = model(x)[:, 0].astype(np.float64)
+    np.testing.assert_allclose(model.predict_proba(x), 1 / (1 + np.exp(-z)), rtol=1e-5)
+    np.testing.assert_array_equal(model.predict(x), (z > 0).astype(np.int64))
+    assert model.predict(x).shape == (40,)
+    multi = fm.MLP([4, 8, 3], seed=1, loss="bce")
+    assert multi.predict(x).shape == (40, 3) and multi.predict_proba(x).shape == (40, 3)
+
+
+def test_predict_mse(rng):
+    model = fm.MLP([4, 8, 2], seed=1, loss="mse")
+    x, _ = data(rng)
+    np.testing.assert_array_equal(model.predict(x), model(x))
+    with pytest.raises(ValueError, match=r"^loss: predict_proba needs a classification loss"):
+        model.predict_proba(x)
+
+
+def test_train_step_with_a_loss_sets_the_model_loss(rng):
+    model = fm.MLP([4, 8, 1], seed=1)
+    opt = fm.optim.SGD(model, lr=0.1)
+    x, _ = data(rng)
+    model.train_step(x, (x[:, 0] > 0).astype(np.float32), loss="bce", optimizer=opt)
+    assert model.loss == "bce"
+    model.loss = "mse"
+    assert model.loss == "mse"
+    with pytest.raises(ValueError, match=r"^loss: unknown 'l1'"):
+        model.loss = "l1"
+
+
+def test_train_and_eval_modes(rng):
+    model = fm.MLP([4, 8, 3], dropout=0.5, seed=0)
+    assert model.eval() is model and not model.training
+    assert model.train() is model and model.training
+    x, y = data(rng)
+    opt = fm.optim.SGD(model, lr=0.0)  # lr 0: only the mode matters
+    model.eval()
+    model.train_step(x, y, optimizer=opt)
+    assert model.rng_offset == 0  # eval: no dropout in the step
+    model.train()
+    model.train_step(x, y, optimizer=opt)
+    assert model.rng_offset == 10 * 8
+
+
+def test_training_reduces_the_loss(rng):
+    """A smoke test of the whole path: a separable problem is learned."""
+    x = rng.standard_normal((200, 2)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    model = fm.MLP([2, 16, 2], seed=0)
+    opt = fm.optim.Adam(model, lr=0.05)
+    first = model.evaluate(x, y)
+    for _ in range(100):
+        model.train_step(x, y, optimizer=opt)
+    last = model.evaluate(x, y)
+    assert last["loss"] < 0.5 * first["loss"]
+    assert last["accuracy"] > 0.95
+
+
+# ---------------------------------------------------------------- persistence
+
+
+def test_save_load_round_trip_is_exact(rng, tmp_path):
+    model = fm.MLP(
+        [5, 9, 7, 3],
+        activation=["elu", "prelu"],
+        dropout=[0.1, 0.3],
+        init="xavier",
+        seed=17,
+        activation_alpha=[0.7, 0.2],
+        loss="hinge",
+    )
+    opt = fm.optim.Adam(model, lr=0.01)
+    x, y = data(rng, n=20, d=5)
+    for _ in range(3):
+        model.train_step(x, y, optimizer=opt)
+    model.eval()
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = fm.load(path)
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(model.predict(x), loaded.predict(x))
+    np.testing.assert_array_equal(model(x), loaded(x))
+    assert repr(model) == repr(loaded)
+    assert (loaded.loss, loaded.training, loaded.rng_offset, loaded.seed) == (
+        "hinge",
+        False,
+        model.rng_offset,
+        17,
+    )
+    assert loaded.activation_alphas == model.activation_alphas
+    # The dropout stream continues where it was: the same next training step.
+    model.train()
+    loaded.train()
+    a = model.train_step(x, y, optimizer=opt)
+    b = loaded.train_step(x, y, optimizer=fm.optim.SGD(loaded, lr=0.0))
+    assert a == b
+
+
+def test_save_adds_npz_and_load_finds_it(tmp_path):
+    model = fm.MLP([3, 4, 2], seed=5)
+    model.save(tmp_path / "m")  # NumPy appends .npz
+    assert (tmp_path / "m.npz").exists()
+    for path in (tmp_path / "m", tmp_path / "m.npz", str(tmp_path / "m.npz")):
+        np.testing.assert_array_equal(fm.load(path).get_weights()[0], model.get_weights()[0])
+
+
+def test_load_rejects_other_files(tmp_path):
+    path = tmp_path / "other.npz"
+    np.savez(path, a=np.zeros(3))
+    with pytest.raises(ValueError, match=r"^path: .* is not a fastmlp model"):
+        fm.load(path)
+
+
+# ---------------------------------------------------------------- optimizers
+
+
+def test_optimizer_lr_and_step_count(rng):
+    model = fm.MLP([4, 8, 3], seed=0)
+    opt = fm.optim.SGD(model, lr=0.1, momentum=0.9)
+    assert opt.lr == 0.1 and opt.step_count == 0
+    x, y = data(rng)
+    model.train_step(x, y, optimizer=opt)
+    opt.lr = 0.02
+    assert opt.lr == 0.02
+    model.train_step(x, y, optimizer=opt)
+    assert opt.step_count == 2
+    assert "SGD(lr=0.02" in repr(opt)
+    with pytest.raises(ValueError, match=r"^lr: expected a value >= 0"):
+        opt.lr = -1.0
+
+
+def test_a_new_optimizer_starts_from_zero_state(rng):
+    x, y = data(rng)
+    a, b = fm.MLP([4, 8, 3], seed=0), fm.MLP([4, 8, 3], seed=0)
+    oa = fm.optim.Adam(a, lr=0.01)
+    a.train_step(x, y, optimizer=oa)
+    a.set_weights(b.get_weights())
+    a.train_step(x, y, optimizer=fm.optim.Adam(a, lr=0.01))  # fresh moments, step 1
+    b.train_step(x, y, optimizer=fm.optim.Adam(b, lr=0.01))
+    for u, v in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(u, v)
+    assert oa.step_count == 1
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "error", "pattern"),
+    [
+        (fm.optim.SGD, {"lr": -0.1}, ValueError, "^lr: "),
+        (fm.optim.SGD, {"lr": "0.1"}, TypeError, "^lr: "),
+        (fm.optim.SGD, {"lr": 0.1, "momentum": -0.5}, ValueError, "^momentum: "),
+        (fm.optim.SGD, {"lr": 0.1, "nesterov": True}, ValueError, "^nesterov: "),
+        (fm.optim.SGD, {"lr": 0.1, "dampening": 2.0}, ValueError, "^dampening: "),
+        (fm.optim.SGD, {"lr": 0.1, "weight_decay": -1.0}, ValueError, "^weight_decay: "),
+        (fm.optim.SGD, {"lr": 0.1, "l1": float("nan")}, ValueError, "^l1: "),
+        (fm.optim.AdaGrad, {"eps": 0.0}, ValueError, "^eps: "),
+        (fm.optim.AdaGrad, {"lr_decay": -1.0}, ValueError, "^lr_decay: "),
+        (fm.optim.RMSProp, {"alpha": 1.5}, ValueError, "^alpha: "),
+        (fm.optim.Adam, {"betas": (0.9, 1.0)}, ValueError, r"^betas\[1\]: "),
+        (fm.optim.Adam, {"betas": 0.9}, ValueError, "^betas: "),
+        (fm.optim.AdamW, {"weight_decay": -0.01}, ValueError, "^weight_decay: "),
+    ],
+)
+def test_optimizer_argument_rules(cls, kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        cls(fm.MLP([2, 2]), **kwargs)
+
+
+def test_optimizer_needs_a_model():
+    with pytest.raises(TypeError, match=r"^model: expected a fastmlp.MLP"):
+        fm.optim.Adam(object())
+
+
+# ---------------------------------------------------------------- argument rules
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"layer_sizes": [4]}, ValueError, "^layer_sizes: expected at least 2"),
+        ({"layer_sizes": [4, 0, 2]}, ValueError, "^layer_sizes: entry 1 is 0"),
+        ({"layer_sizes": [4, 2.5, 2]}, TypeError, "^layer_sizes: entry 1"),
+        ({"layer_sizes": "784,10"}, TypeError, "^layer_sizes: "),
+        ({"activation": "swish"}, ValueError, "^activation: unknown 'swish'"),
+        ({"activation": ["relu"]}, ValueError, "^activation: expected 2 entries"),
+        ({"dropout": 1.0}, ValueError, "^dropout: entry 0 is 1.0"),
+        ({"dropout": -0.1}, ValueError, "^dropout: entry 0"),
+        ({"dropout": [0.1, 0.2, 0.3]}, ValueError, "^dropout: expected 2 entries"),
+        ({"dropout": "0.1"}, TypeError, "^dropout: "),
+        ({"init": "zeros"}, ValueError, "^init: unknown 'zeros'"),
+        ({"seed": -1}, ValueError, "^seed: "),
+        ({"seed": 1.5}, TypeError, "^seed: "),
+        ({"device": "tpu"}, ValueError, "^device: unknown device 'tpu'"),
+        ({"device": "cuda"}, RuntimeError, "^device: .*(without CUDA|not available yet)"),
+        ({"activation_alpha": 0.1}, ValueError, "^activation_alpha: "),  # relu takes none
+        ({"activation": "elu", "activation_alpha": 0.0}, ValueError, "^activation_alpha: "),
+        ({"activation": "leaky_relu", "activation_alpha": "x"}, TypeError, "^activation_alpha"),
+        ({"loss": "l2"}, ValueError, "^loss: unknown 'l2'; known: 'cross_entropy'"),
+    ],
+)
+def test_constructor_rules(kwargs, error, pattern):
+    args = {"layer_sizes": [4, 5, 6, 3], **kwargs}
+    with pytest.raises(error, match=pattern):
+        fm.MLP(**args)
+
+
+@pytest.fixture
+def setup(rng):
+    model = fm.MLP([4, 6, 3], seed=0)
+    opt = fm.optim.SGD(model, lr=0.1)
+    x, y = data(rng)
+    return model, opt, x, y
+
+
+def _step(model, opt, x, y, **kw):
+    return model.train_step(x, y, optimizer=opt, **kw)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "pattern"),
+    [
+        (lambda x, y: (x[:, :3], y), ValueError, "^x: expected 4 columns"),
+        (lambda x, y: (x[0], y), ValueError, "^x: expected a 2-D array"),
+        (lambda x, y: (x, y[:-1]), ValueError, "^y: expected 10 labels"),
+        (lambda x, y: (x, y + 3), ValueError, "^y: label .* is out of range"),
+        (lambda x, y: (x, y - 1), ValueError, "^y: label -1 is out of range"),
+        (lambda x, y: (x[:0], y[:0]), ValueError, "^x: empty batch"),
+        (lambda x, y: (np.where(x > 1, np.inf, x), y), ValueError, "^x: contains NaN or inf"),
+        (lambda x, y: (x.astype(np.int64), y), TypeError, "^x: expected a floating-point"),
+        (lambda x, y: (x, y.astype(np.float32)), TypeError, "^y: expected integer class labels"),
+        (lambda x, y: ("abc", y), TypeError, "^x: "),
+    ],
+)
+def test_train_step_argument_rules(setup, change, error, pattern):
+    model, opt, x, y = setup
+    before = model.get_weights()
+    xb, yb = change(x, y)
+    with pytest.raises(error, match=pattern):
+        _step(model, opt, xb, yb)
+    with pytest.raises(error, match=pattern):
+        model.loss_and_gradients(xb, yb)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    assert opt.step_count == 0
+
+
+def test_float_target_rules(setup):
+    model, opt, x, _ = setup
+    t = np.zeros((10, 3), np.float32)
+    with pytest.raises(ValueError, match=r"^y: expected shape \(10, 3\)"):
+        _step(model, opt, x, t[:, :2], loss="mse")
+    with pytest.raises(ValueError, match=r"^y: bce targets must lie in"):
+        _step(model, opt, x, t + 2, loss="bce")
+    with pytest.raises(ValueError, match=r"^y: contains NaN"):
+        _step(model, opt, x, t * np.nan, loss="mse")
+
+
+def test_loss_and_optimizer_rules(setup):
+    model, opt, x, y = setup
+    with pytest.raises(ValueError, match=r"^loss: unknown 'l1'; known: 'cross_entropy', 'mse'"):
+        _step(model, opt, x, y, loss="l1")
+    with pytest.raises(ValueError, match=r"^optimizer: it was built for another model"):
+        model.train_step(x, y, optimizer=fm.optim.SGD(fm.MLP([4, 6, 3]), lr=0.1))
+    with pytest.raises(TypeError, match=r"^optimizer: expected a fastmlp.optim optimizer"):
+        model.train_step(x, y, optimizer=None)
+    with pytest.raises(ValueError, match=r"^label_smoothing: only 'cross_entropy'"):
+        _step(model, opt, x, np.zeros((10, 3), np.float32), loss="mse", label_smoothing=0.1)
+    with pytest.raises(ValueError, match=r"^label_smoothing: expected a value in \[0, 1\]"):
+        _step(model, opt, x, y, label_smoothing=1.5)
+    with pytest.raises(ValueError, match=r"^loss: 'hinge' needs at least 2 outputs"):
+        fm.MLP([4, 1]).loss_and_gradients(x, np.zeros(10, np.int64), "hinge")
+    with pytest.raises(ValueError, match=r"^batch_size: expected >= 1"):
+        model.evaluate(x, y, batch_size=0)
+
+
+def test_engine_checks_survive_a_bypassed_python_layer(setup):
+    """The bindings check again: a float64 x, a wrong shape or bad labels passed straight to
+    _core raise instead of reading the wrong memory."""
+    model, opt, x, y = setup
+    net = model._net
+    with pytest.raises(TypeError, match=r"^x: expected a float32 array"):
+        net.loss_and_gradients(x.astype(np.float64), y, 0)
+    with pytest.raises(ValueError, match=r"^x: expected shape \(\*, 4\)"):
+        net.loss_and_gradients(np.ascontiguousarray(x[:, :3]), y, 0)
+    with pytest.raises(ValueError, match=r"^y: label 7 at index 0 is out of range"):
+        net.loss_and_gradients(x, np.full(10, 7, np.int64), 0)
+    with pytest.raises(ValueError, match=r"^x: empty batch"):
+        net.forward(np.zeros((0, 4), np.float32))
+    with pytest.raises(ValueError, match=r"^loss: unknown loss kind"):
+        net.loss_and_gradients(x, y, 9)
+    # An optimizer's state is sized by its first step; _core refuses it for another model.
+    other = fm.MLP([4, 7, 3])
+    other._net.train_step(x, y, 0, 0.0, True, opt._state)
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=r"^optimizer: its state was built for a model with 59"):
+        net.train_step(x, y, 0, 0.0, True, opt._state)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_parameter_views_are_read_only(setup):
+    model = setup[0]
+    view = model._net.parameters()
+    assert not view.flags.writeable
+    with pytest.raises(ValueError):
+        view[0] = 1.0
+
+
+def test_threads_can_train_models_concurrently(rng):
+    """The engine releases the GIL; concurrent steps on separate models give the same results
+    as sequential ones (no shared scratch)."""
+    x, y = data(rng, n=64, d=4)
+
+    def run(out, i):
+        model = fm.MLP([4, 32, 3], seed=i)
+        opt = fm.optim.Adam(model, lr=0.01)
+        for _ in range(20):
+            model.train_step(x, y, optimizer=opt)
+        out[i] = model.get_weights()
+
+    sequential, concurrent = {}, {}
+    for i in range(3):
+        run(sequential, i)
+    threads = [threading.Thread(target=run, args=(concurrent, i)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(3):
+        for a, b in zip(sequential[i], concurrent[i]):
+            np.testing.assert_array_equal(a, b)
