@@ -1,4 +1,569 @@
-"""Placeholder: being written (see the issue "Training engine and user API")."""
-EarlyStopping = None
-History = None
-Trainer = None
+"""The training loop: mini-batches, validation, schedules, early stopping, history, Ctrl-C.
+
+A :class:`Trainer` drives any model with the :class:`fastmlp.MLP` training interface
+(``train_step``, ``evaluate``, ``train``/``eval``, ``get_weights``/``set_weights``) and an optimizer
+with a read/write ``lr``. Each epoch it
+
+1. sets ``optimizer.lr`` from the schedule (if any),
+2. shuffles the rows with a NumPy ``Generator`` seeded by ``seed`` (same seed, same model seed:
+   the same run) and takes one fused ``model.train_step`` per mini-batch, the last partial batch
+   included,
+3. evaluates the model (eval mode: no dropout) on the training set and on the validation set,
+4. appends a row to the :class:`History`, then lets :class:`~fastmlp.schedules.ReduceLROnPlateau`,
+   :class:`EarlyStopping` and the callbacks look at it.
+
+``train_loss`` is the mean of the batch losses weighted by batch size, as seen *during* the
+epoch (with dropout, while the weights move); ``train_accuracy`` comes from ``model.evaluate`` on
+the whole training set after the epoch, so it is the accuracy of the weights the epoch ended with.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from ._checks import as_float_input, check_nonempty
+from .schedules import Schedule, make_schedule
+
+__all__ = ["EarlyStopping", "History", "Trainer"]
+
+LOSSES = ("cross_entropy", "mse", "hinge", "bce")
+_MONITORS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+Callback = Callable[["History", int], Any]
+
+
+def _mode_for(monitor: str) -> str:
+    return "max" if monitor.endswith("accuracy") else "min"
+
+
+class History:
+    """Per-epoch metrics of one :meth:`Trainer.fit` run.
+
+    Lists, one entry per completed epoch: ``epoch`` (0-based), ``train_loss``,
+    ``train_accuracy``, ``val_loss``, ``val_accuracy`` (``None`` where not available: no
+    validation set, or a loss without an accuracy such as ``"mse"``), ``lr`` (the rate used during
+    the epoch) and ``time`` (wall seconds of the epoch, evaluation included).
+
+    Also ``history["val_loss"]`` (same lists by key), ``best_epoch`` (0-based index of the best
+    value of ``monitor``), ``stopped_early`` (early stopping or a callback ended the run),
+    ``interrupted`` (Ctrl-C ended it), ``n_steps`` (optimizer steps taken) and ``to_dict()``.
+    """
+
+    KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "time")
+
+    def __init__(self, monitor: str = "train_loss") -> None:
+        self.epoch: list[int] = []
+        self.train_loss: list[float] = []
+        self.train_accuracy: list[float | None] = []
+        self.val_loss: list[float | None] = []
+        self.val_accuracy: list[float | None] = []
+        self.lr: list[float] = []
+        self.time: list[float] = []
+        self.monitor = monitor
+        self.stopped_early = False
+        self.interrupted = False
+        self.n_steps = 0
+
+    def __getitem__(self, key: str) -> list[Any]:
+        if key not in self.KEYS:
+            raise KeyError(f"{key!r}: not a history key; known: {', '.join(self.KEYS)}")
+        return getattr(self, key)
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def keys(self) -> tuple[str, ...]:
+        return self.KEYS
+
+    def _truncate(self) -> None:
+        # Ctrl-C can land between the appends of one row: keep complete rows only.
+        n = min(len(self[k]) for k in self.KEYS)
+        for k in self.KEYS:
+            del self[k][n:]
+
+    @property
+    def best_epoch(self) -> int | None:
+        """0-based epoch with the best ``monitor`` value (lowest loss, highest accuracy); the
+        first one on ties; ``None`` if no epoch has a finite value."""
+        values = [
+            (i, v) for i, v in enumerate(self[self.monitor]) if v is not None and math.isfinite(v)
+        ]
+        if not values:
+            return None
+        if _mode_for(self.monitor) == "max":
+            return max(values, key=lambda iv: (iv[1], -iv[0]))[0]
+        return min(values, key=lambda iv: (iv[1], iv[0]))[0]
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """The metric lists by key (copies), e.g. for ``json.dump`` or ``pandas.DataFrame``."""
+        return {k: list(self[k]) for k in self.KEYS}
+
+    def __repr__(self) -> str:
+        flags = "".join(
+            f", {name}=True" for name in ("stopped_early", "interrupted") if getattr(self, name)
+        )
+        return (
+            f"History(epochs={len(self)}, monitor={self.monitor!r}, "
+            f"best_epoch={self.best_epoch}{flags})"
+        )
+
+
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved for ``patience`` epochs in a row.
+
+    An epoch improves if its value beats the best so far by more than ``min_delta``
+    (``value < best - min_delta`` for losses, ``value > best + min_delta`` for accuracies;
+    ``mode=None`` chooses from the name). NaN never improves. With ``restore_best=True`` the
+    weights of the best epoch are kept (``model.get_weights()``) and put back at the end of the
+    run, whether it stopped early or ran all its epochs (not after Ctrl-C: an interrupted run
+    keeps its last step).
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 10,
+        min_delta: float = 0.0,
+        restore_best: bool = True,
+        mode: str | None = None,
+    ) -> None:
+        if monitor not in _MONITORS:
+            raise ValueError(f"monitor: expected one of {', '.join(_MONITORS)}, got {monitor!r}")
+        if isinstance(patience, bool) or not isinstance(patience, int):
+            raise TypeError(f"patience: expected an int, got {type(patience).__name__}")
+        if patience < 1:
+            raise ValueError(f"patience: expected >= 1, got {patience}")
+        min_delta = float(min_delta)
+        if not (min_delta >= 0.0 and math.isfinite(min_delta)):
+            raise ValueError(f"min_delta: expected a finite value >= 0, got {min_delta}")
+        mode = _mode_for(monitor) if mode is None else mode
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
+        self.monitor = monitor
+        self.patience = patience
+        self.min_delta = min_delta
+        self.restore_best = bool(restore_best)
+        self.mode = mode
+        self.reset()
+
+    def __repr__(self) -> str:
+        return (
+            f"EarlyStopping(monitor={self.monitor!r}, patience={self.patience}, "
+            f"min_delta={self.min_delta}, restore_best={self.restore_best}, mode={self.mode!r})"
+        )
+
+    def reset(self) -> None:
+        """Forget the best value and weights (the Trainer calls this at the start of ``fit``)."""
+        self.best: float = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch: int | None = None
+        self.best_weights: list[np.ndarray] | None = None
+        self.wait = 0
+
+    def _improves(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def update(self, value: float, epoch: int, model: Any) -> bool:
+        """Record ``value`` for ``epoch``; keep the weights if it is the best; True = stop now."""
+        if self._improves(float(value)):
+            self.best = float(value)
+            self.best_epoch = epoch
+            self.wait = 0
+            if self.restore_best:
+                self.best_weights = [np.array(w, copy=True) for w in model.get_weights()]
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+    def restore(self, model: Any) -> bool:
+        """Put the best weights back into ``model``; True if it did."""
+        if not self.restore_best or self.best_weights is None:
+            return False
+        model.set_weights([np.array(w, copy=True) for w in self.best_weights])
+        return True
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected >= {minimum}, got {value}")
+    return int(value)
+
+
+def _annotate(exc: BaseException, note: str) -> None:
+    if hasattr(exc, "add_note"):  # Python 3.11+
+        exc.add_note(note)
+    else:  # older Pythons: fold it into the message
+        exc.args = (f"{exc.args[0] if exc.args else exc} ({note})", *exc.args[1:])
+
+
+def _fmt(value: float | None, pct: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:6.2f}%" if pct else f"{value:.4f}"
+
+
+class Trainer:
+    """Mini-batch training of a model on arrays ``X`` (n, d) and targets ``y``.
+
+    Parameters
+    ----------
+    model:
+        an :class:`fastmlp.MLP` (or anything with the same ``train_step`` / ``evaluate`` /
+        ``train`` / ``eval`` / ``get_weights`` / ``set_weights`` methods).
+    optimizer:
+        a :mod:`fastmlp.optim` optimizer bound to ``model``; default ``Adam(model, lr=1e-3)``.
+        Its ``lr`` when the Trainer is built is the schedule's base rate.
+    loss:
+        ``"cross_entropy"``, ``"mse"``, ``"hinge"`` or ``"bce"``; ``None`` uses ``model.loss`` if
+        the model has one, else ``"cross_entropy"``.
+    batch_size:
+        rows per step; ``1`` is online SGD, ``None`` full batch (one step per epoch).
+    epochs:
+        number of passes over the data (fewer if early stopping or Ctrl-C ends the run).
+    schedule:
+        ``None`` (constant rate), a :mod:`fastmlp.schedules` object, or a name for
+        :func:`~fastmlp.schedules.make_schedule` (``"cosine"`` gets ``T_max=epochs``,
+        ``"poly"`` ``total_epochs=epochs``). Epoch schedules set ``optimizer.lr`` before each
+        epoch from the base rate; :class:`~fastmlp.schedules.ReduceLROnPlateau` (or any object
+        with ``reset(lr)``/``step(metric)`` and no ``lr_at``) starts each run at the base rate
+        and is stepped after each epoch with the history entry named by its ``monitor``.
+    early_stopping:
+        an :class:`EarlyStopping`, or ``None``.
+    seed:
+        seeds the shuffling ``Generator``; the same seed (and a model built with the same seed)
+        gives the same run. ``None`` draws fresh OS entropy (not reproducible).
+    verbose:
+        ``"auto"``: one line per epoch on stdout, plus a tqdm bar per epoch on stderr when stderr
+        is a terminal and tqdm is installed; ``True``/``1``: the lines only; ``2``: lines and bar
+        even when stderr is not a terminal (lines only without tqdm); ``False``/``0``: silent.
+    shuffle:
+        reshuffle the rows every epoch (``False``: fixed order, still every row once).
+    label_smoothing:
+        passed to ``train_step`` for ``loss="cross_entropy"`` when non-zero (PyTorch's convention:
+        targets ``(1 - eps) * onehot + eps / classes``).
+    callbacks:
+        callables ``cb(history, epoch)`` run after each epoch; one returning ``True`` stops the
+        run (``history.stopped_early`` is set).
+
+    ``fit`` leaves the model in eval mode. Ctrl-C during ``fit`` stops it: the model keeps its
+    last completed step, ``history.interrupted`` is True and the history is returned. A
+    ``FloatingPointError`` from ``train_step`` (the model is unchanged) propagates, noting the
+    epoch and batch.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        optimizer: Any = None,
+        loss: str | None = None,
+        batch_size: int | None = 128,
+        epochs: int = 20,
+        schedule: Schedule | str | None = None,
+        early_stopping: EarlyStopping | None = None,
+        seed: int | None = 0,
+        verbose: bool | int | str = "auto",
+        shuffle: bool = True,
+        label_smoothing: float = 0.0,
+        callbacks: Iterable[Callback] | None = None,
+    ) -> None:
+        for method in ("train_step", "evaluate"):
+            if not callable(getattr(model, method, None)):
+                raise TypeError(
+                    f"model: expected a fastmlp.MLP-like object with train_step() and "
+                    f"evaluate(), got {type(model).__name__}"
+                )
+        self.model = model
+        if optimizer is None:
+            from . import optim
+
+            optimizer = optim.Adam(model, lr=1e-3)
+        if not hasattr(optimizer, "lr"):
+            raise TypeError(
+                f"optimizer: expected a fastmlp.optim optimizer (with an lr attribute), "
+                f"got {type(optimizer).__name__}"
+            )
+        self.optimizer = optimizer
+        self.base_lr = float(optimizer.lr)
+
+        if loss is None:
+            loss = getattr(model, "loss", None) or "cross_entropy"
+        if loss not in LOSSES:
+            raise ValueError(f"loss: unknown loss {loss!r}; known: {', '.join(LOSSES)}")
+        self.loss = loss
+
+        self.batch_size = None if batch_size is None else _check_int(batch_size, "batch_size", 1)
+        self.epochs = _check_int(epochs, "epochs", 1)
+
+        if isinstance(schedule, str):
+            key = schedule.strip().lower()
+            defaults = {
+                "cosine": {"T_max": self.epochs},
+                "poly": {"total_epochs": self.epochs},
+                "polynomial": {"total_epochs": self.epochs},
+            }
+            schedule = make_schedule(key, **defaults.get(key, {}))
+        else:
+            schedule = make_schedule(schedule)
+        self.schedule = schedule
+
+        if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+            raise TypeError(
+                f"early_stopping: expected an EarlyStopping or None, "
+                f"got {type(early_stopping).__name__}"
+            )
+        if early_stopping is not None and early_stopping.restore_best:
+            for method in ("get_weights", "set_weights"):
+                if not callable(getattr(model, method, None)):
+                    raise TypeError(f"early_stopping: restore_best needs model.{method}()")
+        self.early_stopping = early_stopping
+
+        if seed is not None:
+            seed = _check_int(seed, "seed", 0)
+        self.seed = seed
+        if verbose not in ("auto", True, False, 0, 1, 2):
+            raise ValueError(f"verbose: expected 'auto', True, False, 0, 1 or 2, got {verbose!r}")
+        self.verbose = verbose
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle: expected a bool, got {type(shuffle).__name__}")
+        self.shuffle = bool(shuffle)
+        label_smoothing = float(label_smoothing)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing: expected a value in [0, 1), got {label_smoothing}")
+        if label_smoothing and loss != "cross_entropy":
+            raise ValueError(f"label_smoothing: only for loss='cross_entropy', not {loss!r}")
+        self.label_smoothing = label_smoothing
+        self.callbacks = list(callbacks) if callbacks is not None else []
+        for cb in self.callbacks:
+            if not callable(cb):
+                raise TypeError(f"callbacks: expected callables, got {type(cb).__name__}")
+
+    def __repr__(self) -> str:
+        return (
+            f"Trainer(loss={self.loss!r}, batch_size={self.batch_size}, epochs={self.epochs}, "
+            f"optimizer={type(self.optimizer).__name__}(lr={self.base_lr:g}), "
+            f"schedule={self.schedule!r}, early_stopping={self.early_stopping!r}, seed={self.seed})"
+        )
+
+    # ----------------------------------------------------------------------------------------
+
+    def _check_data(self, X: Any, y: Any, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:
+        X = as_float_input(X, xname, ndim=2)
+        check_nonempty(X, xname)
+        y = np.asarray(y)
+        if y.ndim == 0 or y.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"{yname}: expected {X.shape[0]} rows (one per row of {xname}), got shape {y.shape}"
+            )
+        return X, y
+
+    def _progress(self) -> tuple[bool, Any]:
+        """(print epoch lines?, tqdm class or None)."""
+        if self.verbose in (False, 0):
+            return False, None
+        want_bar = self.verbose == 2 or (self.verbose == "auto" and _stderr_isatty())
+        if not want_bar:
+            return True, None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return True, None
+        return True, tqdm
+
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> History:
+        """Train for ``epochs`` epochs on ``(X, y)``; evaluate on ``validation=(X_val, y_val)``.
+
+        Returns the :class:`History`. See the class docstring for what happens each epoch.
+        """
+        X, y = self._check_data(X, y, "X", "y")
+        if validation is not None:
+            if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+                raise TypeError("validation: expected a pair (X_val, y_val) or None")
+            Xv, yv = self._check_data(validation[0], validation[1], "X_val", "y_val")
+            if Xv.shape[1] != X.shape[1]:
+                raise ValueError(f"X_val: expected {X.shape[1]} columns like X, got {Xv.shape[1]}")
+        has_val = validation is not None
+        # Metric schedules (ReduceLROnPlateau or anything with reset/step and no lr_at).
+        sched = self.schedule
+        plateau = sched if sched is not None and not hasattr(sched, "lr_at") else None
+        plateau_monitor = getattr(plateau, "monitor", "val_loss") if plateau is not None else None
+        for who, monitor in (
+            ("early_stopping", getattr(self.early_stopping, "monitor", None)),
+            ("schedule", plateau_monitor),
+        ):
+            if monitor is not None and monitor.startswith("val_") and not has_val:
+                raise ValueError(
+                    f"{who}: monitors {monitor!r} but fit() got no validation data; "
+                    f"pass validation=(X_val, y_val) or monitor a train_ metric"
+                )
+
+        n = X.shape[0]
+        bs = n if self.batch_size is None else min(self.batch_size, n)
+        n_batches = -(-n // bs)
+        rng = np.random.default_rng(self.seed)
+        model, opt = self.model, self.optimizer
+        step_kw: dict[str, Any] = {"loss": self.loss, "optimizer": opt}
+        if self.label_smoothing:
+            step_kw["label_smoothing"] = self.label_smoothing
+
+        monitor = (
+            self.early_stopping.monitor
+            if self.early_stopping is not None
+            else ("val_loss" if has_val else "train_loss")
+        )
+        history = History(monitor=monitor)
+        es = self.early_stopping
+        if es is not None:
+            es.reset()
+        if plateau is not None:
+            plateau.reset(self.base_lr)
+            opt.lr = self.base_lr
+        lines, tqdm = self._progress()
+        write = tqdm.write if tqdm is not None else print
+        bar = None
+
+        try:
+            for epoch in range(self.epochs):
+                if sched is not None and plateau is None:
+                    opt.lr = float(sched.lr_at(epoch, self.base_lr))
+                lr = float(opt.lr)
+                t0 = time.perf_counter()
+                if tqdm is not None:
+                    bar = tqdm(
+                        total=n_batches,
+                        desc=f"epoch {epoch + 1}/{self.epochs}",
+                        leave=False,
+                        file=sys.stderr,
+                        unit="batch",
+                    )
+                order = rng.permutation(n) if self.shuffle else None
+                _call(model, "train")
+                total = 0.0
+                for b in range(n_batches):
+                    lo, hi = b * bs, min(n, (b + 1) * bs)
+                    if order is None:
+                        xb, yb = X[lo:hi], y[lo:hi]
+                    else:
+                        idx = order[lo:hi]
+                        xb, yb = X[idx], y[idx]
+                    try:
+                        loss = model.train_step(xb, yb, **step_kw)
+                    except FloatingPointError as exc:
+                        _annotate(
+                            exc,
+                            f"Trainer.fit: epoch {epoch} (0-based), batch {b} of "
+                            f"{n_batches} (rows {lo}..{hi - 1} of this epoch's order)",
+                        )
+                        raise
+                    history.n_steps += 1
+                    total += float(loss) * (hi - lo)
+                    if bar is not None:
+                        bar.update(1)
+                if bar is not None:
+                    bar.close()
+                    bar = None
+
+                _call(model, "eval")
+                train_eval = model.evaluate(X, y, loss=self.loss)
+                val_eval = model.evaluate(Xv, yv, loss=self.loss) if has_val else {}
+                history.epoch.append(epoch)
+                history.train_loss.append(total / n)
+                history.train_accuracy.append(_opt_float(train_eval.get("accuracy")))
+                history.val_loss.append(_opt_float(val_eval.get("loss")))
+                history.val_accuracy.append(_opt_float(val_eval.get("accuracy")))
+                history.lr.append(lr)
+                history.time.append(time.perf_counter() - t0)
+                if lines:
+                    write(self._line(history))
+
+                stop = False
+                if plateau is not None:
+                    opt.lr = float(plateau.step(_monitored(history, plateau_monitor, "schedule")))
+                if es is not None and es.update(
+                    _monitored(history, es.monitor, "early_stopping"), epoch, model
+                ):
+                    stop = True
+                    if lines:
+                        write(
+                            f"early stopping: no improvement in {es.monitor} for {es.patience} "
+                            f"epochs (best: epoch {_human_epoch(es.best_epoch)})"
+                        )
+                for cb in self.callbacks:
+                    if cb(history, epoch) is True:
+                        stop = True
+                if stop:
+                    history.stopped_early = True
+                    break
+        except KeyboardInterrupt:
+            history.interrupted = True
+            history._truncate()
+            if bar is not None:
+                bar.close()
+            if lines:
+                print(
+                    f"interrupted after {history.n_steps} steps; returning the history so far",
+                    file=sys.stderr,
+                )
+        else:
+            if es is not None and es.restore(model) and lines and es.best_epoch != len(history) - 1:
+                write(
+                    f"restored the weights of epoch {_human_epoch(es.best_epoch)} "
+                    f"({es.monitor} {_fmt(es.best, es.monitor.endswith('accuracy'))})"
+                )
+        finally:
+            if bar is not None:
+                bar.close()
+            _call(model, "eval")
+        return history
+
+    def _line(self, h: History) -> str:
+        e = h.epoch[-1]
+        width = len(str(self.epochs))
+        parts = [f"epoch {e + 1:>{width}}/{self.epochs}", f"loss {_fmt(h.train_loss[-1])}"]
+        if h.train_accuracy[-1] is not None:
+            parts.append(f"acc {_fmt(h.train_accuracy[-1], True)}")
+        if h.val_loss[-1] is not None:
+            parts.append(f"val_loss {_fmt(h.val_loss[-1])}")
+        if h.val_accuracy[-1] is not None:
+            parts.append(f"val_acc {_fmt(h.val_accuracy[-1], True)}")
+        parts.append(f"lr {h.lr[-1]:.3g}")
+        parts.append(f"{h.time[-1]:.2f}s")
+        return "  ".join(parts)
+
+
+def _human_epoch(epoch: int | None) -> str:
+    return "-" if epoch is None else str(epoch + 1)
+
+
+def _call(model: Any, method: str) -> None:
+    fn = getattr(model, method, None)
+    if callable(fn):
+        fn()
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _monitored(history: History, key: str, who: str) -> float:
+    value = history[key][-1]
+    if value is None:
+        raise ValueError(f"{who}: {key!r} is not available (no accuracy for this loss?)")
+    return value
+
+
+def _stderr_isatty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False

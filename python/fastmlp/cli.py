@@ -1,0 +1,591 @@
+"""The ``fastmlp`` command line: ``fastmlp train``, ``fastmlp gradcheck``, ``fastmlp info``.
+
+``fastmlp train`` with no options trains an MLP on generated Circle data (2000 points, 70/15/15
+split, standardised) and prints per-epoch metrics and the test accuracy. Every data set has its
+own defaults (``DATA_DEFAULTS``); any option given on the command line overrides them.
+
+Errors (a missing MNIST folder, a bad option value, a missing optional package) print one line
+on stderr and exit with status 2; set ``FASTMLP_TRACEBACK=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "sigmoid", "tanh", "identity")
+LOSSES = ("cross_entropy", "mse", "hinge", "bce")
+OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "adagrad", "rmsprop")
+DATASETS = ("circles", "moons", "spirals", "xor", "digits", "mnist")
+
+# Per-data-set defaults for the options left unset. Data: the toy sets (2000 points) and digits
+# are split 70/15/15 (stratified, --seed) and standardised on the training part (toy sets per
+# column, digits with one mean and scale for all pixels); MNIST keeps its pixels in [0, 1], its
+# test files as the test set and 10% of its training files as the validation set.
+DATA_DEFAULTS: dict[str, dict[str, Any]] = {
+    "circles": {"hidden": [64, 64], "lr": 1e-2, "epochs": 30, "batch_size": 32},
+    "moons": {"hidden": [64, 64], "lr": 1e-2, "epochs": 30, "batch_size": 32},
+    "xor": {"hidden": [64, 64], "lr": 1e-2, "epochs": 30, "batch_size": 32},
+    "spirals": {"hidden": [128, 128], "lr": 1e-2, "epochs": 50, "batch_size": 32},
+    "digits": {"hidden": [256], "lr": 1e-3, "epochs": 30, "batch_size": 32},
+    "mnist": {"hidden": [256, 128], "lr": 1e-3, "epochs": 10, "batch_size": 128},
+}
+TOY_SAMPLES = 2000
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # One line instead of argparse's usage + message.
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# Option parsing helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _hidden(text: str) -> list[int]:
+    text = text.strip()
+    if text.lower() in ("", "none", "0"):
+        return []
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer widths like 256,128, got {text!r}"
+        ) from None
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"layer widths must be >= 1, got {text!r}")
+    return sizes
+
+
+def _batch_size(text: str) -> int | str:
+    if text.lower() in ("full", "none", "all"):
+        return "full"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1 or 'full', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1 or 'full', got {text!r}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0.0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
+    return value
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets: ``milestones=[10,20],gamma=0.5`` -> two parts."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_schedule(text: str, epochs: int) -> Any:
+    """``NAME[:key=value,...]`` -> a schedule object; unset lengths default from ``epochs``.
+
+    ``cosine`` (``T_max=epochs``), ``poly`` (``total_epochs=epochs``, ``power=1``), ``step``
+    (``step_size=max(1, epochs // 3)``), ``multistep`` (``milestones=[epochs//2, 3*epochs//4]``),
+    ``exponential`` (``gamma=0.95``), ``plateau`` (``patience=5``, monitors ``val_loss``).
+    Example: ``--schedule multistep:milestones=[10,20],gamma=0.1``.
+    """
+    from . import schedules
+
+    name, _, rest = text.partition(":")
+    name = name.strip().lower()
+    kwargs: dict[str, Any] = {}
+    for item in _split_top_level(rest):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise CLIError(f"--schedule: expected key=value after the name, got {item!r}")
+        try:
+            kwargs[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            kwargs[key.strip()] = value.strip()  # a bare word, e.g. mode=max
+    defaults: dict[str, dict[str, Any]] = {
+        "cosine": {"T_max": epochs},
+        "poly": {"total_epochs": epochs},
+        "polynomial": {"total_epochs": epochs},
+        "step": {"step_size": max(1, epochs // 3)},
+        "multistep": {"milestones": sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)})},
+        "exponential": {"gamma": 0.95},
+        "plateau": {"patience": 5},
+    }
+    kwargs = {**defaults.get(name, {}), **kwargs}
+    try:
+        return schedules.make_schedule(name, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"--schedule: {exc}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+
+
+def load_data(args: argparse.Namespace) -> dict[str, Any]:
+    """Return ``{"train": (X, y), "val": (X, y) | None, "test": (X, y), "scaler", "classes"}``."""
+    from . import data
+
+    name = args.data
+    scaler = None
+    if name == "mnist":
+        if args.data_dir is None:
+            raise CLIError("--data-dir: --data mnist needs the folder holding the MNIST IDX files")
+        Xtr, ytr = data.load_mnist(args.data_dir, "train")
+        Xte, yte = data.load_mnist(args.data_dir, "test")
+        # 10% of the training files as validation; the test files stay untouched.
+        (Xtr, ytr), (Xv, yv), _ = data.train_val_test_split(
+            Xtr, ytr, val=0.1, test=0.0, seed=args.seed
+        )
+    else:
+        if name == "digits":
+            X, y = data.load_digits()
+        else:
+            n = args.n_samples if args.n_samples is not None else TOY_SAMPLES
+            kw: dict[str, Any] = {"n_samples": n, "seed": args.seed}
+            if args.noise is not None:
+                kw["noise"] = args.noise
+            gen = {
+                "circles": data.make_circles,
+                "moons": data.make_moons,
+                "spirals": data.make_spirals,
+                "xor": data.make_xor,
+            }[name]
+            X, y = gen(**kw)
+        (Xtr, ytr), (Xv, yv), (Xte, yte) = data.train_val_test_split(
+            X, y, val=0.15, test=0.15, seed=args.seed
+        )
+        # Digits are images: one scale for all pixels (see Standardizer); toy sets: per column.
+        scaler = data.Standardizer(per_feature=name != "digits").fit(Xtr)
+        Xtr, Xv, Xte = scaler.transform(Xtr), scaler.transform(Xv), scaler.transform(Xte)
+    classes = int(max(ytr.max(), yte.max())) + 1
+    return {
+        "train": (Xtr, ytr),
+        "val": (Xv, yv) if len(yv) else None,
+        "test": (Xte, yte),
+        "scaler": scaler,
+        "classes": classes,
+    }
+
+
+def _targets(y: np.ndarray, loss: str, classes: int) -> np.ndarray:
+    """Class labels for cross-entropy and hinge; one-hot float32 rows for MSE and BCE."""
+    if loss in ("mse", "bce"):
+        return np.eye(classes, dtype=np.float32)[y]
+    return y
+
+
+def _predicted_labels(model: Any, X: np.ndarray) -> np.ndarray:
+    """The arg-max output: the predicted class for every loss (one-hot targets for mse/bce)."""
+    return np.asarray(model.forward(X)).argmax(axis=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model and optimizer
+# ----------------------------------------------------------------------------------------------
+
+
+def make_optimizer(name: str, model: Any, args: argparse.Namespace, lr: float) -> Any:
+    """Build the optimizer ``name`` with the command line's lr / momentum / decay options."""
+    from . import optim
+
+    extra: dict[str, Any] = {}
+    if args.weight_decay:
+        extra["weight_decay"] = args.weight_decay
+    if args.l1:
+        extra["l1"] = args.l1
+    if name == "sgd":
+        return optim.SGD(model, lr=lr, **extra)
+    if name in ("momentum", "nesterov"):
+        return optim.SGD(model, lr=lr, momentum=args.momentum, nesterov=name == "nesterov", **extra)
+    cls = {"adam": "Adam", "adamw": "AdamW", "adagrad": "AdaGrad", "rmsprop": "RMSProp"}[name]
+    return getattr(optim, cls)(model, lr=lr, **extra)
+
+
+def _check_plot_available() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise CLIError("--plot needs matplotlib: pip install fastmlp[plot]") from None
+
+
+def save_plot(path: str, history: Any, model: Any, ds: dict[str, Any], title: str) -> None:
+    """Learning curves (loss, accuracy: train vs val) and, for 2-D inputs, the decision boundary
+    over the test points in the original (unstandardised) coordinates."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    Xte, yte = ds["test"]
+    two_d = Xte.shape[1] == 2
+    fig, axes = plt.subplots(1, 3 if two_d else 2, figsize=(15 if two_d else 10, 4.2))
+    epochs = [e + 1 for e in history["epoch"]]
+    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+        for split, style in (("train", "-"), ("val", "--")):
+            values = history[f"{split}_{key}"]
+            pts = [(e, v) for e, v in zip(epochs, values) if v is not None]
+            if pts:
+                ax.plot(*zip(*pts), style, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+    axes[0].set_title(title)
+    if two_d:
+        ax = axes[2]
+        scaler = ds["scaler"]
+        raw = scaler.inverse_transform(Xte) if scaler is not None else Xte
+        lo, hi = raw.min(axis=0) - 0.3, raw.max(axis=0) + 0.3
+        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 250), np.linspace(lo[1], hi[1], 250))
+        grid = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
+        inputs = scaler.transform(grid) if scaler is not None else grid
+        zz = _predicted_labels(model, inputs).reshape(gx.shape)
+        ax.contourf(
+            gx, gy, zz, alpha=0.3, levels=np.arange(ds["classes"] + 1) - 0.5, cmap="coolwarm"
+        )
+        ax.scatter(raw[:, 0], raw[:, 1], c=yte, s=8, cmap="coolwarm", edgecolors="none")
+        ax.set_title("decision boundary (test points)")
+        ax.set_aspect("equal", adjustable="box")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# Subcommands
+# ----------------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import fastmlp as fm
+
+    defaults = DATA_DEFAULTS[args.data]
+    hidden = args.hidden if args.hidden is not None else defaults["hidden"]
+    lr = args.lr if args.lr is not None else defaults["lr"]
+    epochs = args.epochs if args.epochs is not None else defaults["epochs"]
+    batch_size = defaults["batch_size"] if args.batch_size is None else args.batch_size
+    batch_size = None if batch_size == "full" else batch_size
+    if args.plot:
+        _check_plot_available()
+    if args.threads is not None:
+        fm.set_num_threads(args.threads)
+    schedule = parse_schedule(args.schedule, epochs) if args.schedule else None
+
+    ds = load_data(args)
+    Xtr, ytr = ds["train"]
+    Xte, yte = ds["test"]
+    classes = ds["classes"]
+    sizes = [Xtr.shape[1], *hidden, classes]
+    model = fm.MLP(
+        sizes,
+        activation=args.activation,
+        dropout=args.dropout,
+        seed=args.seed,
+        device=args.device,
+    )
+    optimizer = make_optimizer(args.optimizer, model, args, lr)
+    early = fm.EarlyStopping(patience=args.early_stopping) if args.early_stopping else None
+    if early is not None and ds["val"] is None:
+        raise CLIError("--early-stopping: needs a validation set")
+    val = ds["val"]
+    validation = None if val is None else (val[0], _targets(val[1], args.loss, classes))
+    trainer = fm.Trainer(
+        model,
+        optimizer=optimizer,
+        loss=args.loss,
+        batch_size=batch_size,
+        epochs=epochs,
+        schedule=schedule,
+        early_stopping=early,
+        seed=args.seed,
+        verbose=0 if args.quiet else "auto",
+        label_smoothing=args.label_smoothing,
+    )
+    if not args.quiet:
+        n_val = 0 if val is None else len(val[1])
+        print(
+            f"{args.data}: {len(ytr)} train / {n_val} val / {len(yte)} test, "
+            f"{Xtr.shape[1]} features, {classes} classes"
+        )
+        print(
+            f"MLP {sizes} {args.activation}, {args.optimizer} lr {lr:g}, loss {args.loss}, "
+            f"batch {batch_size if batch_size is not None else 'full'}, {epochs} epochs"
+        )
+    t0 = time.perf_counter()
+    history = trainer.fit(Xtr, _targets(ytr, args.loss, classes), validation=validation)
+    elapsed = time.perf_counter() - t0
+
+    test_eval = model.evaluate(Xte, _targets(yte, args.loss, classes), loss=args.loss)
+    acc = float(np.mean(_predicted_labels(model, Xte) == yte))
+    how = (
+        " (interrupted)"
+        if history.interrupted
+        else (" (stopped early)" if history.stopped_early else "")
+    )
+    print(
+        f"test: loss {test_eval['loss']:.4f}  accuracy {100 * acc:.2f}% ({len(yte)} samples); "
+        f"{len(history)} epochs in {elapsed:.2f}s{how}"
+    )
+    if args.save:
+        model.save(args.save)
+        if not args.quiet:
+            print(f"saved the model to {args.save}")
+    if args.plot:
+        save_plot(args.plot, history, model, ds, f"{args.data}: test accuracy {100 * acc:.2f}%")
+        if not args.quiet:
+            print(f"saved the plot to {args.plot}")
+    return 0
+
+
+def _gradcheck_targets(loss: str, rng: np.random.Generator, n: int, out: int) -> np.ndarray:
+    if loss in ("cross_entropy", "hinge"):
+        return rng.integers(0, out, n).astype(np.int64)
+    if loss == "bce":
+        return rng.uniform(0.0, 1.0, (n, out)).astype(np.float32)
+    return rng.standard_normal((n, out)).astype(np.float32)
+
+
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    import fastmlp as fm
+
+    rng = np.random.default_rng(args.seed)
+    sizes = [5, 7, 4]
+    x = rng.standard_normal((6, sizes[0])).astype(np.float32)
+    width = max(len(a) for a in ACTIVATIONS)
+    print(
+        f"gradient check: MLP {sizes}, batch {x.shape[0]}, "
+        f"max relative error (threshold {args.threshold:g})"
+    )
+    print(f"{'activation':<{width}}  " + "  ".join(f"{loss:>14}" for loss in LOSSES))
+    failed = []
+    for act in ACTIVATIONS:
+        cells = []
+        for loss in LOSSES:
+            model = fm.MLP(sizes, activation=act, seed=args.seed)
+            y = _gradcheck_targets(loss, rng, x.shape[0], sizes[-1])
+            err = float(fm.gradcheck(model, x, y, loss=loss))
+            ok = err <= args.threshold
+            if not ok:
+                failed.append((act, loss, err))
+            cells.append(f"{err:9.2e} {'PASS' if ok else 'FAIL'}")
+        print(f"{act:<{width}}  " + "  ".join(f"{c:>14}" for c in cells))
+    if failed:
+        print(f"{len(failed)} of {len(ACTIVATIONS) * len(LOSSES)} checks FAILED")
+        return 1
+    print(f"all {len(ACTIVATIONS) * len(LOSSES)} checks passed")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import fastmlp as fm
+
+    info = fm.build_info()
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(map(str, value)) or "-"
+        print(f"{key:<{width}}  {value if value != '' else '-'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Parser and entry point
+# ----------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="fastmlp",
+        description="Train multilayer perceptrons with fastmlp's C++ kernels.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser(
+        "train",
+        help="train an MLP on a data set and report the test accuracy",
+        description="Train an MLP (default: generated Circle data) and report the test accuracy. "
+        "Options left out take per-data-set defaults: "
+        + "; ".join(
+            f"{k}: hidden {','.join(map(str, v['hidden']))}, lr {v['lr']:g}, "
+            f"{v['epochs']} epochs, batch {v['batch_size']}"
+            for k, v in DATA_DEFAULTS.items()
+        ),
+    )
+    t.add_argument("--data", choices=DATASETS, default="circles", help="data set (default circles)")
+    t.add_argument(
+        "--data-dir", metavar="DIR", help="folder with the MNIST IDX files (--data mnist)"
+    )
+    t.add_argument(
+        "--n-samples", type=_positive_int, help=f"points for generated data (default {TOY_SAMPLES})"
+    )
+    t.add_argument(
+        "--noise", type=_nonneg_float, help="noise of generated data (default: the generator's)"
+    )
+    t.add_argument(
+        "--hidden", type=_hidden, metavar="W1,W2,..", help="hidden layer widths, e.g. 256,128"
+    )
+    t.add_argument(
+        "--activation", choices=ACTIVATIONS, default="relu", help="hidden activation (default relu)"
+    )
+    t.add_argument(
+        "--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer (default adam)"
+    )
+    t.add_argument("--lr", type=_nonneg_float, help="learning rate")
+    t.add_argument(
+        "--momentum",
+        type=_nonneg_float,
+        default=0.9,
+        help="momentum for momentum/nesterov (default 0.9)",
+    )
+    t.add_argument("--epochs", type=_positive_int, help="number of epochs")
+    t.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        metavar="N|full",
+        help="rows per step; 1 = online, full = whole set",
+    )
+    t.add_argument(
+        "--dropout",
+        type=_nonneg_float,
+        default=0.0,
+        help="dropout probability on hidden layers (default 0)",
+    )
+    t.add_argument(
+        "--weight-decay", type=_nonneg_float, default=0.0, help="L2 weight decay (default 0)"
+    )
+    t.add_argument("--l1", type=_nonneg_float, default=0.0, help="L1 penalty (default 0)")
+    t.add_argument(
+        "--label-smoothing",
+        type=_nonneg_float,
+        default=0.0,
+        help="label smoothing for cross_entropy (default 0)",
+    )
+    t.add_argument(
+        "--schedule",
+        metavar="NAME[:K=V,..]",
+        help="step, multistep, exponential, poly, cosine or plateau, with optional arguments: "
+        "cosine, step:step_size=10,gamma=0.5, multistep:milestones=[10,20]",
+    )
+    t.add_argument(
+        "--early-stopping",
+        type=_positive_int,
+        metavar="PATIENCE",
+        help="stop after PATIENCE epochs without a better val_loss; keep the best weights",
+    )
+    t.add_argument(
+        "--loss", choices=LOSSES, default="cross_entropy", help="loss (default cross_entropy)"
+    )
+    t.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the data, the split, the weights and the shuffling (default 0)",
+    )
+    t.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    t.add_argument("--save", metavar="PATH", help="save the trained model (fastmlp.load reads it)")
+    t.add_argument(
+        "--plot",
+        metavar="PATH",
+        help="write a PNG of the learning curves (and decision boundary for 2-D data)",
+    )
+    t.add_argument("--threads", type=_positive_int, metavar="N", help="threads for the CPU kernels")
+    t.add_argument("--quiet", action="store_true", help="print only the final result")
+    t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser(
+        "gradcheck",
+        help="check backprop against finite differences for every activation and loss",
+        description="Run fastmlp.gradcheck on a small random MLP for every activation x loss and "
+        "print the maximum relative error; exit status 1 if any exceeds the threshold.",
+    )
+    g.add_argument(
+        "--threshold",
+        type=_nonneg_float,
+        default=1e-4,
+        help="largest relative error that passes (default 1e-4: fastmlp.gradcheck's bound for a "
+        "correct engine; errors are float32 rounding, ~1e-7, and a wrong formula gives ~1)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of the weights and data (default 0)")
+    g.set_defaults(func=cmd_gradcheck)
+
+    i = sub.add_parser(
+        "info", help="print how fastmlp was built", description="Print fastmlp.build_info()."
+    )
+    i.set_defaults(func=cmd_info)
+    return parser
+
+
+_USER_ERRORS = (
+    CLIError,
+    FileNotFoundError,
+    ValueError,
+    TypeError,
+    ImportError,
+    OSError,
+    RuntimeError,
+    FloatingPointError,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fastmlp`` command (``python -m fastmlp``); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad option (2, already printed)
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:  # outside Trainer.fit, which handles its own Ctrl-C
+        print(f"fastmlp {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except _USER_ERRORS as exc:
+        if os.environ.get("FASTMLP_TRACEBACK"):
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, FloatingPointError):
+            message = f"training diverged ({message}); try a smaller --lr"
+        print(f"fastmlp {args.command}: error: {message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,260 @@
+"""The ``fastmlp`` command line, in-process through ``main([...])`` plus two subprocess runs."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastmlp as fm
+from fastmlp import cli
+from fastmlp.schedules import CosineAnnealingLR, MultiStepLR, ReduceLROnPlateau, StepLR
+
+SMALL = ["--n-samples", "200", "--epochs", "2", "--quiet"]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(rc: int, err: str, *fragments: str) -> None:
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------------
+
+
+def test_train_default_data_quiet(capsys):
+    rc, out, err = run(capsys, "train", "--epochs", "3", "--quiet")
+    assert rc == 0 and err == ""
+    lines = out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("test: loss")
+    assert "(300 samples); 3 epochs" in lines[0]  # 2000 points, 15% test
+    acc = float(lines[0].split("accuracy ")[1].split("%")[0])
+    assert 50.0 < acc <= 100.0
+
+
+def test_train_prints_epochs_and_header(capsys):
+    rc, out, _ = run(capsys, "train", "--n-samples", "300", "--epochs", "2")
+    assert rc == 0
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("circles: 210 train / 45 val / 45 test, 2 features, 2 classes")
+    assert lines[1].startswith("MLP [2, 64, 64, 2] relu, adam lr 0.01")
+    assert lines[2].startswith("epoch 1/2") and lines[3].startswith("epoch 2/2")
+    assert lines[-1].startswith("test:")
+
+
+@pytest.mark.parametrize("data", ["moons", "spirals", "xor"])
+def test_train_other_toy_sets(capsys, data):
+    rc, out, _ = run(capsys, "train", "--data", data, "--noise", "0.05", *SMALL)
+    assert rc == 0 and "(30 samples)" in out
+
+
+@pytest.mark.parametrize("optimizer", cli.OPTIMIZERS)
+def test_train_every_optimizer(capsys, optimizer):
+    rc, _, _ = run(capsys, "train", "--optimizer", optimizer, "--lr", "0.01", *SMALL)
+    assert rc == 0
+
+
+@pytest.mark.parametrize("loss", cli.LOSSES)
+def test_train_every_loss(capsys, loss):
+    rc, out, _ = run(capsys, "train", "--loss", loss, *SMALL)
+    assert rc == 0 and "accuracy" in out
+
+
+def test_train_options(capsys):
+    rc, out, _ = run(
+        capsys, "train", "--hidden", "8,8,8", "--activation", "tanh", "--dropout", "0.1",
+        "--weight-decay", "1e-4", "--l1", "1e-5", "--batch-size", "full",
+        "--schedule", "multistep:milestones=[1,2],gamma=0.5", "--early-stopping", "1",
+        "--label-smoothing", "0.05", "--threads", "1", "--seed", "3", *SMALL,
+    )  # fmt: skip
+    assert rc == 0 and out.startswith("test:")
+
+
+def test_train_save_and_load(capsys, tmp_path):
+    path = tmp_path / "model.npz"
+    rc, _, _ = run(capsys, "train", "--save", str(path), *SMALL)
+    assert rc == 0 and path.is_file()
+    model = fm.load(path)
+    assert model.layer_sizes == [2, 64, 64, 2]
+    rc, _, _ = run(capsys, "train", "--save", str(path), *SMALL)  # same seed: same model
+    again = fm.load(path)
+    for a, b in zip(model.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_train_plot(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "curves.png"
+    rc, _, err = run(capsys, "train", "--plot", str(path), *SMALL)
+    assert rc == 0, err
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_plot_without_matplotlib(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    rc, _, err = run(capsys, "train", "--plot", str(tmp_path / "x.png"), *SMALL)
+    assert_one_line_error(rc, err, "pip install fastmlp[plot]")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_train_digits(capsys):
+    pytest.importorskip("sklearn")
+    rc, out, _ = run(capsys, "train", "--data", "digits", "--epochs", "1", "--quiet")
+    assert rc == 0 and "(270 samples)" in out  # 15% of 1797
+
+
+def test_train_digits_without_sklearn(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    rc, _, err = run(capsys, "train", "--data", "digits", "--epochs", "1", "--quiet")
+    assert_one_line_error(rc, err, "pip install fastmlp[datasets]")
+
+
+def _write_idx(path, arr):
+    raw = struct.pack(">I", (0x08 << 8) | arr.ndim) + b"".join(
+        struct.pack(">I", d) for d in arr.shape
+    )
+    path.write_bytes(gzip.compress(raw + arr.astype(np.uint8).tobytes()))
+
+
+def test_train_mnist_from_idx_files(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 100), ("t10k", 20)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 4, 4)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    rc, out, _ = run(capsys, "train", "--data", "mnist", "--data-dir", str(tmp_path),
+                     "--hidden", "8", "--epochs", "1")  # fmt: skip
+    assert rc == 0
+    assert out.startswith("mnist: 90 train / 10 val / 20 test, 16 features, 10 classes")
+
+
+def test_train_mnist_errors(capsys, tmp_path):
+    rc, _, err = run(capsys, "train", "--data", "mnist")
+    assert_one_line_error(rc, err, "--data-dir")
+    rc, _, err = run(capsys, "train", "--data", "mnist", "--data-dir", str(tmp_path / "none"))
+    assert_one_line_error(rc, err, "does not exist")
+    rc, _, err = run(capsys, "train", "--data", "mnist", "--data-dir", str(tmp_path))
+    assert_one_line_error(rc, err, "train-images-idx3-ubyte")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--hidden", "a,b"], "--hidden"),
+        (["--hidden", "0"], None),  # "0" means no hidden layer: valid
+        (["--lr", "-1"], "--lr"),
+        (["--epochs", "0"], "--epochs"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--data", "cifar"], "--data"),
+        (["--optimizer", "lbfgs"], "--optimizer"),
+        (["--schedule", "warmup"], "unknown schedule 'warmup'"),
+        (["--schedule", "step:gamma"], "--schedule"),
+        (["--schedule", "step:size=3"], "--schedule"),
+        (["--dropout", "1.5"], "dropout"),
+        (["--device", "tpu"], "device"),
+        (["--unknown"], "unrecognized arguments"),
+    ],
+)
+def test_train_bad_options_give_one_line(capsys, args, fragment):
+    rc, _, err = run(capsys, "train", *args, *SMALL)
+    if fragment is None:
+        assert rc == 0
+    else:
+        assert_one_line_error(rc, err, fragment)
+
+
+def test_train_divergence_is_a_one_line_error(capsys):
+    rc, _, err = run(capsys, "train", "--optimizer", "sgd", "--lr", "1e35", *SMALL)
+    assert_one_line_error(rc, err, "training diverged", "--lr")
+
+
+def test_parse_schedule_defaults_from_epochs():
+    assert isinstance(cli.parse_schedule("cosine", 30), CosineAnnealingLR)
+    assert cli.parse_schedule("cosine", 30).T_max == 30
+    assert cli.parse_schedule("step", 30).step_size == 10
+    ms = cli.parse_schedule("multistep:milestones=[5, 9],gamma=0.5", 30)
+    assert isinstance(ms, MultiStepLR) and ms.milestones == [5, 9] and ms.gamma == 0.5
+    assert cli.parse_schedule("multistep", 40).milestones == [20, 30]
+    assert cli.parse_schedule("poly:power=4", 12).total_epochs == 12
+    pl = cli.parse_schedule("plateau:mode=max,monitor=val_accuracy", 10)
+    assert isinstance(pl, ReduceLROnPlateau) and pl.mode == "max" and pl.patience == 5
+    assert isinstance(cli.parse_schedule("step:step_size=2", 10), StepLR)
+
+
+# ---------------------------------------------------------------------------------------------
+# gradcheck, info, top level
+# ---------------------------------------------------------------------------------------------
+
+
+def test_gradcheck_table(capsys):
+    rc, out, _ = run(capsys, "gradcheck")
+    assert rc == 0
+    rows = [
+        line for line in out.splitlines() if line.split() and line.split()[0] in cli.ACTIVATIONS
+    ]
+    assert len(rows) == len(cli.ACTIVATIONS)
+    assert all(row.count("PASS") == len(cli.LOSSES) for row in rows)
+    assert f"all {len(cli.ACTIVATIONS) * len(cli.LOSSES)} checks passed" in out
+
+
+def test_gradcheck_fails_with_exit_1(capsys):
+    rc, out, _ = run(capsys, "gradcheck", "--threshold", "0")  # float32 errors are never 0
+    assert rc == 1 and "FAIL" in out and "FAILED" in out
+
+
+def test_info(capsys):
+    rc, out, _ = run(capsys, "info")
+    assert rc == 0
+    assert f"version {fm.__version__}" in " ".join(out.split())
+    assert "simd" in out and "num_threads" in out
+
+
+def test_top_level(capsys):
+    rc, out, _ = run(capsys)
+    assert rc == 2 and "train" in out and "gradcheck" in out
+    rc, out, _ = run(capsys, "--help")
+    assert rc == 0 and "usage" in out
+    rc, out, _ = run(capsys, "train", "--help")
+    assert rc == 0 and "--data-dir" in out
+    rc, _, err = run(capsys, "fly")
+    assert_one_line_error(rc, err, "invalid choice")
+
+
+def _subprocess(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    return subprocess.run(
+        [sys.executable, "-m", "fastmlp", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+def test_python_m_fastmlp_train():
+    proc = _subprocess("train", "--epochs", "3", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("test: loss") and proc.stderr == ""
+
+
+def test_python_m_fastmlp_error_has_no_traceback(tmp_path):
+    proc = _subprocess("train", "--data", "mnist", "--data-dir", str(tmp_path / "missing"))
+    assert proc.returncode == 2
+    assert_one_line_error(proc.returncode, proc.stderr, "does not exist")

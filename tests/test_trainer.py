@@ -1,0 +1,512 @@
+"""fastmlp.Trainer, History and EarlyStopping on the real MLP (small nets, a few epochs).
+
+Model doubles here are subclasses of ``fastmlp.MLP`` that record what the Trainer feeds
+``train_step`` or raise at a chosen step; everything else is the real engine.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+import fastmlp as fm
+from fastmlp.schedules import ReduceLROnPlateau, StepLR
+
+
+@pytest.fixture(scope="module")
+def circles():
+    X, y = fm.data.make_circles(240, seed=1)
+    (Xtr, ytr), (Xv, yv), _ = fm.data.train_val_test_split(X, y, val=0.25, test=0.0, seed=1)
+    s = fm.data.Standardizer().fit(Xtr)
+    return s.transform(Xtr), ytr, s.transform(Xv), yv
+
+
+def _model(seed: int = 0, **kw) -> fm.MLP:
+    return fm.MLP([2, 16, 2], seed=seed, **kw)
+
+
+class RecordingMLP(fm.MLP):
+    """Records each step's batch, lr and kwargs, and the weights after each completed step;
+    raises ``fail_with`` at step ``fail_at`` (1-based) before touching anything."""
+
+    def __init__(self, *args, fail_at: int | None = None, fail_with=KeyboardInterrupt, **kw):
+        super().__init__(*args, **kw)
+        self.batches: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.kwargs: list[dict] = []
+        self.after_step: list[list[np.ndarray]] = []
+        self.fail_at, self.fail_with = fail_at, fail_with
+
+    def train_step(self, x, y, loss=None, optimizer=None, **kw):
+        if self.fail_at is not None and len(self.losses) + 1 == self.fail_at:
+            raise self.fail_with("injected")
+        value = super().train_step(x, y, loss=loss, optimizer=optimizer, **kw)
+        self.batches.append(np.array(x))
+        self.labels.append(np.array(y))
+        self.lrs.append(optimizer.lr)
+        self.losses.append(value)
+        self.kwargs.append(dict(kw))
+        self.after_step.append(self.get_weights())
+        return value
+
+
+def _same_weights(a, b) -> bool:
+    return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+# ---------------------------------------------------------------------------------------------
+# History and the basic loop
+# ---------------------------------------------------------------------------------------------
+
+
+def test_fit_fills_the_history(circles):
+    Xtr, ytr, Xv, yv = circles
+    model = _model()
+    opt = fm.optim.Adam(model, lr=1e-2)
+    h = fm.Trainer(model, opt, batch_size=32, epochs=3, verbose=0).fit(
+        Xtr, ytr, validation=(Xv, yv)
+    )
+    assert isinstance(h, fm.History) and len(h) == 3
+    assert h.epoch == [0, 1, 2] and h["epoch"] is h.epoch
+    assert h.lr == [pytest.approx(1e-2)] * 3
+    assert all(t > 0 for t in h.time)
+    for key in ("train_loss", "val_loss"):
+        assert all(np.isfinite(v) and v > 0 for v in h[key])
+    for key in ("train_accuracy", "val_accuracy"):
+        assert all(0.0 <= v <= 1.0 for v in h[key])
+    # train_accuracy and val_* are model.evaluate after the epoch; the last row must match
+    assert h.val_loss[-1] == pytest.approx(model.evaluate(Xv, yv)["loss"], rel=1e-12)
+    assert h.train_accuracy[-1] == model.evaluate(Xtr, ytr)["accuracy"]
+    d = h.to_dict()
+    assert list(d) == list(fm.History.KEYS) and d["val_loss"] == h.val_loss
+    assert d["val_loss"] is not h.val_loss  # a copy
+    assert h.monitor == "val_loss"
+    assert h.best_epoch == int(np.argmin(h.val_loss))
+    assert not h.stopped_early and not h.interrupted
+    assert len(ytr) == 180 and h.n_steps == 3 * 6  # ceil(180 / 32) = 6 steps per epoch
+    assert not model.training  # fit leaves eval mode
+    with pytest.raises(KeyError, match="known"):
+        h["accuracy"]
+    assert "epochs=3" in repr(h)
+
+
+def test_without_validation_val_entries_are_none(circles):
+    Xtr, ytr, _, _ = circles
+    h = fm.Trainer(_model(), epochs=2, verbose=0).fit(Xtr, ytr)
+    assert h.val_loss == [None, None] and h.val_accuracy == [None, None]
+    assert h.monitor == "train_loss" and h.best_epoch in (0, 1)
+
+
+def test_same_seed_same_run_and_other_seed_differs(circles):
+    Xtr, ytr, Xv, yv = circles
+
+    def run(trainer_seed):
+        model = _model(seed=3, dropout=0.2)  # dropout masks must repeat too
+        opt = fm.optim.SGD(model, lr=0.1, momentum=0.9)
+        h = fm.Trainer(model, opt, batch_size=16, epochs=3, seed=trainer_seed, verbose=0).fit(
+            Xtr, ytr, validation=(Xv, yv)
+        )
+        return h, model.get_weights()
+
+    h1, w1 = run(5)
+    h2, w2 = run(5)
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
+        assert h1[key] == h2[key]  # bit-identical, not approximately
+    assert _same_weights(w1, w2)
+    h3, _ = run(6)
+    assert h3.train_loss != h1.train_loss
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_every_row_once_per_epoch_last_partial_batch_used(shuffle):
+    X = np.arange(20, dtype=np.float32).reshape(10, 2) / 20
+    y = np.arange(10) % 2
+    model = RecordingMLP([2, 4, 2], seed=0)
+    opt = fm.optim.SGD(model, lr=0.05)
+    h = fm.Trainer(model, opt, batch_size=4, epochs=2, shuffle=shuffle, verbose=0).fit(X, y)
+    assert [len(b) for b in model.batches] == [4, 4, 2, 4, 4, 2]
+    for e in range(2):
+        rows = np.concatenate(model.batches[3 * e : 3 * e + 3])
+        labels = np.concatenate(model.labels[3 * e : 3 * e + 3])
+        order = np.argsort(rows[:, 0])
+        np.testing.assert_array_equal(rows[order], X)
+        np.testing.assert_array_equal(labels[order], y)
+        if not shuffle:
+            np.testing.assert_array_equal(rows, X)
+        # train_loss: batch losses weighted by batch size
+        losses = model.losses[3 * e : 3 * e + 3]
+        assert h.train_loss[e] == pytest.approx(
+            (4 * losses[0] + 4 * losses[1] + 2 * losses[2]) / 10, rel=1e-12
+        )
+    if shuffle:
+        assert not np.array_equal(np.concatenate(model.batches[:3]), X)
+
+
+def test_online_and_full_batch(circles):
+    Xtr, ytr, _, _ = circles
+    n = len(ytr)
+    model = RecordingMLP([2, 8, 2], seed=0)
+    h = fm.Trainer(model, fm.optim.SGD(model, lr=0.01), batch_size=1, epochs=2, verbose=0).fit(
+        Xtr, ytr
+    )
+    assert h.n_steps == 2 * n and {len(b) for b in model.batches} == {1}
+    model = RecordingMLP([2, 8, 2], seed=0)
+    h = fm.Trainer(model, fm.optim.SGD(model, lr=0.1), batch_size=None, epochs=3, verbose=0).fit(
+        Xtr, ytr
+    )
+    assert h.n_steps == 3 and [len(b) for b in model.batches] == [n] * 3
+    # one batch: the epoch loss is the step loss, up to the ulp of (loss * n) / n in float64
+    assert h.train_loss == pytest.approx(model.losses, rel=1e-14)
+    model = RecordingMLP([2, 8, 2], seed=0)
+    h = fm.Trainer(model, fm.optim.SGD(model, lr=0.1), batch_size=10 * n, epochs=1, verbose=0).fit(
+        Xtr, ytr
+    )
+    assert h.n_steps == 1  # a batch larger than the data is the whole data
+
+
+def test_defaults_optimizer_and_loss(circles):
+    Xtr, ytr, _, _ = circles
+    model = _model(loss="hinge")
+    trainer = fm.Trainer(model, epochs=1, verbose=0)
+    assert isinstance(trainer.optimizer, fm.optim.Adam) and trainer.optimizer.lr == pytest.approx(
+        1e-3
+    )
+    assert trainer.loss == "hinge"  # loss=None follows the model
+    trainer.fit(Xtr, ytr)
+    assert model.loss == "hinge"
+
+
+def test_mse_with_one_hot_targets_has_no_accuracy(circles):
+    Xtr, ytr, Xv, yv = circles
+    model = _model()
+    onehot = np.eye(2, dtype=np.float32)
+    h = fm.Trainer(model, loss="mse", epochs=2, verbose=0).fit(
+        Xtr, onehot[ytr], validation=(Xv, onehot[yv])
+    )
+    assert h.train_accuracy == [None, None] and h.val_accuracy == [None, None]
+    assert all(np.isfinite(h.val_loss))
+
+
+def test_label_smoothing_is_passed_to_train_step(circles):
+    Xtr, ytr, _, _ = circles
+    model = RecordingMLP([2, 8, 2], seed=0)
+    fm.Trainer(model, batch_size=None, epochs=1, label_smoothing=0.1, verbose=0).fit(Xtr, ytr)
+    assert model.kwargs == [{"label_smoothing": 0.1}]
+    model = RecordingMLP([2, 8, 2], seed=0)
+    fm.Trainer(model, batch_size=None, epochs=1, verbose=0).fit(Xtr, ytr)
+    assert model.kwargs == [{}]
+
+
+# ---------------------------------------------------------------------------------------------
+# Early stopping
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("restore_best", [True, False])
+def test_early_stopping_stops_and_restores_the_best_weights(circles, restore_best):
+    Xtr, ytr, Xv, yv = circles
+    model = _model()
+    snaps: list = []
+    # Validating on flipped labels: the better the model learns, the worse val_loss gets, so
+    # the best epoch comes early and the run must stop `patience` epochs after it.
+    es = fm.EarlyStopping(patience=3, restore_best=restore_best)
+    h = fm.Trainer(
+        model,
+        fm.optim.Adam(model, lr=1e-2),
+        batch_size=32,
+        epochs=50,
+        early_stopping=es,
+        verbose=0,
+        callbacks=[lambda hist, epoch: snaps.append(model.get_weights())],
+    ).fit(Xtr, ytr, validation=(Xv, 1 - yv))
+    assert h.stopped_early and len(h) < 50
+    assert h.best_epoch == es.best_epoch == int(np.argmin(h.val_loss))
+    assert len(h) == es.best_epoch + 3 + 1  # patience epochs without improvement after the best
+    expected = snaps[es.best_epoch] if restore_best else snaps[-1]
+    assert _same_weights(model.get_weights(), expected)
+    if es.best_epoch != len(h) - 1:
+        assert not _same_weights(snaps[es.best_epoch], snaps[-1])  # the restore did something
+
+
+def test_early_stopping_restores_at_the_end_of_a_full_run(circles):
+    Xtr, ytr, Xv, yv = circles
+    model = _model()
+    snaps: list = []
+    h = fm.Trainer(
+        model,
+        fm.optim.Adam(model, lr=5e-2),
+        batch_size=16,
+        epochs=8,
+        early_stopping=fm.EarlyStopping(monitor="val_accuracy", patience=100),
+        verbose=0,
+        callbacks=[lambda hist, epoch: snaps.append(model.get_weights())],
+    ).fit(Xtr, ytr, validation=(Xv, yv))
+    assert not h.stopped_early and len(h) == 8
+    assert h.monitor == "val_accuracy"
+    best = h.best_epoch
+    assert h.val_accuracy[best] == max(h.val_accuracy)
+    assert best == h.val_accuracy.index(max(h.val_accuracy))  # first of ties
+    assert _same_weights(model.get_weights(), snaps[best])
+
+
+def test_early_stopping_rules():
+    class Weights:
+        def get_weights(self):
+            return [np.zeros(1, np.float32)]
+
+    es = fm.EarlyStopping(monitor="val_loss", patience=2, min_delta=0.1)
+    m = Weights()
+    assert not es.update(1.0, 0, m)
+    assert not es.update(0.95, 1, m)  # not better by more than min_delta: wait 1
+    assert es.best == 1.0 and es.wait == 1
+    assert not es.update(0.85, 2, m)  # improves by 0.15: reset
+    assert es.best_epoch == 2 and es.wait == 0
+    assert not es.update(float("nan"), 3, m)  # NaN never improves
+    assert es.update(0.8, 4, m)  # second epoch without improvement: stop
+    acc = fm.EarlyStopping(monitor="val_accuracy", patience=1)
+    assert acc.mode == "max"
+    assert not acc.update(0.5, 0, m) and acc.update(0.4, 1, m)
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules in the loop
+# ---------------------------------------------------------------------------------------------
+
+
+def test_epoch_schedule_sets_the_rate_before_each_epoch(circles):
+    Xtr, ytr, _, _ = circles
+    model = RecordingMLP([2, 8, 2], seed=0)
+    opt = fm.optim.SGD(model, lr=0.08)
+    h = fm.Trainer(
+        model, opt, batch_size=None, epochs=5, schedule=StepLR(2, gamma=0.5), verbose=0
+    ).fit(Xtr, ytr)
+    assert h.lr == pytest.approx([0.08, 0.08, 0.04, 0.04, 0.02], rel=1e-6)  # opt.lr is float32
+    assert model.lrs == h.lr  # what train_step saw
+    # a second fit repeats the schedule from the base rate
+    h2 = fm.Trainer(model, opt, batch_size=None, epochs=2, schedule=StepLR(1, 0.5), verbose=0).fit(
+        Xtr, ytr
+    )
+    assert h2.lr == pytest.approx([0.02, 0.01], rel=1e-6)  # base rate: opt.lr when built
+
+
+def test_schedule_by_name_uses_the_epoch_count(circles):
+    Xtr, ytr, _, _ = circles
+    model = _model()
+    trainer = fm.Trainer(model, fm.optim.SGD(model, lr=0.1), epochs=4, schedule="cosine", verbose=0)
+    h = trainer.fit(Xtr, ytr)
+    expected = [0.1 * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)]
+    assert h.lr == pytest.approx(expected, rel=1e-6)
+
+
+def test_user_schedule_objects(circles):
+    Xtr, ytr, _, _ = circles
+
+    class Halving:  # the epoch protocol: lr_at(epoch, base_lr)
+        def lr_at(self, epoch, base_lr):
+            return base_lr / 2**epoch
+
+    class Countdown:  # the metric protocol: reset(lr), step(metric) -> next lr
+        monitor = "train_loss"
+
+        def reset(self, lr):
+            self.lr, self.seen = lr, []
+
+        def step(self, metric):
+            self.seen.append(metric)
+            self.lr *= 0.1
+            return self.lr
+
+    model = _model()
+    h = fm.Trainer(model, fm.optim.SGD(model, lr=0.1), epochs=3, schedule=Halving(), verbose=0).fit(
+        Xtr, ytr
+    )
+    assert h.lr == pytest.approx([0.1, 0.05, 0.025], rel=1e-6)
+    countdown = Countdown()
+    h = fm.Trainer(model, fm.optim.SGD(model, lr=0.1), epochs=3, schedule=countdown, verbose=0).fit(
+        Xtr, ytr
+    )
+    assert h.lr == pytest.approx([0.1, 0.01, 0.001], rel=1e-5)
+    assert countdown.seen == h.train_loss
+
+
+def test_reduce_on_plateau_lowers_the_optimizer_rate(circles):
+    Xtr, ytr, Xv, yv = circles
+    model = RecordingMLP([2, 16, 2], seed=0)
+    opt = fm.optim.Adam(model, lr=1e-2)
+    plateau = ReduceLROnPlateau(factor=0.5, patience=1)
+    h = fm.Trainer(model, opt, batch_size=32, epochs=8, schedule=plateau, verbose=0).fit(
+        Xtr,
+        ytr,
+        validation=(Xv, 1 - yv),  # val_loss keeps getting worse: a plateau
+    )
+    assert h.lr[0] == pytest.approx(1e-2, rel=1e-6)
+    assert min(h.lr) < 1e-2 and all(a >= b for a, b in zip(h.lr, h.lr[1:]))
+    # replay the rule on the recorded metric: the Trainer fed val_loss and applied the result
+    replay = ReduceLROnPlateau(factor=0.5, patience=1)
+    replay.reset(1e-2)
+    expected = [1e-2] + [replay.step(v) for v in h.val_loss[:-1]]
+    assert h.lr == pytest.approx(expected, rel=1e-6)
+    assert opt.lr == pytest.approx(replay.step(h.val_loss[-1]), rel=1e-6)
+    assert sorted(set(model.lrs)) == sorted(set(h.lr))
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C, NaN, callbacks
+# ---------------------------------------------------------------------------------------------
+
+
+def test_keyboard_interrupt_mid_epoch_returns_partial_history(circles, capsys):
+    Xtr, ytr, Xv, yv = circles
+    model = RecordingMLP([2, 16, 2], seed=0, fail_at=15)  # 6 steps per epoch: in the third
+    h = fm.Trainer(model, batch_size=32, epochs=10, verbose=1).fit(Xtr, ytr, validation=(Xv, yv))
+    assert h.interrupted and not h.stopped_early
+    assert len(h) == 2 and h.n_steps == 14  # two complete epochs, two steps of the third
+    assert _same_weights(model.get_weights(), model.after_step[-1])  # last completed step kept
+    assert not model.training
+    assert "interrupted after 14 steps" in capsys.readouterr().err
+
+
+def test_keyboard_interrupt_from_a_callback_keeps_that_epoch(circles):
+    Xtr, ytr, _, _ = circles
+    model = _model()
+    snaps: list = []
+
+    def cb(history, epoch):
+        snaps.append(model.get_weights())
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    es = fm.EarlyStopping(monitor="train_loss", patience=1)
+    h = fm.Trainer(model, epochs=5, verbose=0, callbacks=[cb], early_stopping=es).fit(Xtr, ytr)
+    assert h.interrupted and len(h) == 2
+    assert _same_weights(model.get_weights(), snaps[-1])  # no restore after Ctrl-C
+
+
+def test_callback_returning_true_stops(circles):
+    Xtr, ytr, _, _ = circles
+    h = fm.Trainer(_model(), epochs=5, verbose=0, callbacks=[lambda h, e: e == 2]).fit(Xtr, ytr)
+    assert len(h) == 3 and h.stopped_early and not h.interrupted
+
+
+def test_floating_point_error_propagates_with_epoch_and_batch(circles):
+    Xtr, ytr, _, _ = circles
+    model = RecordingMLP([2, 16, 2], seed=0)
+    opt = fm.optim.SGD(model, lr=1e35)  # the first step blows the weights up to ~1e35
+    with pytest.raises(FloatingPointError) as info:
+        fm.Trainer(model, opt, batch_size=32, epochs=3, verbose=0).fit(Xtr, ytr)
+    text = str(info.value) + " ".join(getattr(info.value, "__notes__", []))
+    assert "epoch 0 (0-based), batch" in text
+    # the step that failed changed nothing: the model holds the last completed step's weights
+    assert model.after_step and _same_weights(model.get_weights(), model.after_step[-1])
+
+
+def test_injected_floating_point_error_names_the_batch(circles):
+    Xtr, ytr, _, _ = circles
+    model = RecordingMLP([2, 8, 2], seed=0, fail_at=8, fail_with=FloatingPointError)
+    with pytest.raises(FloatingPointError) as info:
+        fm.Trainer(model, batch_size=32, epochs=3, verbose=0).fit(Xtr, ytr)
+    text = str(info.value) + " ".join(getattr(info.value, "__notes__", []))
+    assert "epoch 1 (0-based), batch 1 of 6" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress output
+# ---------------------------------------------------------------------------------------------
+
+
+def test_verbose_lines_and_silence(circles, capsys):
+    Xtr, ytr, Xv, yv = circles
+    fm.Trainer(_model(), epochs=3, verbose=1).fit(Xtr, ytr, validation=(Xv, yv))
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[0].startswith("epoch 1/3") and "val_acc" in out[0]
+    fm.Trainer(_model(), epochs=2, verbose=0).fit(Xtr, ytr)
+    assert capsys.readouterr() == ("", "")
+    fm.Trainer(_model(), epochs=2, verbose="auto").fit(Xtr, ytr)  # stderr is not a TTY here
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 2 and captured.err == ""
+
+
+def test_verbose_2_uses_tqdm_when_installed(circles, capsys):
+    pytest.importorskip("tqdm")
+    Xtr, ytr, _, _ = circles
+    fm.Trainer(_model(), epochs=2, verbose=2).fit(Xtr, ytr)
+    captured = capsys.readouterr()
+    assert "epoch 1/2" in captured.err  # the bar (on stderr)
+    assert len(captured.out.splitlines()) == 2  # epoch lines through tqdm.write
+
+
+def test_verbose_2_without_tqdm_falls_back_to_lines(circles, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    Xtr, ytr, _, _ = circles
+    fm.Trainer(_model(), epochs=2, verbose=2).fit(Xtr, ytr)
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 2 and captured.err == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument errors
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kw", "exc", "match"),
+    [
+        ({"batch_size": 0}, ValueError, r"^batch_size"),
+        ({"batch_size": 2.5}, TypeError, r"^batch_size"),
+        ({"batch_size": True}, TypeError, r"^batch_size"),
+        ({"epochs": 0}, ValueError, r"^epochs"),
+        ({"loss": "l2"}, ValueError, r"^loss: unknown loss 'l2'; known"),
+        ({"schedule": "warmup"}, ValueError, r"^schedule"),
+        ({"schedule": 3}, TypeError, r"^schedule"),
+        ({"early_stopping": 5}, TypeError, r"^early_stopping"),
+        ({"seed": -1}, ValueError, r"^seed"),
+        ({"verbose": "loud"}, ValueError, r"^verbose"),
+        ({"shuffle": "yes"}, TypeError, r"^shuffle"),
+        ({"label_smoothing": 1.0}, ValueError, r"^label_smoothing"),
+        ({"label_smoothing": 0.1, "loss": "mse"}, ValueError, r"^label_smoothing"),
+        ({"callbacks": [1]}, TypeError, r"^callbacks"),
+        ({"optimizer": object()}, TypeError, r"^optimizer"),
+    ],
+)
+def test_constructor_errors(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        fm.Trainer(_model(), **kw)
+
+
+def test_model_and_fit_errors(circles):
+    Xtr, ytr, Xv, yv = circles
+    with pytest.raises(TypeError, match=r"^model"):
+        fm.Trainer(object())
+    t = fm.Trainer(_model(), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"^y: expected 180 rows"):
+        t.fit(Xtr, ytr[:-1])
+    with pytest.raises(TypeError, match=r"^X"):
+        t.fit(Xtr.astype(np.int64), ytr)
+    with pytest.raises(ValueError, match=r"^X"):
+        t.fit(Xtr[:0], ytr[:0])
+    with pytest.raises(TypeError, match=r"^validation"):
+        t.fit(Xtr, ytr, validation=Xv)
+    with pytest.raises(ValueError, match=r"^X_val: expected 2 columns"):
+        t.fit(Xtr, ytr, validation=(Xv[:, :1], yv))
+    with pytest.raises(ValueError, match=r"^y_val"):
+        t.fit(Xtr, ytr, validation=(Xv, yv[:3]))
+    es = fm.Trainer(_model(), early_stopping=fm.EarlyStopping(), verbose=0)
+    with pytest.raises(
+        ValueError, match=r"^early_stopping: monitors 'val_loss' but fit\(\) got no"
+    ):
+        es.fit(Xtr, ytr)
+    pl = fm.Trainer(_model(), schedule=ReduceLROnPlateau(), verbose=0)
+    with pytest.raises(ValueError, match=r"^schedule: monitors 'val_loss'"):
+        pl.fit(Xtr, ytr)
+    for kw, match in [
+        ({"monitor": "loss"}, "^monitor"),
+        ({"patience": 0}, "^patience"),
+        ({"min_delta": -1}, "^min_delta"),
+        ({"mode": "up"}, "^mode"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            fm.EarlyStopping(**kw)
