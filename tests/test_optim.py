@@ -127,6 +127,7 @@ def _ref_step(opt, param, grad, state, step, kwargs) -> list[np.ndarray | None]:
     }
     ref_kwargs = {k: _as_float32_value(v) for k, v in {**defaults, **kwargs}.items()}
     ref_kwargs.pop("step", None)
+    ref_kwargs.pop("device", None)
     return list(_call(ref, opt, param, grad, state, step, ref_kwargs))
 
 

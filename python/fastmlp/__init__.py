@@ -6,10 +6,27 @@ NumPy reference (:mod:`fastmlp.reference`) that every kernel is tested against.
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# OpenMP wait policy, set before _core loads libgomp (which reads it once, at load): unless the
+# user chose a policy (OMP_WAIT_POLICY or GOMP_SPINCOUNT), idle fastmlp threads sleep instead of
+# spinning. libgomp's default spins each waiting thread for ~300,000 iterations (milliseconds);
+# on a shared machine a spinning worker holds a core that the thread it waits for needs, and every
+# barrier of a step can then cost a scheduler time slice. Measured with benchmarks/bench_step.py
+# on the 2-core EPYC under load (load average 3-4, other builds running), Adam step of
+# 784-256-128-10: batch 128 48.0 ms (default) vs 2.2 ms (passive); batch 1024 114 ms vs 14.5 ms;
+# 1 thread: 4.6 ms / 14.4 ms. On a lightly loaded machine passive costs ~25% at batch 128
+# (1.47-1.6 ms vs 1.15-1.19 ms), which is the price of never being 20-40x slower. To keep
+# libgomp's spinning, set OMP_WAIT_POLICY=active (or any GOMP_SPINCOUNT) before importing fastmlp.
+# The setting is process-wide: other libgomp users in the process (PyTorch) share it, and it has
+# no effect if libgomp was already loaded (e.g. torch imported first).
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "passive"
 
 from . import _core, data, ops, optim, reference, schedules
 from ._core import get_num_threads, set_num_threads
+from .cuda import DeviceArray, to_device
 from .gradcheck import gradcheck
 from .nn import MLP, load
 from .trainer import EarlyStopping, History, Trainer
@@ -56,6 +73,7 @@ def build_info() -> dict[str, Any]:
 
 __all__ = [
     "MLP",
+    "DeviceArray",
     "EarlyStopping",
     "History",
     "Trainer",
@@ -71,4 +89,5 @@ __all__ = [
     "reference",
     "schedules",
     "set_num_threads",
+    "to_device",
 ]

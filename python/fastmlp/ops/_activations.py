@@ -11,7 +11,8 @@ Formulas (``csrc/common/activation_math.h``; at ``x == 0`` the left derivative, 
     tanh        f(x) = tanh(x)                           f'(x) = 1 - f(x)^2
 
 Every function takes float arrays (converted to C-contiguous float32) and returns new float32
-arrays. ``ACTIVATIONS`` (name -> ``fastmlp::Activation`` enum value) and ``DEFAULT_ALPHA`` are the
+arrays; with ``device="cuda"`` or DeviceArray inputs they run on the GPU (:mod:`fastmlp.cuda`).
+``ACTIVATIONS`` (name -> ``fastmlp::Activation`` enum value) and ``DEFAULT_ALPHA`` are the
 one table of activation names; other modules validate names through :func:`resolve_activation`.
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from .. import _core
 from .._checks import as_float_input, check_same_shape
+from . import _dispatch
 
 __all__ = [
     "ACTIVATIONS",
@@ -94,17 +96,29 @@ def resolve_activation(name: str, alpha: float | None = None) -> tuple[int, floa
     return ACTIVATIONS[name], a
 
 
-def activation(x: np.ndarray, name: str, alpha: float | None = None) -> np.ndarray:
+def activation(
+    x: np.ndarray, name: str, alpha: float | None = None, *, device: str | None = None
+) -> np.ndarray:
     """``y = f(x)`` elementwise for the activation ``name`` (any shape); formulas above."""
     kind, a = resolve_activation(name, alpha)
+    if _dispatch.use_cuda(device, x):
+        return _dispatch.activation(x, kind, a)
     return _core.activation_forward(as_float_input(x, "x"), kind, a)
 
 
 def activation_backward(
-    x: np.ndarray, y: np.ndarray, dy: np.ndarray, name: str, alpha: float | None = None
+    x: np.ndarray,
+    y: np.ndarray,
+    dy: np.ndarray,
+    name: str,
+    alpha: float | None = None,
+    *,
+    device: str | None = None,
 ) -> np.ndarray:
     """``dx = dy * f'(x)``, given the forward input ``x`` and output ``y = f(x)`` (same shapes)."""
     kind, a = resolve_activation(name, alpha)
+    if _dispatch.use_cuda(device, x, y, dy):
+        return _dispatch.activation_backward(x, y, dy, kind, a)
     x = as_float_input(x, "x")
     y = as_float_input(y, "y")
     dy = as_float_input(dy, "dy")
@@ -113,34 +127,34 @@ def activation_backward(
     return _core.activation_backward(x, y, dy, kind, a)
 
 
-def identity(x: np.ndarray) -> np.ndarray:
+def identity(x: np.ndarray, *, device: str | None = None) -> np.ndarray:
     """``f(x) = x`` (as a float32 copy)."""
-    return activation(x, "identity")
+    return activation(x, "identity", device=device)
 
 
-def relu(x: np.ndarray) -> np.ndarray:
+def relu(x: np.ndarray, *, device: str | None = None) -> np.ndarray:
     """``f(x) = max(x, 0)``."""
-    return activation(x, "relu")
+    return activation(x, "relu", device=device)
 
 
-def leaky_relu(x: np.ndarray, alpha: float = 0.01) -> np.ndarray:
+def leaky_relu(x: np.ndarray, alpha: float = 0.01, *, device: str | None = None) -> np.ndarray:
     """``f(x) = x if x > 0 else alpha * x`` (``alpha >= 0``)."""
-    return activation(x, "leaky_relu", alpha)
+    return activation(x, "leaky_relu", alpha, device=device)
 
 
-def elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+def elu(x: np.ndarray, alpha: float = 1.0, *, device: str | None = None) -> np.ndarray:
     """``f(x) = x if x > 0 else alpha * (exp(x) - 1)`` (``alpha > 0``)."""
-    return activation(x, "elu", alpha)
+    return activation(x, "elu", alpha, device=device)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray, *, device: str | None = None) -> np.ndarray:
     """``f(x) = 1 / (1 + exp(-x))``, evaluated without overflow for any ``x``."""
-    return activation(x, "sigmoid")
+    return activation(x, "sigmoid", device=device)
 
 
-def tanh(x: np.ndarray) -> np.ndarray:
+def tanh(x: np.ndarray, *, device: str | None = None) -> np.ndarray:
     """``f(x) = tanh(x)``."""
-    return activation(x, "tanh")
+    return activation(x, "tanh", device=device)
 
 
 def _prelu_args(x: object, slope: object) -> tuple[np.ndarray, np.ndarray]:
@@ -155,47 +169,57 @@ def _prelu_args(x: object, slope: object) -> tuple[np.ndarray, np.ndarray]:
     return x, slope
 
 
-def prelu(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
+def prelu(x: np.ndarray, slope: np.ndarray, *, device: str | None = None) -> np.ndarray:
     """PReLU: ``y[i, j] = x[i, j] if x[i, j] > 0 else slope[j] * x[i, j]``.
 
     ``x`` is (rows, cols); ``slope`` is (1,) (shared by all columns) or (cols,) (one per column).
     """
+    if _dispatch.use_cuda(device, x, slope):
+        return _dispatch.prelu(x, slope)
     x, slope = _prelu_args(x, slope)
     return _core.prelu_forward(x, slope)
 
 
 def prelu_backward(
-    x: np.ndarray, slope: np.ndarray, dy: np.ndarray
+    x: np.ndarray, slope: np.ndarray, dy: np.ndarray, *, device: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gradients of PReLU: ``(dx, dslope)``.
 
     ``dx = dy * (1 if x > 0 else slope)``; ``dslope[j] = sum_i dy[i, j] * min(x[i, j], 0)`` for a
     (cols,) slope, and the sum over all elements for a (1,) slope. ``dslope`` has ``slope``'s shape.
     """
+    if _dispatch.use_cuda(device, x, slope, dy):
+        return _dispatch.prelu_backward(x, slope, dy)
     x, slope = _prelu_args(x, slope)
     dy = as_float_input(dy, "dy", ndim=2)
     check_same_shape(x, "x", dy, "dy")
     return _core.prelu_backward(x, slope, dy)
 
 
-def column_sum(x: np.ndarray) -> np.ndarray:
+def column_sum(x: np.ndarray, *, device: str | None = None) -> np.ndarray:
     """``out[j] = sum_i x[i, j]`` for a 2-D ``x`` (the bias gradient), accumulated in float64.
 
     The summation order is fixed, so the result is the same for every thread count.
     """
+    if _dispatch.use_cuda(device, x):
+        return _dispatch.column_sum(x)
     return _core.column_sum(as_float_input(x, "x", ndim=2))
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
+def softmax(x: np.ndarray, *, device: str | None = None) -> np.ndarray:
     """Row-wise ``softmax(x)_ij = exp(x_ij - m_i) / sum_k exp(x_ik - m_i)``, ``m_i = max_k x_ik``.
 
     The row max is subtracted first, so no exp overflows whatever the logits.
     """
+    if _dispatch.use_cuda(device, x):
+        return _dispatch.row_forward("softmax_forward", x)
     return _core.softmax_forward(as_float_input(x, "x", ndim=2))
 
 
-def log_softmax(x: np.ndarray) -> np.ndarray:
+def log_softmax(x: np.ndarray, *, device: str | None = None) -> np.ndarray:
     """Row-wise ``log_softmax(x)_ij = (x_ij - m_i) - log sum_k exp(x_ik - m_i)``."""
+    if _dispatch.use_cuda(device, x):
+        return _dispatch.row_forward("log_softmax_forward", x)
     return _core.log_softmax_forward(as_float_input(x, "x", ndim=2))
 
 
@@ -206,11 +230,15 @@ def _row_backward_args(y: object, dy: object) -> tuple[np.ndarray, np.ndarray]:
     return y, dy
 
 
-def softmax_backward(y: np.ndarray, dy: np.ndarray) -> np.ndarray:
+def softmax_backward(y: np.ndarray, dy: np.ndarray, *, device: str | None = None) -> np.ndarray:
     """Given ``y = softmax(x)``: ``dx = y * (dy - sum_j dy_j y_j)`` per row."""
+    if _dispatch.use_cuda(device, y, dy):
+        return _dispatch.row_backward("softmax_backward", y, dy)
     return _core.softmax_backward(*_row_backward_args(y, dy))
 
 
-def log_softmax_backward(y: np.ndarray, dy: np.ndarray) -> np.ndarray:
+def log_softmax_backward(y: np.ndarray, dy: np.ndarray, *, device: str | None = None) -> np.ndarray:
     """Given ``y = log_softmax(x)``: ``dx = dy - exp(y) * sum_j dy_j`` per row."""
+    if _dispatch.use_cuda(device, y, dy):
+        return _dispatch.row_backward("log_softmax_backward", y, dy)
     return _core.log_softmax_backward(*_row_backward_args(y, dy))

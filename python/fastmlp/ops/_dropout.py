@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import _core
 from .._checks import as_float_input, check_probability
+from . import _dispatch
 
 __all__ = ["dropout", "dropout_backward", "dropout_mask"]
 
@@ -39,15 +40,25 @@ def _args(p: object, seed: object, offset: object) -> tuple[float, int, int]:
 
 
 def dropout(
-    x: np.ndarray, p: float, *, seed: int, offset: int = 0, training: bool = True
+    x: np.ndarray,
+    p: float,
+    *,
+    seed: int,
+    offset: int = 0,
+    training: bool = True,
+    device: str | None = None,
 ) -> np.ndarray:
     """Inverted dropout: ``y = x * mask``, ``mask[i] = 1 / (1 - p)`` if kept else 0.
 
     ``p`` in [0, 1) is the probability of dropping an element; ``seed`` and ``offset`` are
     non-negative ints below 2**64 and select the mask (see the module docstring). With
     ``training=False`` (or ``p == 0``) ``y`` is a float32 copy of ``x``. Returns a new float32
-    array of ``x``'s shape.
+    array of ``x``'s shape. ``device="cuda"`` (or a DeviceArray ``x``) draws the same mask on the
+    GPU.
     """
+    if _dispatch.use_cuda(device, x):
+        p, seed, offset = _args(p, seed, offset)
+        return _dispatch.dropout(x, p, seed, offset, training, "x")
     x = as_float_input(x, "x")
     p, seed, offset = _args(p, seed, offset)
     if not training:
@@ -57,9 +68,14 @@ def dropout(
     return y
 
 
-def dropout_backward(dy: np.ndarray, p: float, *, seed: int, offset: int = 0) -> np.ndarray:
+def dropout_backward(
+    dy: np.ndarray, p: float, *, seed: int, offset: int = 0, device: str | None = None
+) -> np.ndarray:
     """Gradient of :func:`dropout`: ``dx = dy * mask`` with the mask forward used (same ``p``,
     ``seed``, ``offset``). Returns a new float32 array of ``dy``'s shape."""
+    if _dispatch.use_cuda(device, dy):
+        p, seed, offset = _args(p, seed, offset)
+        return _dispatch.dropout(dy, p, seed, offset, True, "dy")
     dy = as_float_input(dy, "dy")
     p, seed, offset = _args(p, seed, offset)
     dx = np.empty_like(dy)
@@ -67,9 +83,17 @@ def dropout_backward(dy: np.ndarray, p: float, *, seed: int, offset: int = 0) ->
     return dx
 
 
-def dropout_mask(shape: int | Sequence[int], p: float, *, seed: int, offset: int = 0) -> np.ndarray:
+def dropout_mask(
+    shape: int | Sequence[int],
+    p: float,
+    *,
+    seed: int,
+    offset: int = 0,
+    device: str | None = None,
+) -> np.ndarray:
     """The factors :func:`dropout` multiplies by: a float32 array of ``shape`` holding
-    ``1 / (1 - p)`` where the element is kept and 0 where it is dropped."""
+    ``1 / (1 - p)`` where the element is kept and 0 where it is dropped. ``device="cuda"`` draws
+    it on the GPU (and returns it as NumPy): the same bits as on the CPU."""
     dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
     try:
         dims = tuple(operator.index(d) for d in dims)  # type: ignore[union-attr]
@@ -78,6 +102,8 @@ def dropout_mask(shape: int | Sequence[int], p: float, *, seed: int, offset: int
     if any(d < 0 for d in dims):
         raise ValueError(f"shape: dimensions must be >= 0, got {dims}")
     p, seed, offset = _args(p, seed, offset)
+    if _dispatch.use_cuda(device):
+        return _dispatch.dropout_mask(dims, p, seed, offset)
     mask = np.empty(dims, dtype=np.float32)
     _core.dropout_mask(mask, p=p, seed=seed, offset=offset)
     return mask

@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import _core
 from .._checks import _shape_str, as_float_input, as_inplace
+from . import _dispatch
 
 __all__ = ["linear", "matmul"]
 
@@ -35,6 +36,7 @@ def matmul(
     alpha: float = 1.0,
     out: np.ndarray | None = None,
     beta: float = 0.0,
+    device: str | None = None,
 ) -> np.ndarray:
     """Return ``alpha * op(a) @ op(b) + beta * out`` as float32, where ``op(x)`` is ``x.T`` if
     ``trans_x``.
@@ -44,7 +46,11 @@ def matmul(
     else into a new array. ``beta != 0`` needs ``out``; with ``beta == 0`` the old contents of
     ``out`` are never read (NaN there does not propagate). ``out`` may not share memory with
     ``a`` or ``b``.
+
+    ``device="cuda"`` (or DeviceArray inputs) runs it on the GPU: see :mod:`fastmlp.cuda`.
     """
+    if _dispatch.use_cuda(device, a, b, out):
+        return _dispatch.matmul(a, b, trans_a, trans_b, alpha, out, beta)
     a = as_float_input(a, "a", 2)
     b = as_float_input(b, "b", 2)
     m, n, _ = _inner_dims(a, b, trans_a, trans_b)
@@ -74,6 +80,7 @@ def linear(
     activation: str = "identity",
     alpha: float | None = None,
     return_preactivation: bool = False,
+    device: str | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Fully connected layer ``y = act(x @ weight + bias)`` in one fused GEMM.
 
@@ -82,8 +89,11 @@ def linear(
     "elu", "sigmoid", "tanh"; ``alpha`` is the negative slope of leaky_relu (default 0.01) and
     prelu (required, one slope shared by all units) or the scale of elu (default 1.0), and is
     ignored by the others. With ``return_preactivation`` the result is ``(y, z)`` with
-    ``z = x @ weight + bias``, the value backprop needs.
+    ``z = x @ weight + bias``, the value backprop needs. ``device="cuda"`` (or DeviceArray
+    inputs) runs it on the GPU's FP32 GEMM: see :mod:`fastmlp.cuda`.
     """
+    if _dispatch.use_cuda(device, x, weight, bias):
+        return _dispatch.linear(x, weight, bias, activation, alpha, return_preactivation)
     x = as_float_input(x, "x", 2)
     weight = as_float_input(weight, "weight", 2)
     if not isinstance(activation, str):

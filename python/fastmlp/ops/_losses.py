@@ -21,6 +21,7 @@ from .._checks import (
     check_probability,
     check_same_shape,
 )
+from . import _dispatch
 
 __all__ = [
     "bce_with_logits",
@@ -44,6 +45,7 @@ def softmax_cross_entropy(
     *,
     label_smoothing: float = 0.0,
     need_grad: bool = True,
+    device: str | None = None,
 ) -> tuple[float, np.ndarray | None]:
     """Mean softmax cross-entropy of ``logits`` (N, C) against integer ``labels`` (N,).
 
@@ -56,6 +58,8 @@ def softmax_cross_entropy(
     With ``eps = 0`` this is ``-(1/N) sum_i log p_{i, y_i}``. Computed from the log-sum-exp with the
     row max subtracted, so logits of any size give a finite loss and gradient.
     """
+    if _dispatch.use_cuda(device, logits, labels):
+        return _dispatch.softmax_cross_entropy(logits, labels, label_smoothing, need_grad)
     z = _batch_input(logits, "logits")
     y = as_labels(labels, "labels", z.shape[0], z.shape[1])
     eps = check_probability(label_smoothing, "label_smoothing", allow_one=True)
@@ -64,7 +68,7 @@ def softmax_cross_entropy(
 
 
 def mse_loss(
-    pred: np.ndarray, target: np.ndarray, *, need_grad: bool = True
+    pred: np.ndarray, target: np.ndarray, *, need_grad: bool = True, device: str | None = None
 ) -> tuple[float, np.ndarray | None]:
     """Mean squared error over all elements (PyTorch's ``reduction='mean'``).
 
@@ -73,6 +77,8 @@ def mse_loss(
         loss = sum_ij (pred_ij - target_ij)^2 / (N F)
         dpred = 2 (pred - target) / (N F)
     """
+    if _dispatch.use_cuda(device, pred, target):
+        return _dispatch.mse_loss(pred, target, need_grad)
     p = _batch_input(pred, "pred")
     t = as_float_input(target, "target", ndim=2)
     check_same_shape(p, "pred", t, "target")
@@ -81,7 +87,12 @@ def mse_loss(
 
 
 def multiclass_hinge_loss(
-    scores: np.ndarray, labels: np.ndarray, *, margin: float = 1.0, need_grad: bool = True
+    scores: np.ndarray,
+    labels: np.ndarray,
+    *,
+    margin: float = 1.0,
+    need_grad: bool = True,
+    device: str | None = None,
 ) -> tuple[float, np.ndarray | None]:
     """Multiclass SVM (hinge) loss of the course notes, mean over the batch.
 
@@ -94,6 +105,8 @@ def multiclass_hinge_loss(
     Unlike ``torch.nn.MultiMarginLoss`` the per-sample sum is not divided by the number of classes C
     (this loss is C times torch's with ``p=1``). ``margin`` must be finite and >= 0.
     """
+    if _dispatch.use_cuda(device, scores, labels):
+        return _dispatch.multiclass_hinge_loss(scores, labels, margin, need_grad)
     s = _batch_input(scores, "scores")
     y = as_labels(labels, "labels", s.shape[0], s.shape[1])
     if isinstance(margin, bool) or not isinstance(margin, numbers.Real):
@@ -105,7 +118,7 @@ def multiclass_hinge_loss(
 
 
 def bce_with_logits(
-    logits: np.ndarray, targets: np.ndarray, *, need_grad: bool = True
+    logits: np.ndarray, targets: np.ndarray, *, need_grad: bool = True, device: str | None = None
 ) -> tuple[float, np.ndarray | None]:
     """Binary cross-entropy on logits, mean over all elements (PyTorch's ``BCEWithLogitsLoss``).
 
@@ -117,6 +130,8 @@ def bce_with_logits(
 
     Targets outside [0, 1], NaN or infinite raise ``ValueError``.
     """
+    if _dispatch.use_cuda(device, logits, targets):
+        return _dispatch.bce_with_logits(logits, targets, need_grad)
     z = _batch_input(logits, "logits")
     t = as_float_input(targets, "targets", ndim=2)
     check_same_shape(z, "logits", t, "targets")

@@ -9,7 +9,9 @@ gradient
 
 (AdamW leaves weight_decay out of g' and decays p directly). ``step`` counts updates from 1. State
 buffers start as zeros (``np.zeros_like(param)``). The hyper-parameters are checked in C++ and a
-bad one raises ``ValueError`` naming it.
+bad one raises ``ValueError`` naming it. With ``device="cuda"`` or DeviceArray buffers the update
+runs on the GPU (one multi-tensor kernel, the same float32 bits as the CPU: csrc/cuda/optim.cu);
+NumPy buffers are then copied to the device and the results back into them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from .. import _core
 from .._checks import as_float_input, as_inplace, check_same_shape
+from . import _dispatch
 
 __all__ = ["adagrad_step", "adam_step", "adamw_step", "rmsprop_step", "sgd_step"]
 
@@ -83,6 +86,7 @@ def sgd_step(
     weight_decay: float = 0.0,
     l1: float = 0.0,
     step: int = 1,
+    device: str | None = None,
 ) -> None:
     """One SGD step in place, with torch.optim.SGD's rule (plus L1)::
 
@@ -96,6 +100,23 @@ def sgd_step(
     creates it as a copy of g'), so pass the true step number. Nesterov needs ``momentum > 0`` and
     ``dampening == 0`` (as PyTorch); ``dampening`` must lie in [0, 1].
     """
+    if _dispatch.use_cuda(device, param, grad, momentum_buffer):
+        momentum = _real(momentum, "momentum")
+        if momentum != 0.0 and momentum_buffer is None:
+            raise ValueError("momentum_buffer: required when momentum != 0 (np.zeros_like(param))")
+        return _dispatch.optimizer_step(
+            "sgd_step",
+            param,
+            grad,
+            [("momentum_buffer", momentum_buffer)],
+            lr=_real(lr, "lr"),
+            momentum=momentum,
+            dampening=_real(dampening, "dampening"),
+            nesterov=bool(nesterov),
+            weight_decay=_real(weight_decay, "weight_decay"),
+            l1=_real(l1, "l1"),
+            step=_step(step),
+        )
     param = _param(param)
     g = _grad(grad, param)
     momentum = _real(momentum, "momentum")
@@ -128,6 +149,7 @@ def adagrad_step(
     eps: float = 1e-10,
     l1: float = 0.0,
     step: int,
+    device: str | None = None,
 ) -> None:
     """One AdaGrad step in place, with torch.optim.Adagrad's rule (plus L1)::
 
@@ -138,6 +160,19 @@ def adagrad_step(
 
     ``sum_sq`` (s) starts at zero (PyTorch's default ``initial_accumulator_value=0``).
     """
+    if _dispatch.use_cuda(device, param, grad, sum_sq):
+        return _dispatch.optimizer_step(
+            "adagrad_step",
+            param,
+            grad,
+            [("sum_sq", sum_sq)],
+            lr=_real(lr, "lr"),
+            lr_decay=_real(lr_decay, "lr_decay"),
+            weight_decay=_real(weight_decay, "weight_decay"),
+            eps=_real(eps, "eps"),
+            l1=_real(l1, "l1"),
+            step=_step(step),
+        )
     param = _param(param)
     g = _grad(grad, param)
     s = _state(sum_sq, "sum_sq", param)
@@ -170,6 +205,7 @@ def rmsprop_step(
     centered: bool = False,
     l1: float = 0.0,
     step: int = 1,
+    device: str | None = None,
 ) -> None:
     """One RMSprop step in place, with torch.optim.RMSprop's rule (plus L1)::
 
@@ -186,6 +222,30 @@ def rmsprop_step(
     at 0 before the square root, where float32 rounding would otherwise give NaN. ``step`` is only
     checked (RMSprop has no bias correction).
     """
+    if _dispatch.use_cuda(device, param, grad, square_avg, momentum_buffer, grad_avg):
+        momentum = _real(momentum, "momentum")
+        if momentum != 0.0 and momentum_buffer is None:
+            raise ValueError("momentum_buffer: required when momentum != 0 (np.zeros_like(param))")
+        if centered and grad_avg is None:
+            raise ValueError("grad_avg: required when centered=True (np.zeros_like(param))")
+        return _dispatch.optimizer_step(
+            "rmsprop_step",
+            param,
+            grad,
+            [
+                ("square_avg", square_avg),
+                ("momentum_buffer", momentum_buffer),
+                ("grad_avg", grad_avg),
+            ],
+            lr=_real(lr, "lr"),
+            alpha=_real(alpha, "alpha"),
+            eps=_real(eps, "eps"),
+            weight_decay=_real(weight_decay, "weight_decay"),
+            momentum=momentum,
+            centered=bool(centered),
+            l1=_real(l1, "l1"),
+            step=_step(step),
+        )
     param = _param(param)
     g = _grad(grad, param)
     v = _state(square_avg, "square_avg", param)
@@ -235,7 +295,25 @@ def _adam(
     weight_decay: object,
     l1: object,
     decoupled: bool,
+    device: str | None = None,
 ) -> None:
+    if _dispatch.use_cuda(device, param, grad, m, v):
+        beta1, beta2 = _betas(betas)
+        _dispatch.optimizer_step(
+            "adam_step",
+            param,
+            grad,
+            [("m", m), ("v", v)],
+            lr=_real(lr, "lr"),
+            beta1=beta1,
+            beta2=beta2,
+            eps=_real(eps, "eps"),
+            weight_decay=_real(weight_decay, "weight_decay"),
+            decoupled_weight_decay=decoupled,
+            l1=_real(l1, "l1"),
+            step=_step(step),
+        )
+        return
     p = _param(param)
     g = _grad(grad, p)
     m_buf = _state(m, "m", p)
@@ -270,6 +348,7 @@ def adam_step(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     l1: float = 0.0,
+    device: str | None = None,
 ) -> None:
     """One Adam step in place, with torch.optim.Adam's rule (coupled L2, plus L1)::
 
@@ -281,7 +360,7 @@ def adam_step(
     ``m`` and ``v`` start at zero; ``step`` counts from 1; ``0 <= beta1, beta2 < 1``, ``eps > 0``.
     AMSGrad is not provided.
     """
-    _adam(param, grad, m, v, step, lr, betas, eps, weight_decay, l1, decoupled=False)
+    _adam(param, grad, m, v, step, lr, betas, eps, weight_decay, l1, False, device)
 
 
 def adamw_step(
@@ -296,6 +375,7 @@ def adamw_step(
     eps: float = 1e-8,
     weight_decay: float = 0.01,
     l1: float = 0.0,
+    device: str | None = None,
 ) -> None:
     """One AdamW step in place, with torch.optim.AdamW's rule (decoupled weight decay, plus L1)::
 
@@ -307,4 +387,4 @@ def adamw_step(
 
     Same state and checks as :func:`adam_step`; only where weight decay enters differs.
     """
-    _adam(param, grad, m, v, step, lr, betas, eps, weight_decay, l1, decoupled=True)
+    _adam(param, grad, m, v, step, lr, betas, eps, weight_decay, l1, True, device)

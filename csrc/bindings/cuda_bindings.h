@@ -1,0 +1,35 @@
+// Shared by the _cuda module's binding files (cuda_module.cpp, cuda_ops.cpp).
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/errors.h"
+#include "cuda/check.h"
+#include "cuda/memory.h"
+
+namespace fastmlp::bind {
+
+// Last line of defence for the device ops (fastmlp.cuda / fastmlp.ops check shapes first): the
+// buffer must hold `count` elements of `elem` bytes and live on the current device.
+inline void* need(const cuda::DeviceBuffer& buf, int64_t count, size_t elem, const char* name) {
+  FASTMLP_CHECK(count >= 0, name, ": negative size ", count);
+  const size_t bytes = static_cast<size_t>(count) * elem;
+  FASTMLP_CHECK(buf.nbytes() >= bytes, name, ": device buffer holds ", buf.nbytes(),
+                " bytes, the op needs ", bytes);
+  int device = 0;
+  cuda::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  FASTMLP_CHECK(buf.device() == device, name, ": lives on cuda:", buf.device(),
+                " but the current device is cuda:", device);
+  return buf.data();
+}
+
+inline float* need_f32(const cuda::DeviceBuffer& buf, int64_t count, const char* name) {
+  return static_cast<float*>(need(buf, count, sizeof(float), name));
+}
+
+void bind_cuda_ops(pybind11::module_& m);
+
+}  // namespace fastmlp::bind

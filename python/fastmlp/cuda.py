@@ -1,0 +1,330 @@
+"""Device memory and CUDA entry points: :class:`DeviceArray`, :func:`to_device`, :func:`gemm`.
+
+A :class:`DeviceArray` owns one block of GPU memory (freed when the last reference goes away) and
+has a shape and a dtype (``float32``, or ``int64`` for class labels); it is always C-contiguous.
+``fastmlp.ops`` functions accept DeviceArrays and then leave their results on the device; with
+NumPy inputs and ``device="cuda"`` they copy in, run on the GPU and return NumPy arrays.
+
+Other libraries read a DeviceArray without a copy through ``__cuda_array_interface__`` (v3, CuPy,
+Numba, PyTorch) and DLPack (``torch.from_dlpack``, ``cupy.from_dlpack``).
+
+Streams: every fastmlp kernel and copy runs on the CUDA legacy default stream, so fastmlp calls are
+ordered among themselves and with other libraries' work on that stream. ``.numpy()`` waits for the
+queued kernels. ``__cuda_array_interface__`` reports ``stream=1`` (the legacy default stream) and
+``__dlpack__(stream=s)`` makes stream ``s`` wait for fastmlp's queued work before it returns.
+
+Without a usable GPU (fastmlp built without CUDA, no driver, no device) every function here raises
+``RuntimeError`` saying which; :func:`fastmlp.cuda_available` tells beforehand. Running out of
+device memory raises ``MemoryError`` naming the allocation. Kernels run asynchronously: an error
+inside a running kernel (an illegal address) surfaces as ``RuntimeError`` at the next call that
+waits for it (``.numpy()``, a loss, :func:`synchronize`), and CUDA then refuses all further work in
+this process.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DeviceArray", "empty", "gemm", "synchronize", "to_device", "zeros"]
+
+_DTYPES = (np.dtype(np.float32), np.dtype(np.int64))
+_KDLCUDA = 2  # DLPack device type of CUDA memory
+
+
+def _module() -> ModuleType:
+    """The compiled ``fastmlp._cuda`` module, or ``RuntimeError`` saying why there is none."""
+    from . import _cuda_info
+
+    info = _cuda_info()
+    if not info["compiled"]:
+        raise RuntimeError(f"CUDA is not available: {info['error']}")
+    if info["device_count"] == 0:
+        raise RuntimeError(f"CUDA is not available: no usable GPU ({info['error']})")
+    from . import _cuda  # type: ignore[attr-defined]
+
+    return _cuda
+
+
+def _shape_tuple(shape: int | Sequence[int]) -> tuple[int, ...]:
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    try:
+        out = tuple(operator.index(d) for d in dims)  # type: ignore[union-attr]
+    except TypeError:
+        raise TypeError(f"shape: expected an int or a sequence of ints, got {shape!r}") from None
+    if any(d < 0 for d in out):
+        raise ValueError(f"shape: dimensions must be >= 0, got {out}")
+    return out
+
+
+def _check_dtype(dtype: object) -> np.dtype:
+    dt = np.dtype(dtype)  # type: ignore[call-overload]
+    if dt not in _DTYPES:
+        raise TypeError(f"dtype: DeviceArray holds float32 or int64, got {dt}")
+    return dt
+
+
+class DeviceArray:
+    """A C-contiguous float32 or int64 array in GPU memory (owning, reference-counted).
+
+    Create one with :func:`to_device`, :func:`empty` or :func:`zeros`; read it back with
+    :meth:`numpy`. Views made by :meth:`reshape` share the memory.
+    """
+
+    __slots__ = ("__weakref__", "_buf", "_dtype", "_shape")
+
+    def __init__(self, buffer: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        # Internal: use to_device / empty / zeros. `buffer` is a fastmlp._cuda.DeviceBuffer.
+        self._buf = buffer
+        self._shape = shape
+        self._dtype = dtype
+
+    # ---------------------------------------------------------------- description
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self._shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self._dtype.itemsize
+
+    @property
+    def ptr(self) -> int:
+        """Device address of the first element (0 for an empty array)."""
+        return int(self._buf.ptr)
+
+    @property
+    def device(self) -> int:
+        """Index of the GPU holding the memory."""
+        return int(self._buf.device)
+
+    def __len__(self) -> int:
+        if not self._shape:
+            raise TypeError("len() of a 0-d DeviceArray")
+        return self._shape[0]
+
+    def __repr__(self) -> str:
+        return f"DeviceArray(shape={self._shape}, dtype={self._dtype}, device='cuda:{self.device}')"
+
+    # ---------------------------------------------------------------- data movement
+    def numpy(self) -> np.ndarray:
+        """A new NumPy array with the contents (waits for the kernels queued before it)."""
+        out = np.empty(self._shape, dtype=self._dtype)
+        self._buf.copy_to_host(out)
+        return out
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        # As CuPy: no silent device-to-host copy (np.asarray would hide a transfer in a hot loop).
+        raise TypeError("DeviceArray: implicit conversion to NumPy is not allowed; use .numpy()")
+
+    def copy_from(self, src: np.ndarray | DeviceArray) -> None:
+        """Overwrite the contents with ``src`` (same shape and dtype), from the host or device."""
+        if isinstance(src, DeviceArray):
+            if src.shape != self._shape or src.dtype != self._dtype:
+                raise ValueError(
+                    f"src: expected shape {self._shape} and dtype {self._dtype}, "
+                    f"got {src.shape} and {src.dtype}"
+                )
+            self._buf.copy_from(src._buf)
+            return
+        arr = np.asarray(src)
+        if arr.shape != self._shape:
+            raise ValueError(f"src: expected shape {self._shape}, got {arr.shape}")
+        if arr.dtype != self._dtype:
+            raise TypeError(f"src: expected dtype {self._dtype}, got {arr.dtype}")
+        self._buf.copy_from_host(np.ascontiguousarray(arr))
+
+    def copy(self) -> DeviceArray:
+        """A new DeviceArray with the same contents."""
+        out = empty(self._shape, self._dtype)
+        out._buf.copy_from(self._buf)
+        return out
+
+    def reshape(self, *shape: int | Sequence[int]) -> DeviceArray:
+        """A view with another shape of the same size (shares the memory); one ``-1`` allowed."""
+        dims = list(shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)  # type: ignore[arg-type]
+        if dims.count(-1) > 1:
+            raise ValueError("shape: only one dimension can be -1")
+        if -1 in dims:
+            known = int(np.prod([d for d in dims if d != -1], dtype=np.int64))
+            if known == 0 or self.size % known:
+                raise ValueError(f"shape: cannot reshape size {self.size} into {tuple(dims)}")
+            dims[dims.index(-1)] = self.size // known
+        new = _shape_tuple(dims)
+        if int(np.prod(new, dtype=np.int64)) != self.size:
+            raise ValueError(f"shape: cannot reshape size {self.size} into {new}")
+        return DeviceArray(self._buf, new, self._dtype)
+
+    # ---------------------------------------------------------------- interop
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        """Numba's CUDA Array Interface, version 3 (C-contiguous: ``strides`` is None)."""
+        return {
+            "shape": self._shape,
+            "typestr": self._dtype.str,
+            "data": (self.ptr, False),
+            "version": 3,
+            "strides": None,
+            "stream": 1,  # the legacy default stream, where fastmlp queues its work
+        }
+
+    def __dlpack__(
+        self,
+        *,
+        stream: int | None = None,
+        max_version: tuple[int, int] | None = None,
+        dl_device: tuple[int, int] | None = None,
+        copy: bool | None = None,
+    ) -> Any:
+        """Export as a DLPack capsule (no copy). ``stream`` is the consumer's stream: it is made
+        to wait for the work fastmlp queued so far. Only ``copy`` None/False and this device."""
+        if copy:
+            raise BufferError("DeviceArray.__dlpack__: copy=True is not supported")
+        if dl_device is not None and tuple(dl_device) != self.__dlpack_device__():
+            raise BufferError(f"DeviceArray.__dlpack__: cannot export to device {dl_device}")
+        # None / 1 (legacy default) / 2 (per-thread default) need nothing: the legacy stream
+        # already orders them; -1 means "no synchronisation wanted".
+        if stream is not None and stream not in (-1, 1, 2):
+            if not isinstance(stream, int) or stream == 0:
+                raise ValueError(f"stream: expected a CUDA stream handle as an int, got {stream!r}")
+            _module().stream_wait_default(stream)
+        return self._buf.dlpack(list(self._shape), str(self._dtype), self)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (_KDLCUDA, self.device)
+
+
+# -------------------------------------------------------------------- constructors
+def empty(shape: int | Sequence[int], dtype: object = np.float32) -> DeviceArray:
+    """An uninitialised DeviceArray (float32 or int64). ``MemoryError`` when the GPU is full."""
+    dims = _shape_tuple(shape)
+    dt = _check_dtype(dtype)
+    nbytes = int(np.prod(dims, dtype=np.int64)) * dt.itemsize
+    buf = _module().DeviceBuffer(nbytes, f"a {dt} array of shape {dims}")
+    return DeviceArray(buf, dims, dt)
+
+
+def zeros(shape: int | Sequence[int], dtype: object = np.float32) -> DeviceArray:
+    """A DeviceArray of zeros (float32 or int64)."""
+    out = empty(shape, dtype)
+    out._buf.zero()
+    return out
+
+
+def to_device(x: object, dtype: object = None) -> DeviceArray:
+    """Copy an array to the GPU.
+
+    Floating arrays become float32 and integer arrays int64 (unless ``dtype`` says which of the
+    two); a DeviceArray is returned as is when its dtype already matches. Raises ``RuntimeError``
+    when no GPU is usable, ``TypeError`` for other dtypes.
+    """
+    _module()
+    if isinstance(x, DeviceArray):
+        if dtype is None or np.dtype(dtype) == x.dtype:  # type: ignore[call-overload]
+            return x
+        raise TypeError(f"x: a {x.dtype} DeviceArray cannot be converted to {dtype} on the GPU")
+    arr = np.asarray(x)
+    if dtype is None:
+        if arr.dtype.kind == "f":
+            dtype = np.float32
+        elif arr.dtype.kind in "iu":
+            dtype = np.int64
+        else:
+            raise TypeError(f"x: expected a floating or integer array, got dtype {arr.dtype}")
+    dt = _check_dtype(dtype)
+    host = np.ascontiguousarray(arr, dtype=dt)
+    out = empty(host.shape, dt)
+    out._buf.copy_from_host(host)
+    return out
+
+
+def synchronize() -> None:
+    """Wait for all queued GPU work; raises the error of a kernel that failed."""
+    _module().synchronize()
+
+
+# -------------------------------------------------------------------- low-level GEMM
+def gemm(
+    c: DeviceArray,
+    a: DeviceArray,
+    b: DeviceArray,
+    *,
+    trans_a: bool = False,
+    trans_b: bool = False,
+    alpha: float = 1.0,
+    beta: float = 0.0,
+    bias: DeviceArray | None = None,
+    activation: str = "identity",
+    activation_alpha: float | None = None,
+    preactivation: DeviceArray | None = None,
+    tf32: bool = False,
+) -> DeviceArray:
+    """``c = act(alpha * op(a) @ op(b) + beta * c + bias)`` in place on the GPU; returns ``c``.
+
+    The device twin of ``fastmlp._core.gemm``: ``op(x)`` is ``x.T`` when ``trans_x``; all
+    arguments are float32 DeviceArrays (``a`` (m, k) or (k, m), ``b`` (k, n) or (n, k), ``c`` and
+    ``preactivation`` (m, n), ``bias`` (n,)). With ``beta == 0`` the old ``c`` is not read.
+    ``tf32=True`` runs on the tensor cores with inputs rounded to TF32 (10-bit mantissa): about
+    1e-3 relative error instead of FP32's 1e-6, several times faster on Ampere and Hopper.
+    """
+    from .ops._activations import resolve_activation
+    from .ops._dispatch import check_device_f32
+
+    mod = _module()
+    check_device_f32(a, "a", 2)
+    check_device_f32(b, "b", 2)
+    check_device_f32(c, "c", 2)
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if kb != k:
+        raise ValueError(f"b: expected {k} rows in op(b) to match the columns of op(a), got {kb}")
+    if c.shape != (m, n):
+        raise ValueError(f"c: expected shape {(m, n)}, got {c.shape}")
+    if bias is not None:
+        check_device_f32(bias, "bias", 1)
+        if bias.shape != (n,):
+            raise ValueError(f"bias: expected shape {(n,)}, got {bias.shape}")
+    if preactivation is not None:
+        check_device_f32(preactivation, "preactivation", 2)
+        if preactivation.shape != (m, n):
+            raise ValueError(f"preactivation: expected shape {(m, n)}, got {preactivation.shape}")
+    if activation == "prelu" and activation_alpha is None:
+        raise ValueError("activation_alpha: prelu needs its slope")
+    kind, act_alpha = resolve_activation(activation, activation_alpha)
+    for name, other in (("a", a), ("b", b), ("bias", bias)):
+        if other is not None and other.ptr == c.ptr and c.size:
+            raise ValueError(f"c: must not share memory with {name}")
+    mod.gemm(
+        c._buf,
+        a._buf,
+        b._buf,
+        m,
+        n,
+        k,
+        trans_a=bool(trans_a),
+        trans_b=bool(trans_b),
+        alpha=float(alpha),
+        beta=float(beta),
+        bias=None if bias is None else bias._buf,
+        activation=kind,
+        activation_alpha=act_alpha,
+        preactivation=None if preactivation is None else preactivation._buf,
+        tf32=bool(tf32),
+    )
+    return c
