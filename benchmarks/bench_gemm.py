@@ -22,8 +22,9 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from fastmlp import _core, ops
 from threadpoolctl import threadpool_info, threadpool_limits
+
+from fastmlp import _core, ops
 
 # The backprop products of a 784-256 layer at batch 128 (m x n x k, storage of a and b):
 #   forward   z = x @ W            NN  (128,784) @ (784,256)
@@ -81,9 +82,19 @@ def calls_per_sample(fn: Callable[[], object], target_s: float) -> int:
 
 
 def time_pair(
-    ours: Callable[[], object], theirs: Callable[[], object], repeat: int, sample_s: float
+    ours: Callable[[], object],
+    theirs: Callable[[], object],
+    repeat: int,
+    sample_s: float,
+    pause_s: float,
 ) -> tuple[list[float], list[float]]:
-    """Seconds per call of each function, one entry per sample, samples taken alternately."""
+    """Seconds per call of each function, one entry per sample, samples taken alternately.
+
+    Each sample starts after a pause: OpenBLAS's idle worker threads busy-wait for a while after a
+    call (and OpenMP's, for a shorter while), and that spinning takes a core from the next sample
+    of the other library (measured here: our 2-thread 1024^3 at 49 GFLOP/s right after a NumPy
+    call, 79 after 0.3 s).
+    """
     for fn in (ours, theirs):  # warm-up: page faults, packing buffers, BLAS thread start
         fn()
         fn()
@@ -91,6 +102,7 @@ def time_pair(
     t_ours, t_theirs = [], []
     for _ in range(repeat):
         for fn, n, out in ((ours, n_ours, t_ours), (theirs, n_theirs, t_theirs)):
+            time.sleep(pause_s)
             t = time.perf_counter()
             for _ in range(n):
                 fn()
@@ -98,7 +110,7 @@ def time_pair(
     return t_ours, t_theirs
 
 
-def run_case(name, m, n, k, trans_a, trans_b, threads, repeat, sample_s, rng):
+def run_case(name, m, n, k, trans_a, trans_b, threads, repeat, sample_s, pause_s, rng):
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
     out = np.empty((m, n), dtype=np.float32)
@@ -113,7 +125,7 @@ def run_case(name, m, n, k, trans_a, trans_b, threads, repeat, sample_s, rng):
         def theirs():
             np.matmul(op_a, op_b)
 
-        s_ours, s_np = time_pair(ours, theirs, repeat, sample_s)
+        s_ours, s_np = time_pair(ours, theirs, repeat, sample_s, pause_s)
     flop = 2.0 * m * n * k
     trans = ("T" if trans_a else "N") + ("T" if trans_b else "N")
     return {
@@ -147,6 +159,9 @@ def main() -> None:
     parser.add_argument(
         "--sample-ms", type=float, default=20.0, help="length of one timed sample (several calls)"
     )
+    parser.add_argument(
+        "--pause-ms", type=float, default=250.0, help="idle time before each sample (see time_pair)"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write header and rows as JSON")
     args = parser.parse_args()
 
@@ -176,7 +191,8 @@ def main() -> None:
         )
     print(
         f"# GFLOP/s = 2mnk / time; median (and best) of {args.repeat} samples of "
-        f">= {args.sample_ms:g} ms, ours and numpy alternating"
+        f">= {args.sample_ms:g} ms, ours and numpy alternating, {args.pause_ms:g} ms idle before "
+        "each"
     )
     print()
     cols = (
@@ -193,7 +209,12 @@ def main() -> None:
         for t in threads:
             for case in cases:
                 r = run_case(
-                    *case, threads=t, repeat=args.repeat, sample_s=args.sample_ms / 1e3, rng=rng
+                    *case,
+                    threads=t,
+                    repeat=args.repeat,
+                    sample_s=args.sample_ms / 1e3,
+                    pause_s=args.pause_ms / 1e3,
+                    rng=rng,
                 )
                 rows.append(r)
                 shape = f"{r['m']}x{r['n']}x{r['k']}"

@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from fastmlp import _core, ops, reference
 
 EPS32 = float(np.finfo(np.float32).eps)
