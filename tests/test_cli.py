@@ -225,6 +225,27 @@ def test_info(capsys):
     assert "simd" in out and "num_threads" in out
 
 
+def test_bench_prints_the_table(capsys):
+    """A short run without PyTorch (whether or not it is installed): one row per case."""
+    rc, out, _ = run(capsys, "bench", "--no-torch", "--rounds", "1", "--optimizers", "sgd")
+    assert rc == 0
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("network"))
+    rows = lines[head + 1 : head + 3]
+    assert rows[0].split()[:3] == ["784-256-128-10", "128", "sgd"]
+    assert rows[1].split()[:3] == ["2-16-2", "32", "sgd"]
+    for row in rows:  # ours and NumPy timed, speed-up vs NumPy given, no PyTorch column
+        cells = row.split()
+        assert float(cells[3]) > 0 and float(cells[4]) > 0 and cells[5] == "-"
+        assert cells[6].endswith("x") and cells[7] == "-"
+    assert "machine:" in out and "threads:" in out
+
+
+def test_bench_bad_optimizer_is_a_one_line_error(capsys):
+    rc, _, err = run(capsys, "bench", "--no-torch", "--optimizers", "adam,lbfgs")
+    assert_one_line_error(rc, err, "--optimizers: unknown 'lbfgs'")
+
+
 def test_top_level(capsys):
     rc, out, _ = run(capsys)
     assert rc == 2 and "train" in out and "gradcheck" in out

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fastmlp as fm
+from fastmlp import trainer as trainer_module
 from fastmlp.schedules import ReduceLROnPlateau, StepLR
 
 
@@ -54,6 +55,58 @@ class RecordingMLP(fm.MLP):
         return value
 
 
+def test_train_accuracy_is_counted_during_the_epoch(circles):
+    """Default: the fraction of the epoch's rows each step predicted right before its update;
+    replayed here batch by batch (no dropout, so the eval-mode forward is the step's forward)."""
+    Xtr, ytr, _, _ = circles
+    model = RecordingMLP([2, 16, 2], seed=0)
+    h = fm.Trainer(model, fm.optim.Adam(model, lr=1e-2), batch_size=32, epochs=2, verbose=0).fit(
+        Xtr, ytr
+    )
+    replay = _model()
+    opt = fm.optim.Adam(replay, lr=1e-2)
+    for epoch in range(2):
+        correct = 0
+        for xb, yb in zip(model.batches[6 * epoch : 6 * (epoch + 1)], model.labels[6 * epoch :]):
+            correct += int((replay.predict(xb) == yb).sum())
+            replay.train_step(xb, yb, optimizer=opt)
+        # An exact count: both sides count the same integers.
+        assert h.train_accuracy[epoch] == correct / len(ytr)
+    assert _same_weights(replay.get_weights(), model.get_weights())
+
+
+def test_eval_train_evaluates_the_training_set(circles):
+    Xtr, ytr, _, _ = circles
+    model = _model()
+    h = fm.Trainer(model, batch_size=32, epochs=2, verbose=0, eval_train=True).fit(Xtr, ytr)
+    # The same evaluate call on the same weights: equal floats.
+    assert h.train_accuracy[-1] == model.evaluate(Xtr, ytr)["accuracy"]
+    with pytest.raises(TypeError, match=r"^eval_train: expected a bool"):
+        fm.Trainer(model, eval_train="yes")
+
+
+def test_fit_gathers_batches_into_reused_buffers(circles):
+    """Shuffled batches are np.take-n into two buffers allocated once per fit: every batch
+    handed to train_step is a view of the same memory, and holds the rows of the permutation."""
+    Xtr, ytr, _, _ = circles
+    seen = []
+
+    class Spy(fm.MLP):
+        def train_step(self, x, y, loss=None, optimizer=None, **kw):
+            seen.append((x.__array_interface__["data"][0], x.copy(), y.copy(), y.dtype))
+            return super().train_step(x, y, loss=loss, optimizer=optimizer, **kw)
+
+    model = Spy([2, 16, 2], seed=0)
+    fm.Trainer(model, batch_size=32, epochs=1, seed=3, verbose=0).fit(Xtr, ytr.astype(np.int32))
+    assert len({addr for addr, *_ in seen}) == 1
+    order = np.random.default_rng(3).permutation(len(ytr))
+    for b, (_, xb, yb, dtype) in enumerate(seen):
+        idx = order[32 * b : 32 * (b + 1)]
+        np.testing.assert_array_equal(xb, Xtr[idx].astype(np.float32))
+        np.testing.assert_array_equal(yb, ytr[idx])
+        assert dtype == np.int64  # converted once per fit, for the engine's fast path
+
+
 def _same_weights(a, b) -> bool:
     return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(a, b))
 
@@ -78,9 +131,8 @@ def test_fit_fills_the_history(circles):
         assert all(np.isfinite(v) and v > 0 for v in h[key])
     for key in ("train_accuracy", "val_accuracy"):
         assert all(0.0 <= v <= 1.0 for v in h[key])
-    # train_accuracy and val_* are model.evaluate after the epoch; the last row must match
+    # val_* are model.evaluate after the epoch; the last row must match
     assert h.val_loss[-1] == pytest.approx(model.evaluate(Xv, yv)["loss"], rel=1e-12)
-    assert h.train_accuracy[-1] == model.evaluate(Xtr, ytr)["accuracy"]
     d = h.to_dict()
     assert list(d) == list(fm.History.KEYS) and d["val_loss"] == h.val_loss
     assert d["val_loss"] is not h.val_loss  # a copy
@@ -426,8 +478,16 @@ def test_verbose_lines_and_silence(circles, capsys):
     fm.Trainer(_model(), epochs=2, verbose=0).fit(Xtr, ytr)
     assert capsys.readouterr() == ("", "")
     fm.Trainer(_model(), epochs=2, verbose="auto").fit(Xtr, ytr)  # stderr is not a TTY here
+    assert capsys.readouterr() == ("", "")
+
+
+def test_verbose_auto_shows_lines_on_a_terminal(circles, capsys, monkeypatch):
+    Xtr, ytr, _, _ = circles
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # lines only, whatever is installed
+    monkeypatch.setattr(trainer_module, "_stderr_isatty", lambda: True)
+    fm.Trainer(_model(), epochs=2, verbose="auto").fit(Xtr, ytr)
     captured = capsys.readouterr()
-    assert len(captured.out.splitlines()) == 2 and captured.err == ""
+    assert len(captured.out.splitlines()) == 2 and captured.out.startswith("epoch 1/2")
 
 
 def test_verbose_2_uses_tqdm_when_installed(circles, capsys):

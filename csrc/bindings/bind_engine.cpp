@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "bindings/arrays.h"
@@ -52,6 +53,62 @@ void check_label_smoothing(LossKind loss, float label_smoothing) {
                 "label_smoothing: expected a value in [0, 1], got ", label_smoothing);
   FASTMLP_CHECK(label_smoothing == 0.0f || loss == LossKind::CrossEntropy,
                 "label_smoothing: only the cross_entropy loss takes label smoothing");
+}
+
+// The fast path's test, made on the raw object without creating any Python object: a NumPy array
+// of dtype `type_num` in native byte order, aligned, C-contiguous, with `ndim` dimensions.
+bool plain_array(PyObject* o, int type_num, int ndim) {
+  if (!py::detail::npy_api::get().PyArray_Check_(o)) return false;
+  const auto* a = py::detail::array_proxy(o);
+  const auto* d = py::detail::array_descriptor_proxy(a->descr);
+  constexpr int kNeed =
+      py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+  return a->nd == ndim && (a->flags & kNeed) == kNeed && d->type_num == type_num &&
+         d->byteorder != '>';
+}
+
+// train_step_fast: one train_step when x and y need neither a conversion nor an error message
+// (x float32 (n, in) with n >= 1; labels int64 (n,) in range, or float32 targets (n, out) [(n,)
+// when out == 1], finite, in [0, 1] for bce); nullopt otherwise, and the caller takes the checked
+// path of fastmlp.nn, which converts or raises with the argument named. Non-finite x needs no
+// pass here: the engine diagnoses it when the loss or gradient check fires (engine/network.h).
+std::optional<double> train_step_fast(Network& net, py::handle x, py::handle y, int loss,
+                                      bool training, OptimizerState& optimizer) {
+  static const int f32 = py::dtype::of<float>().num();
+  static const int i64 = py::dtype::of<int64_t>().num();
+  if (loss < 0 || loss > static_cast<int>(LossKind::Bce)) return std::nullopt;
+  const auto kind = static_cast<LossKind>(loss);
+  if (!plain_array(x.ptr(), f32, 2)) return std::nullopt;
+  const auto* xa = py::detail::array_proxy(x.ptr());
+  const int64_t n = xa->dimensions[0];
+  if (n < 1 || xa->dimensions[1] != net.in_features()) return std::nullopt;
+  const int64_t c = net.out_features();
+  Targets t;
+  const auto* ya = py::detail::array_proxy(y.ptr());
+  if (loss_uses_labels(kind)) {
+    if (c < 2 || !plain_array(y.ptr(), i64, 1) || ya->dimensions[0] != n) return std::nullopt;
+    t.labels = reinterpret_cast<const int64_t*>(ya->data);
+    int64_t bad = 0;  // one branch-free pass (vectorises) instead of a branch per label
+    for (int64_t i = 0; i < n; ++i) bad |= t.labels[i] < 0 || t.labels[i] >= c;
+    if (bad) return std::nullopt;
+  } else {
+    const bool as_2d =
+        plain_array(y.ptr(), f32, 2) && ya->dimensions[0] == n && ya->dimensions[1] == c;
+    const bool as_1d = c == 1 && plain_array(y.ptr(), f32, 1) && ya->dimensions[0] == n;
+    if (!as_2d && !as_1d) return std::nullopt;
+    t.values = reinterpret_cast<const float*>(ya->data);
+    // `!(v >= 0 && v <= 1)` is also true for NaN; any inf or NaN fails the mse test.
+    int bad = 0;
+    if (kind == LossKind::Bce) {
+      for (int64_t i = 0; i < n * c; ++i) bad |= !(t.values[i] >= 0.0f && t.values[i] <= 1.0f);
+    } else {
+      for (int64_t i = 0; i < n * c; ++i) bad |= !(std::fabs(t.values[i]) <= 3.4028235e38f);
+    }
+    if (bad) return std::nullopt;
+  }
+  const auto* px = reinterpret_cast<const float*>(xa->data);
+  py::gil_scoped_release release;
+  return net.train_step(px, t, n, kind, 0.0f, training, optimizer);
 }
 
 // A read-only 1-D view of n floats owned by the network; `self` keeps the network alive.
@@ -167,6 +224,14 @@ void bind_engine(py::module_& m) {
           },
           py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("label_smoothing"),
           py::arg("training"), py::arg("optimizer"))
+      .def("train_step_fast", &train_step_fast, py::arg("x"), py::arg("y"), py::arg("loss"),
+           py::arg("training"), py::arg("optimizer"),
+           "train_step without label smoothing when x and y are already exactly what the engine "
+           "reads (float32/int64, C-contiguous, right shapes, valid targets); None otherwise "
+           "(nothing ran), and the caller takes the checked path.")
+      .def("take_train_counts", &Network::take_train_counts,
+           py::call_guard<py::gil_scoped_release>(),
+           "(correct, total) predictions of the train_steps since the last call; resets them.")
       .def(
           "evaluate",
           [](Network& net, const py::array& x, const py::array& y, int loss, int64_t batch_size) {
@@ -212,6 +277,8 @@ void bind_engine(py::module_& m) {
       .def_property_readonly("sizes", &Network::sizes)
       .def("workspace_bytes", &Network::workspace_bytes,
            "Debug: bytes held by the activation workspace (it only grows with the batch size).")
+      .def("step_is_batch_parallel", &Network::step_is_batch_parallel, py::arg("n"),
+           "Debug: whether a training step on n rows now takes the batch-parallel passes.")
       .def("workspace_rows", &Network::workspace_capacity_rows,
            "Debug: the batch size the workspace is sized for.");
 }

@@ -18,9 +18,23 @@ int initial_threads() {
 #endif
 }
 std::atomic<int> g_num_threads{initial_threads()};
+// The calling thread's cap (ScopedThreadLimit); a large value when none is live.
+thread_local int tl_thread_cap = 1 << 30;
 }  // namespace
 
-int num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
+int num_threads() {
+  const int n = g_num_threads.load(std::memory_order_relaxed);
+  return n < tl_thread_cap ? n : tl_thread_cap;
+}
+
+ScopedThreadLimit::ScopedThreadLimit(int max_threads) : saved_(tl_thread_cap) {
+  const int cap = max_threads < 1 ? 1 : max_threads;
+  if (cap < tl_thread_cap) tl_thread_cap = cap;
+}
+
+ScopedThreadLimit::~ScopedThreadLimit() {
+  tl_thread_cap = saved_;
+}
 
 void set_num_threads(int n) {
   FASTMLP_CHECK(n >= 1, "n: expected a thread count >= 1, got ", n);

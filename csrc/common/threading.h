@@ -11,9 +11,25 @@
 
 namespace fastmlp {
 
-int num_threads();              // current setting, >= 1
-void set_num_threads(int n);    // n >= 1; ValueError otherwise
-bool openmp_enabled();          // false when built without OpenMP (everything then runs on one thread)
+int num_threads();            // threads a kernel may use now: the setting, capped on this thread
+                              // by a live ScopedThreadLimit; >= 1
+void set_num_threads(int n);  // n >= 1; ValueError otherwise
+bool openmp_enabled();  // false when built without OpenMP (everything then runs on one thread)
+
+// Caps num_threads() on the calling thread while it lives (nesting keeps the smallest cap). The
+// engine uses it to run a whole small training step on one thread, GEMMs included, so that no
+// kernel of that step opens a parallel region: on a loaded machine a region's barriers can wait a
+// whole scheduler time slice for a descheduled worker, which costs far more than a small step.
+class ScopedThreadLimit {
+ public:
+  explicit ScopedThreadLimit(int max_threads);
+  ~ScopedThreadLimit();
+  ScopedThreadLimit(const ScopedThreadLimit&) = delete;
+  ScopedThreadLimit& operator=(const ScopedThreadLimit&) = delete;
+
+ private:
+  int saved_;
+};
 
 // Threads worth using for `work` units of roughly `grain` units each: 1 for tiny problems, so an
 // elementwise op over a few hundred floats never pays a parallel-region start-up (~1-5 us).

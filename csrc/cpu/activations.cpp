@@ -14,9 +14,9 @@
 
 #include <algorithm>
 #include <type_traits>
-#include <vector>
 
 #include "common/errors.h"
+#include "common/scratch.h"
 #include "common/threading.h"
 #include "cpu/cpu_features.h"
 
@@ -215,13 +215,14 @@ void prelu_backward(float* dx, float* dslope, const float* x, const float* slope
   const int64_t chunk = chunk_rows_for(rows);
   const int64_t n_chunks = (rows + chunk - 1) / chunk;
   const int64_t width = n_slope == 1 ? kPreluLanes : n_slope;  // accumulators per chunk
-  std::vector<double> partial(static_cast<size_t>(n_chunks * width), 0.0);
+  double* partial = thread_scratch_doubles(static_cast<size_t>(n_chunks * width));
+  std::fill(partial, partial + n_chunks * width, 0.0);
   const int nt =
       static_cast<int>(std::min<int64_t>(threads_for(rows * cols, kCheapGrain), n_chunks));
   const bool avx2 = cpu_has_avx2_fma();
   parallel_ranges(n_chunks, nt, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      double* acc = partial.data() + c * width;
+      double* acc = partial + c * width;
       const int64_t r_end = std::min(rows, (c + 1) * chunk);
       for (int64_t i = c * chunk; i < r_end; ++i) {
         const int64_t off = i * cols;
@@ -235,13 +236,13 @@ void prelu_backward(float* dx, float* dslope, const float* x, const float* slope
   });
   if (n_slope == 1) {
     double total = 0.0;
-    for (int64_t c = 0; c < n_chunks; ++c) total += sum_lanes(partial.data() + c * width);
+    for (int64_t c = 0; c < n_chunks; ++c) total += sum_lanes(partial + c * width);
     dslope[0] = static_cast<float>(total);
     return;
   }
   for (int64_t s = 0; s < n_slope; ++s) {
     double total = 0.0;
-    for (int64_t c = 0; c < n_chunks; ++c) total += partial[static_cast<size_t>(c * width + s)];
+    for (int64_t c = 0; c < n_chunks; ++c) total += partial[c * width + s];
     dslope[s] = static_cast<float>(total);
   }
 }
@@ -258,12 +259,13 @@ void column_sum(float* out, const float* x, int64_t rows, int64_t cols) {
   }
   const int64_t chunk = chunk_rows_for(rows);
   const int64_t n_chunks = (rows + chunk - 1) / chunk;
-  std::vector<double> partial(static_cast<size_t>(n_chunks * cols), 0.0);
+  double* partial = thread_scratch_doubles(static_cast<size_t>(n_chunks * cols));
+  std::fill(partial, partial + n_chunks * cols, 0.0);
   const int nt =
       static_cast<int>(std::min<int64_t>(threads_for(rows * cols, kCheapGrain), n_chunks));
   parallel_ranges(n_chunks, nt, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      double* FASTMLP_RESTRICT acc = partial.data() + c * cols;
+      double* FASTMLP_RESTRICT acc = partial + c * cols;
       const int64_t r_end = std::min(rows, (c + 1) * chunk);
       for (int64_t i = c * chunk; i < r_end; ++i) {
         const float* FASTMLP_RESTRICT xr = x + i * cols;
@@ -275,7 +277,7 @@ void column_sum(float* out, const float* x, int64_t rows, int64_t cols) {
   parallel_ranges(cols, threads_for(n_chunks * cols, kCheapGrain), [&](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; ++j) {
       double total = 0.0;
-      for (int64_t c = 0; c < n_chunks; ++c) total += partial[static_cast<size_t>(c * cols + j)];
+      for (int64_t c = 0; c < n_chunks; ++c) total += partial[c * cols + j];
       out[j] = static_cast<float>(total);
     }
   });

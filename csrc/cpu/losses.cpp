@@ -13,8 +13,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
+#include "common/scratch.h"
 #include "common/threading.h"
 
 
@@ -32,12 +32,12 @@ constexpr int64_t kCheapGrain = int64_t{1} << 15;
 // losses added in row order (the thread-count-independent reduction shared by all losses).
 template <typename RowLoss>
 double sum_rows_in_order(int64_t rows, int64_t work, int64_t grain, const RowLoss& row_loss) {
-  std::vector<double> per_row(static_cast<size_t>(rows));
+  double* per_row = thread_scratch_doubles(static_cast<size_t>(rows));
   parallel_ranges(rows, threads_for(work, grain), [&](int64_t r0, int64_t r1) {
-    for (int64_t i = r0; i < r1; ++i) per_row[static_cast<size_t>(i)] = row_loss(i);
+    for (int64_t i = r0; i < r1; ++i) per_row[i] = row_loss(i);
   });
   double total = 0.0;
-  for (double v : per_row) total += v;
+  for (int64_t i = 0; i < rows; ++i) total += per_row[i];
   return total;
 }
 

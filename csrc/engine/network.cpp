@@ -1,31 +1,47 @@
 // The CPU training engine. Shapes and buffer layouts: engine/network.h.
 #include "engine/network.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <string>
 #include <utility>
 
 #include "common/errors.h"
+#include "common/threading.h"
 #include "cpu/activations.h"
 #include "cpu/dropout.h"
 #include "cpu/gemm.h"
+#include "cpu/gemm_config.h"
 #include "cpu/losses.h"
 
 namespace fastmlp {
 
 namespace {
 
-// True when no element is NaN or +-inf. Tests the exponent bits with an integer OR-reduction,
-// which vectorises (a float reduction would not without -ffast-math) and is exact.
+// True when no element is NaN or +-inf. Tests the exponent bits with an integer reduction, which
+// vectorises (a float reduction would not without -ffast-math) and is exact: an element is
+// non-finite iff its exponent field is all ones, iff (bits & 0x7f800000) == 0x7f800000.
+// Blocks of 4096 floats (16 KiB, in L1) with an early exit keep a failing check short.
 bool all_finite(const float* v, int64_t n) {
-  uint32_t bad = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, v + i, sizeof(bits));
-    bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  constexpr int64_t kBlock = 4096;
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t end = std::min(n, b + kBlock);
+    uint32_t bad = 0;
+    for (int64_t i = b; i < end; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, v + i, sizeof(bits));
+      bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    if (bad != 0) return false;
   }
-  return bad == 0;
+  return true;
 }
 
 }  // namespace
@@ -57,6 +73,7 @@ Network::Network(std::vector<int64_t> sizes, std::vector<Activation> activations
     Layer& layer = layers_[l];
     layer.in = sizes_[l];
     layer.out = sizes_[l + 1];
+    macs_per_row_ += layer.in * layer.out;
     layer.w_offset = p;
     p += layer.in * layer.out;
     layer.b_offset = p;
@@ -75,7 +92,10 @@ Network::Network(std::vector<int64_t> sizes, std::vector<Activation> activations
   }
   // PReLU slopes go after every weight and bias so that [W_1, b_1, ...] keeps the plain layout.
   for (Layer& layer : layers_) {
-    if (layer.activation == Activation::Prelu) layer.slope_offset = p++;
+    if (layer.activation == Activation::Prelu) {
+      layer.slope_offset = p++;
+      has_prelu_ = true;
+    }
   }
   params_.assign(static_cast<size_t>(p), 0.0f);
   grads_.assign(static_cast<size_t>(p), 0.0f);
@@ -133,29 +153,155 @@ const float* Network::layer_input(int64_t l, const float* x, bool training) {
   return training && prev.h_row >= 0 ? ws(prev.h_row) : ws(prev.a_row);
 }
 
-// z_l = h_{l-1} @ W_l + b_l and a_l = f_l(z_l) in one GEMM (bias and activation in the epilogue,
-// z_l stored only when store_z and the activation is not the identity), then h_l = dropout(a_l)
-// in training mode. n <= capacity_rows_. The last layer writes into `out` when it is given.
-uint64_t Network::forward_rows(float* out, const float* x, int64_t n, bool training, bool store_z,
-                               uint64_t rng_offset) {
+// Rows [r0, r1) of the forward pass over a batch of n rows (x and out point at row 0 of the
+// batch; the workspace rows are the batch rows): z_l = h_{l-1} @ W_l + b_l and a_l = f_l(z_l) in
+// one GEMM (bias and activation in the epilogue, z_l stored only when store_z and the activation
+// is not the identity), then h_l = dropout(a_l) in training mode, where element (i, j) of layer l
+// draws at offset_l + i * D_l + j (offset_l as in network.h), so any split of the rows draws the
+// same numbers. n <= capacity_rows_. The last layer writes into `out` when it is given. Returns
+// rng_offset advanced by the draws of the whole batch.
+uint64_t Network::forward_slice(float* out, const float* x, int64_t n, int64_t r0, int64_t r1,
+                                bool training, bool store_z, uint64_t rng_offset) {
   const int64_t L = num_layers();
+  const int64_t rows = r1 - r0;
   for (int64_t l = 0; l < L; ++l) {
     const Layer& layer = layers_[l];
-    float* a = (l + 1 == L && out != nullptr) ? out : ws(layer.a_row);
+    const int64_t row0 = r0 * layer.out;
+    float* a = ((l + 1 == L && out != nullptr) ? out : ws(layer.a_row)) + row0;
     GemmEpilogue epilogue;
     epilogue.bias = params_.data() + layer.b_offset;
     epilogue.activation = layer.activation;
     epilogue.activation_alpha = layer_alpha(layer);
-    epilogue.preactivation = store_z && layer.z_row >= 0 ? ws(layer.z_row) : nullptr;
-    gemm(false, false, n, layer.out, layer.in, 1.0f, layer_input(l, x, training), layer.in,
-         params_.data() + layer.w_offset, layer.out, 0.0f, a, layer.out, epilogue);
+    epilogue.preactivation = store_z && layer.z_row >= 0 ? ws(layer.z_row) + row0 : nullptr;
+    if (rows > 0) {
+      gemm(false, false, rows, layer.out, layer.in, 1.0f,
+           layer_input(l, x, training) + r0 * layer.in, layer.in, params_.data() + layer.w_offset,
+           layer.out, 0.0f, a, layer.out, epilogue);
+    }
     if (training && layer.h_row >= 0) {
-      const int64_t count = n * layer.out;
-      dropout_forward(ws(layer.h_row), a, count, layer.dropout, seed_, rng_offset);
-      rng_offset += static_cast<uint64_t>(count);
+      if (rows > 0) {
+        dropout_forward(ws(layer.h_row) + row0, a, rows * layer.out, layer.dropout, seed_,
+                        rng_offset + static_cast<uint64_t>(row0));
+      }
+      rng_offset += static_cast<uint64_t>(n * layer.out);
     }
   }
   return rng_offset;
+}
+
+bool Network::batch_parallel(int64_t n, int nt) const {
+  return openmp_enabled() && nt >= 2 && !has_prelu_ && n >= nt * kMinRowsPerThread;
+}
+
+namespace {
+// [*begin, *end) of part t of `parts` over `count` items, cut at multiples of `align` (the GEMM's
+// MR, so that every part but the last fills whole row panels); trailing parts may be empty.
+void split_aligned(int64_t count, int64_t align, int t, int parts, int64_t* begin, int64_t* end) {
+  const int64_t per = ((count + parts - 1) / parts + align - 1) / align * align;
+  *begin = std::min(count, t * per);
+  *end = std::min(count, *begin + per);
+}
+
+// The first exception thrown by any thread of a batch-parallel region, rethrown after it.
+class FirstError {
+ public:
+  void capture() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!error_) error_ = std::current_exception();
+    failed_.store(true, std::memory_order_relaxed);
+  }
+  bool failed() const { return failed_.load(std::memory_order_relaxed); }
+  void rethrow() const {
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::exception_ptr error_;
+  std::atomic<bool> failed_{false};
+};
+}  // namespace
+
+// Batch-parallel forward: one OpenMP region in which each thread runs the whole forward pass on
+// its own rows with single-threaded kernels, instead of one region (and ~3 barriers per k-block)
+// per GEMM. Every GEMM output element is computed with the same arithmetic whatever rows it is
+// called on, so the result is bit-identical to the serial pass.
+uint64_t Network::forward_parallel(float* out, const float* x, int64_t n, bool training,
+                                   bool store_z, uint64_t rng_offset, int nt) {
+  FirstError error;
+#pragma omp parallel num_threads(nt)
+  {
+#ifdef _OPENMP
+    const int t = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+    const int t = 0, team = 1;
+#endif
+    ScopedThreadLimit one(1);
+    int64_t r0, r1;
+    split_aligned(n, gemm_blocking::MR, t, team, &r0, &r1);
+    try {
+      forward_slice(out, x, n, r0, r1, training, store_z, rng_offset);
+    } catch (...) {
+      error.capture();
+    }
+  }
+  error.rethrow();
+  uint64_t end = rng_offset;
+  for (const Layer& layer : layers_) {
+    if (training && layer.h_row >= 0) end += static_cast<uint64_t>(n * layer.out);
+  }
+  return end;
+}
+
+uint64_t Network::forward_rows(float* out, const float* x, int64_t n, bool training, bool store_z,
+                               uint64_t rng_offset) {
+  const int nt = num_threads();
+  if (batch_parallel(n, nt)) {
+    return forward_parallel(out, x, n, training, store_z, rng_offset, nt);
+  }
+  return forward_slice(out, x, n, 0, n, training, store_z, rng_offset);
+}
+
+std::pair<int64_t, int64_t> Network::take_train_counts() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const std::pair<int64_t, int64_t> counts(train_correct_, train_total_);
+  train_correct_ = 0;
+  train_total_ = 0;
+  return counts;
+}
+
+void Network::check_inputs_finite(const float* x, const Targets& y, int64_t n) const {
+  FASTMLP_CHECK(all_finite(x, n * in_features()), "x: contains NaN or infinite values");
+  if (y.values != nullptr) {
+    FASTMLP_CHECK(all_finite(y.values, n * out_features()), "y: contains NaN or infinite values");
+  }
+}
+
+void Network::count_correct(const float* logits, const Targets& y, int64_t n, LossKind loss,
+                            int64_t* correct, int64_t* total) const {
+  const int64_t c = out_features();
+  if (loss_uses_labels(loss)) {
+    int64_t hits = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float* row = logits + i * c;
+      // First maximum, as np.argmax.
+      hits += (std::max_element(row, row + c) - row) == y.labels[i];
+    }
+    *correct += hits;
+    *total += n;
+  } else if (loss == LossKind::Bce) {
+    // Predicted 1 iff sigmoid(z) > 0.5 iff z > 0; the target counts as 1 iff it is > 0.5.
+    int64_t hits = 0;
+    for (int64_t i = 0; i < n * c; ++i) hits += (logits[i] > 0.0f) == (y.values[i] > 0.5f);
+    *correct += hits;
+    *total += n * c;
+  }
+}
+
+void Network::throw_non_finite(const float* x, const Targets& y, int64_t n,
+                               const char* what) const {
+  check_inputs_finite(x, y, n);  // a bad input is the caller's error: ValueError naming it
+  throw NonFiniteError(what);
 }
 
 double Network::compute_loss(float* dlogits, const float* logits, const Targets& y, int64_t n,
@@ -210,23 +356,133 @@ void Network::backward(const float* x, int64_t n, bool training, uint64_t end_of
   }
 }
 
+// The backward pass of backward() in one OpenMP region: for each layer every thread computes
+// its share of the rows of dW_l (TN over its slice of D_{l-1}) and of dH_{l-1} (NT over its batch
+// rows, then dropout and activation backward on those rows), the last thread also db_l; one
+// barrier per layer boundary, since dW_{l-1} reads every row of dZ_{l-1} and dH_{l-2} overwrites
+// the buffer dW_l reads. Bit-identical to backward() (same per-element arithmetic). Returns
+// whether every gradient is finite (each thread checks the blocks it wrote; with no PReLU slope
+// in this path, the dW and db blocks are all of the gradient buffer). A thread that throws skips
+// the rest of its work but still reaches every barrier; the error is rethrown after. With an
+// optimizer, and only when every gradient is finite and no thread failed, the update runs in the
+// same region (see OptimizerState::apply_range); the caller then only counts the step.
+bool Network::backward_parallel(const float* x, int64_t n, bool training, uint64_t end_offset,
+                                int nt, OptimizerState* optimizer) {
+  FirstError error;
+  std::atomic<bool> finite{true};
+#pragma omp parallel num_threads(nt)
+  {
+#ifdef _OPENMP
+    const int t = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+    const int t = 0, team = 1;
+#endif
+    ScopedThreadLimit one(1);
+    int64_t r0, r1;  // this thread's batch rows
+    split_aligned(n, gemm_blocking::MR, t, team, &r0, &r1);
+    float* dz = ws(scratch_row_[0]);
+    int cur = 0;
+    uint64_t offset = end_offset;  // walks back over the dropout draws, as in backward()
+    for (int64_t l = num_layers() - 1; l >= 0; --l) {
+      const Layer& layer = layers_[l];
+      float* dh = ws(scratch_row_[1 - cur]);
+      const Layer* prev = l > 0 ? &layers_[l - 1] : nullptr;
+      if (prev != nullptr && training && prev->h_row >= 0) {
+        offset -= static_cast<uint64_t>(n * prev->out);
+      }
+      if (!error.failed()) {
+        try {
+          int64_t i0, i1;
+          split_aligned(layer.in, gemm_blocking::MR, t, team, &i0, &i1);
+          if (i0 < i1) {
+            float* dw = grads_.data() + layer.w_offset + i0 * layer.out;
+            gemm(true, false, i1 - i0, layer.out, n, 1.0f, layer_input(l, x, training) + i0,
+                 layer.in, dz, layer.out, 0.0f, dw, layer.out);
+            // Checked while the block is still in this core's cache, instead of a serial pass
+            // over all P gradients afterwards.
+            if (!all_finite(dw, (i1 - i0) * layer.out)) finite.store(false);
+          }
+          if (t == team - 1) {
+            float* db = grads_.data() + layer.b_offset;
+            column_sum(db, dz, n, layer.out);
+            if (!all_finite(db, layer.out)) finite.store(false);
+          }
+          if (prev != nullptr && r0 < r1) {
+            const int64_t d = prev->out, rows = r1 - r0;
+            float* dh_rows = dh + r0 * d;
+            gemm(false, true, rows, layer.in, layer.out, 1.0f, dz + r0 * layer.out, layer.out,
+                 params_.data() + layer.w_offset, layer.out, 0.0f, dh_rows, layer.in);
+            if (training && prev->h_row >= 0) {
+              dropout_backward(dh_rows, dh_rows, rows * d, prev->dropout, seed_,
+                               offset + static_cast<uint64_t>(r0 * d));
+            }
+            if (prev->activation != Activation::Identity) {
+              activation_backward(dh_rows, ws(prev->z_row) + r0 * d, ws(prev->a_row) + r0 * d,
+                                  dh_rows, rows * d, prev->activation, prev->alpha);
+            }
+          }
+        } catch (...) {
+          error.capture();
+        }
+      }
+      if (prev == nullptr) break;
+      dz = dh;
+      cur = 1 - cur;
+#pragma omp barrier
+    }
+    if (optimizer != nullptr) {
+      // Every gradient is known (and checked) only after this barrier. Each thread then updates
+      // the dW rows it computed (still in its cache), the last thread the biases.
+#pragma omp barrier
+      if (!error.failed() && finite.load()) {
+        for (const Layer& layer : layers_) {
+          int64_t i0, i1;
+          split_aligned(layer.in, gemm_blocking::MR, t, team, &i0, &i1);
+          if (i0 < i1) {
+            optimizer->apply_range(params_.data(), grads_.data(), layer.w_offset + i0 * layer.out,
+                                   layer.w_offset + i1 * layer.out);
+          }
+          if (t == team - 1) {
+            optimizer->apply_range(params_.data(), grads_.data(), layer.b_offset,
+                                   layer.b_offset + layer.out);
+          }
+        }
+      }
+    }
+  }
+  error.rethrow();
+  return finite.load();
+}
+
 double Network::gradients_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
-                                 float label_smoothing, bool training, uint64_t* next_offset) {
+                                 float label_smoothing, bool training, uint64_t* next_offset,
+                                 OptimizerState* optimizer, bool* updated) {
   FASTMLP_CHECK(n >= 1, "x: empty batch (0 rows)");
   ensure_capacity(n);
   const uint64_t end = forward_rows(nullptr, x, n, training, true, rng_offset_);
   const double value =
       compute_loss(ws(scratch_row_[0]), ws(layers_.back().a_row), y, n, loss, label_smoothing);
   if (!std::isfinite(value)) {
-    throw NonFiniteError(detail::concat("loss: the loss is ", value,
-                                        " (not finite; is the learning rate too large?); the "
-                                        "parameters and the optimizer state were left unchanged"));
+    const std::string what = detail::concat(
+        "loss: the loss is ", value,
+        " (not finite; is the learning rate too large?); the parameters and the optimizer state "
+        "were left unchanged");
+    throw_non_finite(x, y, n, what.c_str());
   }
-  backward(x, n, training, end);
-  if (!all_finite(grads_.data(), num_parameters())) {
-    throw NonFiniteError(
-        "gradients: NaN or infinite values (is the learning rate too large?); the parameters and "
-        "the optimizer state were left unchanged");
+  const int nt = num_threads();
+  bool finite = true;
+  if (batch_parallel(n, nt)) {
+    // Checks each gradient block as it is made, and applies the optimizer when all are finite.
+    finite = backward_parallel(x, n, training, end, nt, optimizer);
+    if (updated != nullptr) *updated = finite && optimizer != nullptr;
+  } else {
+    backward(x, n, training, end);
+    finite = all_finite(grads_.data(), num_parameters());
+  }
+  if (!finite) {
+    throw_non_finite(x, y, n,
+                     "gradients: NaN or infinite values (is the learning rate too large?); the "
+                     "parameters and the optimizer state were left unchanged");
   }
   *next_offset = end;
   return value;
@@ -234,7 +490,10 @@ double Network::gradients_locked(const float* x, const Targets& y, int64_t n, Lo
 
 void Network::forward(float* out, const float* x, int64_t n, bool training) {
   FASTMLP_CHECK(n >= 1, "x: empty batch (0 rows)");
+  // Checked before anything runs: an activation such as relu can turn a NaN into a finite output.
+  FASTMLP_CHECK(all_finite(x, n * in_features()), "x: contains NaN or infinite values");
   std::lock_guard<std::mutex> lock(mutex_);
+  ScopedThreadLimit serial(forward_macs(n) < kSerialStepMacs ? 1 : num_threads());
   if (training) {
     ensure_capacity(n);
     rng_offset_ = forward_rows(out, x, n, true, false, rng_offset_);
@@ -251,6 +510,7 @@ void Network::forward(float* out, const float* x, int64_t n, bool training) {
 double Network::loss_and_gradients(const float* x, const Targets& y, int64_t n, LossKind loss,
                                    float label_smoothing, bool training) {
   std::lock_guard<std::mutex> lock(mutex_);
+  ScopedThreadLimit serial(forward_macs(n) < kSerialStepMacs ? 1 : num_threads());
   uint64_t end = rng_offset_;
   const double value = gradients_locked(x, y, n, loss, label_smoothing, training, &end);
   rng_offset_ = end;
@@ -262,9 +522,24 @@ double Network::train_step(const float* x, const Targets& y, int64_t n, LossKind
   std::lock_guard<std::mutex> lock(mutex_);
   optimizer.prepare(num_parameters());  // may allocate or throw: before anything changes
   uint64_t end = rng_offset_;
-  const double value = gradients_locked(x, y, n, loss, label_smoothing, training, &end);
-  optimizer.apply(params_.data(), grads_.data(), num_parameters());
+  double value = 0.0;
+  bool updated = false;  // by the batch-parallel backward pass, in its own region
+  {
+    ScopedThreadLimit serial(forward_macs(n) < kSerialStepMacs ? 1 : num_threads());
+    value = gradients_locked(x, y, n, loss, label_smoothing, training, &end, &optimizer, &updated);
+  }
+  // The logits of this step's forward pass are still in a_L (the loss wrote its gradient into
+  // the scratch buffer): counting them costs one pass over n * D_L floats.
+  int64_t correct = 0, total = 0;
+  count_correct(ws(layers_.back().a_row), y, n, loss, &correct, &total);
+  if (updated) {
+    optimizer.finish_step();
+  } else {
+    optimizer.apply(params_.data(), grads_.data(), num_parameters());
+  }
   rng_offset_ = end;
+  train_correct_ += correct;
+  train_total_ += total;
   return value;
 }
 
@@ -275,34 +550,24 @@ EvalResult Network::evaluate(const float* x, const Targets& y, int64_t n, LossKi
   std::lock_guard<std::mutex> lock(mutex_);
   const int64_t c = out_features();
   const int64_t chunk = std::min(n, batch_rows);
+  ScopedThreadLimit serial(forward_macs(chunk) < kSerialStepMacs ? 1 : num_threads());
   ensure_capacity(chunk);
   EvalResult result;
   double loss_sum = 0.0;
   for (int64_t r0 = 0; r0 < n; r0 += chunk) {
     const int64_t rows = std::min(chunk, n - r0);
-    forward_rows(nullptr, x + r0 * in_features(), rows, false, false, 0);
-    const float* logits = ws(layers_.back().a_row);
     Targets part;
     if (y.labels) part.labels = y.labels + r0;
     if (y.values) part.values = y.values + r0 * c;
+    // Per chunk, just before its forward reads it (from the cache): a NaN could otherwise be
+    // hidden by an activation and give a finite, wrong measurement.
+    check_inputs_finite(x + r0 * in_features(), part, rows);
+    forward_rows(nullptr, x + r0 * in_features(), rows, false, false, 0);
+    const float* logits = ws(layers_.back().a_row);
     // Every loss is a mean over rows (mse and bce over rows * c elements, the same weighting),
     // so the chunk means recombine exactly into the full mean.
     loss_sum += compute_loss(nullptr, logits, part, rows, loss, 0.0f) * static_cast<double>(rows);
-    if (loss_uses_labels(loss)) {
-      for (int64_t i = 0; i < rows; ++i) {
-        const float* row = logits + i * c;
-        // First maximum, as np.argmax.
-        const int64_t best = std::max_element(row, row + c) - row;
-        result.correct += best == part.labels[i];
-      }
-      result.total += rows;
-    } else if (loss == LossKind::Bce) {
-      // Predicted 1 iff sigmoid(z) > 0.5 iff z > 0; the target counts as 1 iff it is > 0.5.
-      for (int64_t i = 0; i < rows * c; ++i) {
-        result.correct += (logits[i] > 0.0f) == (part.values[i] > 0.5f);
-      }
-      result.total += rows * c;
-    }
+    count_correct(logits, part, rows, loss, &result.correct, &result.total);
   }
   result.loss = loss_sum / static_cast<double>(n);
   return result;

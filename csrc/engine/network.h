@@ -30,15 +30,43 @@
 // allocates. Inference-only forwards process at most max(capacity, kForwardChunkRows) rows at a
 // time so that predicting on a large data set does not grow the workspace to the data-set size.
 //
+// Non-finite inputs: forward and evaluate check x (and float targets) first and throw ValueError
+// naming the argument. train_step and loss_and_gradients do not pay for that pass: a NaN or inf in
+// x always reaches dW_1 = x^T @ dZ_1 (NaN * anything and inf * 0 are NaN, inf * finite != 0 is
+// inf, and every x element is multiplied into a row of dW_1), and a non-finite target always makes
+// the loss non-finite, so the existing loss and gradient checks see it; only when one of them fires
+// are x and the targets examined, to raise ValueError ("x: contains NaN or infinite values") rather
+// than NonFiniteError. Either way nothing has changed.
+//
+// Threads (batch-parallel passes): with T >= 2 threads, the forward pass runs in ONE OpenMP region
+// in which each thread takes a contiguous block of batch rows through every layer with
+// single-threaded kernels, and the backward pass in one region with one barrier per layer
+// boundary (each thread computes a block of rows of every dW_l and its rows of every dH_l); in
+// train_step the same region then checks the gradients and, all being finite, applies the
+// optimizer, each thread to the gradient blocks it just computed (OptimizerState::apply_range).
+// The GEMMs' own parallel regions would instead open one region per product with ~3 barriers per
+// k-block; a barrier waits for the slowest thread, which on a shared machine can be descheduled
+// for a whole time slice. Each output element is computed with the same arithmetic whatever rows
+// a call covers, so the results are bit-identical to the serial passes and independent of T.
+// PReLU networks (their slope gradient is a sum over all rows) and batches of fewer than
+// kMinRowsPerThread rows per thread keep the serial passes, whose kernels use their own threading.
+//
+// Threads (small calls): when a call's work (batch rows times the multiply-adds of one row's
+// forward pass) is below kSerialStepMacs, its forward, loss and backward run every kernel on the
+// calling thread (ScopedThreadLimit), so that a small step opens no OpenMP region for them (see the
+// constant for the measurement); the optimizer update keeps its own grain (cpu/optim.cpp).
+//
 // Thread safety: every public method takes the network's mutex; the bindings call them with the
 // GIL released, so two Python threads sharing a model are serialised instead of racing.
 #pragma once
 
 #include <cstdint>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "common/activation_math.h"
+#include "common/threading.h"
 #include "engine/optimizer_state.h"
 
 namespace fastmlp {
@@ -68,6 +96,23 @@ class Network {
  public:
   // Rows an inference forward processes at a time when the workspace is smaller (see above).
   static constexpr int64_t kForwardChunkRows = 1024;
+
+  // Below this many forward multiply-adds (rows * sum_l D_{l-1} D_l) the forward, loss and
+  // backward of a call run on the calling thread (the optimizer update keeps its own grain, since
+  // its work is the parameter count, not the batch). Measured with benchmarks/bench_step.py
+  // (Adam, medians of 7 rounds, OMP_WAIT_POLICY=passive as fastmlp/__init__.py sets it, load
+  // average ~2.3 on the 2-core EPYC), 1 thread vs 2 with no cap: 64-256-10 at batch 32 (0.59M)
+  // 95 vs 127 us, so one thread wins; 784-256-128-10 at batch 8 (1.9M) 605-645 vs 545 us and at
+  // batch 32 (7.5M) 880 vs 730 us, so two threads win. The cap sits between: 1M.
+  static constexpr int64_t kSerialStepMacs = int64_t{1} << 20;
+
+  // Fewest batch rows per thread for the batch-parallel passes. Each thread packs the whole
+  // weight matrix of every layer for its own rows, so with few rows the duplicated packing
+  // outweighs the barriers saved. Measured in one process, alternating the two paths (Adam, 2
+  // threads, passive wait policy, load average ~4): 784-256-128-10 at batch 32 (16 rows each)
+  // 2.7x slower batch-parallel; at batch 128 (64 rows each) 0.94x, at 1024 0.91x and
+  // 784-1024-1024-10 at 256 0.90x of the time of the GEMM-parallel passes.
+  static constexpr int64_t kMinRowsPerThread = 48;
 
   // sizes: D_0..D_L (L >= 1, all >= 1). activations, alphas, dropouts: one per hidden layer
   // (L - 1 entries). alpha is the leaky_relu slope / elu alpha, and the initial slope of a PReLU
@@ -100,6 +145,11 @@ class Network {
   // Copies P floats into the parameter buffer.
   void set_parameters(const float* values, int64_t count);
 
+  // Predictions the training steps got right since the last call, and how many were counted:
+  // each successful train_step adds the (correct, total) of its own forward pass (training mode,
+  // before its update), counted as evaluate() counts; (0, 0) for mse. Resets both to 0.
+  std::pair<int64_t, int64_t> take_train_counts();
+
   int64_t num_layers() const { return static_cast<int64_t>(sizes_.size()) - 1; }
   int64_t in_features() const { return sizes_.front(); }
   int64_t out_features() const { return sizes_.back(); }
@@ -111,6 +161,10 @@ class Network {
   uint64_t rng_offset() const { return rng_offset_; }
   void set_rng_offset(uint64_t offset);
   int64_t workspace_capacity_rows() const { return capacity_rows_; }
+  // Whether a training step on n rows would now take the batch-parallel passes (for tests).
+  bool step_is_batch_parallel(int64_t n) const {
+    return forward_macs(n) >= kSerialStepMacs && batch_parallel(n, num_threads());
+  }
   int64_t workspace_bytes() const {
     return static_cast<int64_t>(workspace_.capacity() * sizeof(float));
   }
@@ -136,18 +190,40 @@ class Network {
   // store_z: keep pre-activations for a backward pass. Returns the advanced rng offset.
   uint64_t forward_rows(float* out, const float* x, int64_t n, bool training, bool store_z,
                         uint64_t rng_offset);
+  // The batch-parallel pieces (see "Threads" above) and when they are used.
+  bool batch_parallel(int64_t n, int nt) const;
+  uint64_t forward_slice(float* out, const float* x, int64_t n, int64_t r0, int64_t r1,
+                         bool training, bool store_z, uint64_t rng_offset);
+  uint64_t forward_parallel(float* out, const float* x, int64_t n, bool training, bool store_z,
+                            uint64_t rng_offset, int nt);
+  bool backward_parallel(const float* x, int64_t n, bool training, uint64_t end_offset, int nt,
+                         OptimizerState* optimizer);
   const float* layer_input(int64_t l, const float* x, bool training);
+  int64_t forward_macs(int64_t rows) const { return rows * macs_per_row_; }
+  // Throws ValueError naming x or y when either holds NaN or inf (float targets only).
+  void check_inputs_finite(const float* x, const Targets& y, int64_t n) const;
+  // Adds to *correct and *total the predictions of `logits` (n rows) that match y (see EvalResult).
+  void count_correct(const float* logits, const Targets& y, int64_t n, LossKind loss,
+                     int64_t* correct, int64_t* total) const;
   double compute_loss(float* dlogits, const float* logits, const Targets& y, int64_t n,
                       LossKind loss, float label_smoothing) const;
   void backward(const float* x, int64_t n, bool training, uint64_t rng_offset);
+  // The loss and gradients; with an optimizer, the batch-parallel pass may also apply the update
+  // (then *updated is set and only finish_step() is left to the caller).
   double gradients_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
-                          float label_smoothing, bool training, uint64_t* next_offset);
+                          float label_smoothing, bool training, uint64_t* next_offset,
+                          OptimizerState* optimizer = nullptr, bool* updated = nullptr);
+  [[noreturn]] void throw_non_finite(const float* x, const Targets& y, int64_t n,
+                                     const char* what) const;
 
   std::vector<int64_t> sizes_;
   std::vector<Layer> layers_;
   std::vector<float> params_, grads_;
   uint64_t seed_ = 0;
   uint64_t rng_offset_ = 0;
+  int64_t macs_per_row_ = 0;  // sum_l D_{l-1} * D_l
+  bool has_prelu_ = false;    // PReLU's slope gradient sums over all rows: no batch split
+  int64_t train_correct_ = 0, train_total_ = 0;  // see take_train_counts()
 
   std::vector<float> workspace_;
   int64_t capacity_rows_ = 0;

@@ -93,26 +93,34 @@ void OptimizerState::prepare(int64_t n) {
 }
 
 void OptimizerState::apply(float* params, const float* grads, int64_t n) {
+  apply_range(params, grads, 0, n);
+  finish_step();
+}
+
+void OptimizerState::apply_range(float* params, const float* grads, int64_t begin, int64_t end) {
   // An empty vector's data() may be nullptr, which the kernels accept for unused buffers.
-  float* b0 = buffers_[0].empty() ? nullptr : buffers_[0].data();
-  float* b1 = buffers_[1].empty() ? nullptr : buffers_[1].data();
-  float* b2 = buffers_[2].empty() ? nullptr : buffers_[2].data();
+  auto state = [&](int i) { return buffers_[i].empty() ? nullptr : buffers_[i].data() + begin; };
+  float* b0 = state(0);
+  float* b1 = state(1);
+  float* b2 = state(2);
+  float* p = params + begin;
+  const float* g = grads + begin;
+  const int64_t n = end - begin;
   const int64_t step = step_ + 1;
   switch (kind_) {
     case OptimizerKind::Sgd:
-      sgd_step(params, b0, grads, n, sgd_, step);
+      sgd_step(p, b0, g, n, sgd_, step);
       break;
     case OptimizerKind::Adagrad:
-      adagrad_step(params, b0, grads, n, adagrad_, step);
+      adagrad_step(p, b0, g, n, adagrad_, step);
       break;
     case OptimizerKind::Rmsprop:
-      rmsprop_step(params, b0, b1, b2, grads, n, rmsprop_, step);
+      rmsprop_step(p, b0, b1, b2, g, n, rmsprop_, step);
       break;
     case OptimizerKind::Adam:
-      adam_step(params, b0, b1, grads, n, adam_, step);
+      adam_step(p, b0, b1, g, n, adam_, step);
       break;
   }
-  step_ = step;
 }
 
 }  // namespace fastmlp

@@ -38,6 +38,15 @@ class OptimizerState {
   // so should one throw, parameters, state and step count are unchanged.
   void apply(float* params, const float* grads, int64_t n);
 
+  // apply() in pieces, for a caller that updates disjoint ranges from several threads (the
+  // engine's batch-parallel step updates the gradient blocks each thread just computed, while
+  // they are in its cache): apply_range updates [begin, end) of the n parameters with step
+  // step() + 1 without counting it; finish_step() counts the step once every range is done.
+  // The rules are elementwise, so any split gives the bits of apply(). Call prepare(n) first;
+  // the configuration was checked at construction, so these do not throw.
+  void apply_range(float* params, const float* grads, int64_t begin, int64_t end);
+  void finish_step() { ++step_; }
+
  private:
   OptimizerKind kind_;
   SgdConfig sgd_;

@@ -16,9 +16,11 @@ from typing import Any
 # barrier of a step can then cost a scheduler time slice. Measured with benchmarks/bench_step.py
 # on the 2-core EPYC under load (load average 3-4, other builds running), Adam step of
 # 784-256-128-10: batch 128 48.0 ms (default) vs 2.2 ms (passive); batch 1024 114 ms vs 14.5 ms;
-# 1 thread: 4.6 ms / 14.4 ms. On a lightly loaded machine passive costs ~25% at batch 128
-# (1.47-1.6 ms vs 1.15-1.19 ms), which is the price of never being 20-40x slower. To keep
-# libgomp's spinning, set OMP_WAIT_POLICY=active (or any GOMP_SPINCOUNT) before importing fastmlp.
+# 1 thread: 4.6 ms / 14.4 ms. Lightly loaded (load ~1.3), with the engine's batch-parallel passes
+# (few sync points per step), three alternating pairs at batch 128 gave 1.13/1.40/1.24 ms passive
+# vs 1.09/1.27/2.25 ms with libgomp's default spinning (GOMP_SPINCOUNT=300000): passive costs up
+# to ~10% when the machine is calm and saves 2-40x when it is not. To keep libgomp's spinning,
+# set OMP_WAIT_POLICY=active (or any GOMP_SPINCOUNT) before importing fastmlp.
 # The setting is process-wide: other libgomp users in the process (PyTorch) share it, and it has
 # no effect if libgomp was already loaded (e.g. torch imported first).
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:

@@ -1,4 +1,5 @@
-"""The ``fastmlp`` command line: ``fastmlp train``, ``fastmlp gradcheck``, ``fastmlp info``.
+"""The ``fastmlp`` command line: ``fastmlp train``, ``fastmlp gradcheck``, ``fastmlp info``,
+``fastmlp bench``.
 
 ``fastmlp train`` with no options trains an MLP on generated Circle data (2000 points, 70/15/15
 split, standardised) and prints per-epoch metrics and the test accuracy. Every data set has its
@@ -337,7 +338,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         schedule=schedule,
         early_stopping=early,
         seed=args.seed,
-        verbose=0 if args.quiet else "auto",
+        verbose=0 if args.quiet else ("auto" if sys.stderr.isatty() else 1),
         label_smoothing=args.label_smoothing,
     )
     if not args.quiet:
@@ -424,6 +425,32 @@ def cmd_info(args: argparse.Namespace) -> int:
         if isinstance(value, (list, tuple)):
             value = ", ".join(map(str, value)) or "-"
         print(f"{key:<{width}}  {value if value != '' else '-'}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import _bench
+
+    optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
+    for o in optimizers:
+        if o not in _bench.OPTIMIZERS:
+            raise CLIError(f"--optimizers: unknown {o!r}; known: {', '.join(_bench.OPTIMIZERS)}")
+    use_torch = not args.no_torch and _bench.torch_available()
+    head = _bench.header(_bench.thread_settings(args.threads, use_torch))
+    print(_bench.format_table(head, []), flush=True)
+    _bench.run_cases(
+        _bench.QUICK_CASES,
+        optimizers,
+        rounds=args.rounds,
+        round_s=0.04,
+        warmup_s=0.08,
+        use_torch=use_torch,
+        use_numpy=not args.no_numpy,
+        progress=lambda line: print(line, flush=True),
+    )
+    if not use_torch and not args.no_torch:
+        print("(PyTorch is not installed: no PyTorch column)")
+    print("full benchmark: benchmarks/bench_step.py in the fastmlp repository")
     return 0
 
 
@@ -551,6 +578,25 @@ def build_parser() -> argparse.ArgumentParser:
         "info", help="print how fastmlp was built", description="Print fastmlp.build_info()."
     )
     i.set_defaults(func=cmd_info)
+
+    b = sub.add_parser(
+        "bench",
+        help="time a training step against NumPy (and PyTorch if installed), a few seconds",
+        description="Time one training step (forward, loss, backward, update) of fastmlp, a plain "
+        "NumPy step and PyTorch eager (when importable) on 784-256-128-10 at batch 128 and "
+        "2-16-2 at batch 32, in one process, and print the medians and speed-ups.",
+    )
+    b.add_argument(
+        "--optimizers",
+        default="adam",
+        help="comma-separated: adam, adamw, sgd, momentum, "
+        "nesterov, adagrad, rmsprop (default adam)",
+    )
+    b.add_argument("--threads", type=_positive_int, metavar="N", help="threads for every library")
+    b.add_argument("--rounds", type=_positive_int, default=5, help="timed rounds (default 5)")
+    b.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    b.add_argument("--no-numpy", action="store_true", help="leave NumPy out")
+    b.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -219,7 +219,7 @@ class MLP:
         if not 0 <= int(seed) < 2**64:
             raise ValueError(f"seed: expected an int in [0, 2**64), got {seed}")
         _check_device(device)
-        self._loss = _check_loss(loss)
+        self.loss = loss
         self._sizes = sizes
         self._activations = names
         self._alphas = alphas
@@ -229,6 +229,7 @@ class MLP:
         self._device = device
         self._training = True
         self._net = _core.Network(sizes, kinds, alphas, dropouts, self._seed)
+        self._step_fast = self._net.train_step_fast  # bound once: one lookup less per step
         self._shapes = [s for a, b in zip(sizes[:-1], sizes[1:]) for s in ((a, b), (b,))]
         self._shapes += [(1,) for name in names if name == "prelu"]
         prelu_alphas = [np.float32(a).reshape(1) for n, a in zip(names, alphas) if n == "prelu"]
@@ -276,6 +277,7 @@ class MLP:
     @loss.setter
     def loss(self, value: str) -> None:
         self._loss = _check_loss(value)
+        self._loss_code = LOSSES[self._loss]  # cached for the train_step fast path
 
     @property
     def training(self) -> bool:
@@ -364,13 +366,15 @@ class MLP:
 
     # ------------------------------------------------------------------ argument checks
     def _x(self, x: object) -> np.ndarray:
+        # No finiteness pass here: the engine checks x in forward/evaluate and diagnoses it when a
+        # training step's loss or gradient check fires (csrc/engine/network.h explains why that
+        # catches every NaN/inf); either way a bad x raises "x: contains NaN or infinite values".
         x = as_float_input(x, "x", ndim=2)
         if x.shape[1] != self._sizes[0]:
             raise ValueError(
                 f"x: expected {self._sizes[0]} columns (the model's in_features), got {x.shape[1]}"
             )
         check_nonempty(x, "x")
-        check_finite(x, "x")
         return x
 
     def _y(self, y: object, loss: str, n: int) -> np.ndarray:
@@ -452,7 +456,25 @@ class MLP:
 
         ``loss=None`` uses :attr:`loss`; an explicit loss becomes the model's :attr:`loss`.
         A non-finite loss or gradient raises ``FloatingPointError`` before anything changes
-        (parameters, optimizer state and step count, dropout offset)."""
+        (parameters, optimizer state and step count, dropout offset); when the cause is a NaN or
+        inf in ``x`` or ``y`` it is ``ValueError`` naming the argument instead.
+
+        Float32 C-contiguous ``x`` with int64 labels (or float32 targets) and no label smoothing
+        take a fast path with no conversion or extra pass over the data in Python."""
+        # Fast path: when x and y are already what the engine reads (float32 C-contiguous x, int64
+        # labels or float32 targets of the right shapes) the binding checks them without creating
+        # any Python object and runs the step; otherwise it returns None having done nothing, and
+        # the checked path below converts the arguments or raises with their names.
+        if (
+            (loss is None or (type(loss) is str and loss == self._loss))
+            and type(label_smoothing) in (float, int)
+            and label_smoothing == 0
+            and isinstance(optimizer, Optimizer)
+            and optimizer.model is self
+        ):
+            value = self._step_fast(x, y, self._loss_code, self._training, optimizer._state)
+            if value is not None:
+                return value
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
                 f"optimizer: expected a fastmlp.optim optimizer, got {type(optimizer).__name__}"
@@ -464,8 +486,14 @@ class MLP:
         ya = self._y(y, kind, xa.shape[0])
         ls = self._label_smoothing(label_smoothing, kind)
         value = self._net.train_step(xa, ya, LOSSES[kind], ls, self._training, optimizer._state)
-        self._loss = kind
+        self.loss = kind
         return value
+
+    def _take_train_counts(self) -> tuple[int, int]:
+        """(correct, total) predictions of the train_steps since the last call (each step's own
+        forward pass, before its update); resets them. Used by :class:`fastmlp.Trainer`."""
+        correct, total = self._net.take_train_counts()
+        return int(correct), int(total)
 
     def loss_and_gradients(
         self,

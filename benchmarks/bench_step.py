@@ -1,0 +1,81 @@
+"""One MLP training step: fastmlp against the anchor-style NumPy step and PyTorch eager.
+
+Cases (issue "Performance: ahead of NumPy and PyTorch on the CPU"): 784-256-128-10 at batch
+32/128/1024, 784-1024-1024-10 at 256, 2-16-2 at 32; each with every optimizer of --optimizers.
+All contenders run in one process, in rotation (--rounds rounds of --round-ms each, after a
+warm-up), and the table gives the median time per step and the speed-ups (peer time / ours).
+The step code is in python/fastmlp/_bench.py (shared with ``fastmlp bench``).
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_step.py
+    python benchmarks/bench_step.py --optimizers adam,sgd --threads 1 --json step.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from fastmlp import _bench
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--optimizers",
+        default="adam",
+        help=f"comma-separated, from {','.join(_bench.OPTIMIZERS)} (default adam)",
+    )
+    ap.add_argument("--threads", type=int, help="threads for every contender (default: theirs)")
+    ap.add_argument("--rounds", type=int, default=21, help="timed rounds per contender (21)")
+    ap.add_argument("--round-ms", type=float, default=100.0, help="length of a round (100 ms)")
+    ap.add_argument("--warmup-ms", type=float, default=300.0, help="warm-up per contender")
+    ap.add_argument(
+        "--gap-ms", type=float, default=30.0, help="pause before each timed round (30 ms)"
+    )
+    ap.add_argument("--cases", help="e.g. 784-256-128-10:128,2-16-2:32 (default: the issue's)")
+    ap.add_argument("--no-torch", action="store_true", help="skip PyTorch")
+    ap.add_argument("--no-numpy", action="store_true", help="skip NumPy")
+    ap.add_argument("--json", metavar="PATH", help="also write header and rows as JSON")
+    ap.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
+    a = ap.parse_args()
+
+    optimizers = [o.strip() for o in a.optimizers.split(",") if o.strip()]
+    for o in optimizers:
+        if o not in _bench.OPTIMIZERS:
+            ap.error(f"--optimizers: unknown {o!r}; known: {', '.join(_bench.OPTIMIZERS)}")
+    cases = _bench.FULL_CASES
+    if a.cases:
+        cases = []
+        for item in a.cases.split(","):
+            net, _, batch = item.partition(":")
+            cases.append(([int(s) for s in net.split("-")], int(batch)))
+
+    use_torch = not a.no_torch and _bench.torch_available()
+    threads = _bench.thread_settings(a.threads, use_torch)
+    head = _bench.header(threads)
+    print("\n".join(_bench.format_table(head, []).splitlines()), flush=True)
+    rows = _bench.run_cases(
+        cases,
+        optimizers,
+        rounds=a.rounds,
+        round_s=a.round_ms / 1000,
+        warmup_s=a.warmup_ms / 1000,
+        use_torch=use_torch,
+        use_numpy=not a.no_numpy,
+        gap_s=a.gap_ms / 1000,
+        progress=lambda line: print(line, flush=True),
+    )
+    head["load_average_end"] = _bench.header(threads)["load_average"]
+    print(f"load at the end: {head['load_average_end']}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"header": head, "rows": rows}, f, indent=1)
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            f.write(_bench.format_markdown(head, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""One training step of fastmlp against a plain NumPy step and PyTorch eager, in one process.
+
+Used by ``benchmarks/bench_step.py`` (the full table) and ``fastmlp bench`` (a few seconds).
+The NumPy step is the one of ``/work/shared/anchors/mlp_anchor.py`` (forward, softmax
+cross-entropy, backward, optimizer update in float32 NumPy) generalised to every optimizer; the
+PyTorch step is the anchor's eager step (``zero_grad``, forward, ``CrossEntropyLoss``,
+``backward``, ``optimizer.step``) with the matching ``torch.optim`` class. Ours is the public
+``MLP.train_step`` call, Python wrapper included.
+
+Timing: the contenders run in rotation, one *round* at a time (a round is enough steps to last
+``round_s`` seconds), so that all of them see the same machine load; the reported time is the
+median over rounds of the time per step, after a warm-up.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+# Optimizer name -> (fastmlp.optim class, kwargs), shared by the three contenders.
+OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "adam": ("Adam", {"lr": 1e-3}),
+    "adamw": ("AdamW", {"lr": 1e-3, "weight_decay": 0.01}),
+    "sgd": ("SGD", {"lr": 0.01}),
+    "momentum": ("SGD", {"lr": 0.01, "momentum": 0.9}),
+    "nesterov": ("SGD", {"lr": 0.01, "momentum": 0.9, "nesterov": True}),
+    "adagrad": ("AdaGrad", {"lr": 0.01}),
+    "rmsprop": ("RMSProp", {"lr": 0.01}),
+}
+
+# (layer sizes, batch): the cases of the issue "ahead of NumPy and PyTorch on the CPU".
+FULL_CASES: list[tuple[list[int], int]] = [
+    ([784, 256, 128, 10], 32),
+    ([784, 256, 128, 10], 128),
+    ([784, 256, 128, 10], 1024),
+    ([784, 1024, 1024, 10], 256),
+    ([2, 16, 2], 32),
+]
+QUICK_CASES: list[tuple[list[int], int]] = [([784, 256, 128, 10], 128), ([2, 16, 2], 32)]
+
+Step = Callable[[], object]
+
+
+# ------------------------------------------------------------------------------------ contenders
+def numpy_step(sizes: Sequence[int], optimizer: str, x: np.ndarray, y: np.ndarray) -> Step:
+    """The anchor's NumPy step, with ``optimizer`` written as torch.optim does it."""
+    rng = np.random.default_rng(0)
+    Ws = [
+        (rng.standard_normal((i, o)) * np.sqrt(2.0 / i)).astype(np.float32)
+        for i, o in zip(sizes[:-1], sizes[1:])
+    ]
+    bs = [np.zeros(o, np.float32) for o in sizes[1:]]
+    params = Ws + bs
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    t = [0]
+    kw = OPTIMIZERS[optimizer][1]
+    lr = kw["lr"]
+    rows = np.arange(len(y))
+
+    def update(i: int, p: np.ndarray, g: np.ndarray) -> None:
+        step = t[0]
+        if optimizer in ("adam", "adamw"):
+            b1, b2, eps = 0.9, 0.999, 1e-8
+            if optimizer == "adamw":
+                p *= 1 - lr * kw["weight_decay"]
+            m[i] *= b1
+            m[i] += (1 - b1) * g
+            v[i] *= b2
+            v[i] += (1 - b2) * g * g
+            mh = m[i] / (1 - b1**step)
+            vh = v[i] / (1 - b2**step)
+            p -= lr * mh / (np.sqrt(vh) + eps)
+        elif optimizer == "sgd":
+            p -= lr * g
+        elif optimizer in ("momentum", "nesterov"):
+            if step == 1:
+                m[i][...] = g
+            else:
+                m[i] *= 0.9
+                m[i] += g
+            p -= lr * (g + 0.9 * m[i] if optimizer == "nesterov" else m[i])
+        elif optimizer == "adagrad":
+            v[i] += g * g
+            p -= lr * g / (np.sqrt(v[i]) + 1e-10)
+        else:  # rmsprop
+            v[i] *= 0.99
+            v[i] += 0.01 * g * g
+            p -= lr * g / (np.sqrt(v[i]) + 1e-8)
+
+    def step() -> object:
+        hs = [x]
+        h = x
+        for k, (W, b) in enumerate(zip(Ws, bs)):
+            a = h @ W + b
+            h = np.maximum(a, 0) if k < len(Ws) - 1 else a
+            hs.append(h)
+        z = h - h.max(1, keepdims=True)
+        e = np.exp(z)
+        p = e / e.sum(1, keepdims=True)
+        loss = -np.log(p[rows, y] + 1e-12).mean()
+        g = p
+        g[rows, y] -= 1
+        g /= len(y)
+        gW: list[Any] = [None] * len(Ws)
+        gb: list[Any] = [None] * len(bs)
+        for k in reversed(range(len(Ws))):
+            gW[k] = hs[k].T @ g
+            gb[k] = g.sum(0)
+            if k:
+                g = (g @ Ws[k].T) * (hs[k] > 0)
+        t[0] += 1
+        for i, (p_, g_) in enumerate(zip(params, gW + gb)):
+            update(i, p_, g_)
+        return loss
+
+    return step
+
+
+def torch_step(sizes: Sequence[int], optimizer: str, x: np.ndarray, y: np.ndarray) -> Step:
+    """The anchor's PyTorch eager step with the matching torch.optim optimizer."""
+    import torch
+
+    layers: list[Any] = []
+    for k, (i, o) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(torch.nn.Linear(i, o))
+        if k < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    kw = dict(OPTIMIZERS[optimizer][1])
+    cls = {
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+        "sgd": torch.optim.SGD,
+        "momentum": torch.optim.SGD,
+        "nesterov": torch.optim.SGD,
+        "adagrad": torch.optim.Adagrad,
+        "rmsprop": torch.optim.RMSprop,
+    }[optimizer]
+    opt = cls(model.parameters(), **kw)
+    lossf = torch.nn.CrossEntropyLoss()
+    tx, ty = torch.tensor(x), torch.tensor(y)
+
+    def step() -> object:
+        opt.zero_grad(set_to_none=True)
+        loss = lossf(model(tx), ty)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def ours_step(sizes: Sequence[int], optimizer: str, x: np.ndarray, y: np.ndarray) -> Step:
+    """``MLP.train_step`` through the public API (the Python wrapper is part of the time)."""
+    import fastmlp as fm
+
+    model = fm.MLP(list(sizes), seed=0)
+    cls_name, kw = OPTIMIZERS[optimizer]
+    opt = getattr(fm.optim, cls_name)(model, **kw)
+    train_step = model.train_step
+
+    def step() -> object:
+        return train_step(x, y, optimizer=opt)
+
+    return step
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------ timing
+def _steps_per_round(fn: Step, round_s: float) -> int:
+    t = time.perf_counter()
+    fn()
+    single = max(time.perf_counter() - t, 1e-7)
+    return max(1, int(round_s / single))
+
+
+def time_contenders(
+    steps: dict[str, Step], rounds: int, round_s: float, warmup_s: float, gap_s: float = 0.0
+) -> dict[str, float]:
+    """Median seconds per step of each contender; rounds interleaved across contenders, each
+    after a pause of ``gap_s`` so that the previous contender's idle worker threads (OpenBLAS
+    spins for a while after a call) have gone to sleep."""
+    counts = {}
+    for name, fn in steps.items():
+        end = time.perf_counter() + warmup_s
+        fn()
+        while time.perf_counter() < end:
+            fn()
+        counts[name] = _steps_per_round(fn, round_s)
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, fn in steps.items():
+            n = counts[name]
+            if gap_s > 0:
+                time.sleep(gap_s)
+                fn()  # one untimed step brings the caches back
+            t = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[name].append((time.perf_counter() - t) / n)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+# ------------------------------------------------------------------------------------ report
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def header(threads: dict[str, Any]) -> dict[str, Any]:
+    import fastmlp as fm
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("OMP_", "GOMP_", "OPENBLAS_", "MKL_", "FASTMLP_"))
+    }
+    return {
+        "machine": f"{cpu_model()}, {os.cpu_count()} logical cores",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "fastmlp": fm.__version__,
+        "numpy": np.__version__,
+        "threads": threads,
+        "env": env,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def thread_settings(n: int | None, use_torch: bool = True) -> dict[str, Any]:
+    """Apply ``n`` threads to fastmlp, PyTorch (if ``use_torch`` and installed) and NumPy's BLAS
+    (threadpoolctl, if installed); return what each uses."""
+    import fastmlp as fm
+
+    if n is not None:
+        fm.set_num_threads(n)
+    out: dict[str, Any] = {"fastmlp": fm.get_num_threads()}
+    try:
+        import threadpoolctl
+
+        if n is not None:
+            threadpoolctl.threadpool_limits(n, user_api="blas")
+        out["numpy_blas"] = [
+            f"{i.get('internal_api')} {i.get('num_threads')}"
+            for i in threadpoolctl.threadpool_info()
+            if i.get("user_api") == "blas"
+        ]
+    except ImportError:
+        out["numpy_blas"] = "threadpoolctl not installed"
+    if use_torch and torch_available():
+        import torch
+
+        if n is not None:
+            torch.set_num_threads(n)
+        out["torch"] = torch.get_num_threads()
+    return out
+
+
+def run_cases(
+    cases: Sequence[tuple[Sequence[int], int]],
+    optimizers: Sequence[str],
+    *,
+    rounds: int = 15,
+    round_s: float = 0.05,
+    warmup_s: float = 0.1,
+    use_torch: bool = True,
+    use_numpy: bool = True,
+    gap_s: float = 0.0,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (case, optimizer): seconds per step of each contender and the speed-ups."""
+    rows = []
+    for sizes, batch in cases:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+        y = rng.integers(0, sizes[-1], batch)
+        for opt in optimizers:
+            steps = {"ours": ours_step(sizes, opt, x, y)}
+            if use_numpy:
+                steps["numpy"] = numpy_step(sizes, opt, x, y)
+            if use_torch:
+                steps["torch"] = torch_step(sizes, opt, x, y)
+            times = time_contenders(steps, rounds, round_s, warmup_s, gap_s)
+            row: dict[str, Any] = {
+                "sizes": list(sizes),
+                "batch": batch,
+                "optimizer": opt,
+                "us": {k: v * 1e6 for k, v in times.items()},
+            }
+            row["speedup"] = {k: times[k] / times["ours"] for k in times if k != "ours"}
+            rows.append(row)
+            if progress is not None:
+                progress(format_row(row))
+    return rows
+
+
+TABLE_HEAD = (
+    f"{'network':<20} {'batch':>5} {'opt':<8} {'ours us':>9} {'numpy us':>9} {'torch us':>9} "
+    f"{'vs numpy':>9} {'vs torch':>9}"
+)
+
+
+def format_row(row: dict[str, Any]) -> str:
+    us, sp = row["us"], row["speedup"]
+
+    def cell(d: dict[str, float], k: str, fmt: str) -> str:
+        return format(d[k], fmt) if k in d else "-"
+
+    return (
+        f"{'-'.join(map(str, row['sizes'])):<20} {row['batch']:>5} {row['optimizer']:<8} "
+        f"{us['ours']:>9.1f} {cell(us, 'numpy', '9.1f'):>9} {cell(us, 'torch', '9.1f'):>9} "
+        f"{cell(sp, 'numpy', '8.2f') + 'x' if 'numpy' in sp else '-':>9} "
+        f"{cell(sp, 'torch', '8.2f') + 'x' if 'torch' in sp else '-':>9}"
+    )
+
+
+def format_table(head: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"machine: {head['machine']}",
+        f"date:    {head['date']}",
+        f"command: {head['command']}",
+        f"threads: {head['threads']}",
+        f"env:     {head['env'] or '-'}",
+        f"load:    {head['load_average']}",
+        "one training step (forward, softmax cross-entropy, backward, update); median us per "
+        "step; 'vs X' = X time / ours time (> 1: ours faster)",
+        TABLE_HEAD,
+    ]
+    lines += [format_row(r) for r in rows]
+    return "\n".join(lines)
+
+
+def format_markdown(head: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The table as Markdown, with the header facts above it."""
+    out = [
+        f"- machine: {head['machine']}",
+        f"- date: {head['date']}",
+        f"- command: `{head['command']}`",
+        f"- threads: {head['threads']}",
+        f"- env: {head['env'] or '-'}",
+        f"- load average (1, 5, 15 min) at start: {head['load_average']}, "
+        f"at end: {head.get('load_average_end')}",
+        "",
+        "| network | batch | optimizer | ours (us) | NumPy (us) | PyTorch (us) | vs NumPy "
+        "| vs PyTorch |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        us, sp = r["us"], r["speedup"]
+        out.append(
+            f"| {'-'.join(map(str, r['sizes']))} | {r['batch']} | {r['optimizer']} "
+            f"| {us['ours']:.1f} | {us.get('numpy', float('nan')):.1f} "
+            f"| {us.get('torch', float('nan')):.1f} "
+            f"| {sp.get('numpy', float('nan')):.2f}x | {sp.get('torch', float('nan')):.2f}x |"
+        )
+    return "\n".join(out) + "\n"
