@@ -28,7 +28,9 @@ inline std::string shape_str(const py::array& a) {
   return s + ")";
 }
 
-inline std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+inline std::string dtype_str(const py::array& a) {
+  return py::str(a.dtype()).cast<std::string>();
+}
 
 template <typename T>
 inline void check_array(const py::array& a, const char* name, int ndim, const char* what) {
@@ -36,10 +38,12 @@ inline void check_array(const py::array& a, const char* name, int ndim, const ch
     throw TypeError(detail::concat(name, ": expected ", what, " array, got ", dtype_str(a)));
   }
   if (ndim >= 0 && a.ndim() != ndim) {
-    throw ValueError(detail::concat(name, ": expected a ", ndim, "-D array, got shape ", shape_str(a)));
+    throw ValueError(
+        detail::concat(name, ": expected a ", ndim, "-D array, got shape ", shape_str(a)));
   }
   if (!(a.flags() & py::array::c_style)) {
-    throw ValueError(detail::concat(name, ": expected a C-contiguous array (np.ascontiguousarray)"));
+    throw ValueError(
+        detail::concat(name, ": expected a C-contiguous array (np.ascontiguousarray)"));
   }
 }
 
@@ -60,7 +64,8 @@ inline const int64_t* in_i64(const py::array& a, const char* name, int ndim = -1
 }
 
 // Checks a.shape == expected, where -1 in expected matches any extent.
-inline void check_shape(const py::array& a, const char* name, std::initializer_list<int64_t> expected) {
+inline void check_shape(const py::array& a, const char* name,
+                        std::initializer_list<int64_t> expected) {
   bool ok = a.ndim() == static_cast<py::ssize_t>(expected.size());
   std::string want = "(";
   int i = 0;
@@ -72,7 +77,8 @@ inline void check_shape(const py::array& a, const char* name, std::initializer_l
   }
   if (expected.size() == 1) want += ",";
   want += ")";
-  if (!ok) throw ValueError(detail::concat(name, ": expected shape ", want, ", got ", shape_str(a)));
+  if (!ok)
+    throw ValueError(detail::concat(name, ": expected shape ", want, ", got ", shape_str(a)));
 }
 
 // Checks 0 <= labels[i] < classes for every label.
@@ -85,6 +91,8 @@ inline void check_labels(const int64_t* labels, int64_t n, int64_t classes, cons
   }
 }
 
-inline py::array_t<float> new_f32(std::vector<py::ssize_t> shape) { return py::array_t<float>(shape); }
+inline py::array_t<float> new_f32(std::vector<py::ssize_t> shape) {
+  return py::array_t<float>(shape);
+}
 
 }  // namespace fastmlp::bind

@@ -23,9 +23,12 @@ struct NamedActivation {
   Activation kind;
 };
 constexpr NamedActivation kActivations[] = {
-    {"identity", Activation::Identity}, {"relu", Activation::Relu},
-    {"leaky_relu", Activation::LeakyRelu}, {"prelu", Activation::Prelu},
-    {"elu", Activation::Elu},           {"sigmoid", Activation::Sigmoid},
+    {"identity", Activation::Identity},
+    {"relu", Activation::Relu},
+    {"leaky_relu", Activation::LeakyRelu},
+    {"prelu", Activation::Prelu},
+    {"elu", Activation::Elu},
+    {"sigmoid", Activation::Sigmoid},
     {"tanh", Activation::Tanh},
 };
 
@@ -56,7 +59,8 @@ void gemm_py(py::array c, const py::array& a, const py::array& b, bool trans_a, 
   const int64_t k = trans_a ? a.shape(0) : a.shape(1);
   const int64_t kb = trans_b ? b.shape(1) : b.shape(0);
   const int64_t n = trans_b ? b.shape(0) : b.shape(1);
-  FASTMLP_CHECK(kb == k, "b: expected ", k, " rows in op(b) to match the columns of op(a), got ", kb);
+  FASTMLP_CHECK(kb == k, "b: expected ", k, " rows in op(b) to match the columns of op(a), got ",
+                kb);
   check_shape(c, "c", {m, n});
   FASTMLP_CHECK(!overlaps(c, a) && !overlaps(c, b), "c: must not share memory with a or b");
 

@@ -41,13 +41,19 @@ FASTMLP_HD float sigmoidf_stable(float x) {
 
 FASTMLP_HD float activation_forward(Activation kind, float x, float alpha) {
   switch (kind) {
-    case Activation::Identity: return x;
-    case Activation::Relu: return x > 0.0f ? x : 0.0f;
+    case Activation::Identity:
+      return x;
+    case Activation::Relu:
+      return x > 0.0f ? x : 0.0f;
     case Activation::LeakyRelu:
-    case Activation::Prelu: return x > 0.0f ? x : alpha * x;
-    case Activation::Elu: return x > 0.0f ? x : alpha * expm1f(x);
-    case Activation::Sigmoid: return sigmoidf_stable(x);
-    case Activation::Tanh: return tanhf(x);
+    case Activation::Prelu:
+      return x > 0.0f ? x : alpha * x;
+    case Activation::Elu:
+      return x > 0.0f ? x : alpha * expm1f(x);
+    case Activation::Sigmoid:
+      return sigmoidf_stable(x);
+    case Activation::Tanh:
+      return tanhf(x);
   }
   return x;
 }
@@ -55,13 +61,19 @@ FASTMLP_HD float activation_forward(Activation kind, float x, float alpha) {
 // df/dx at x, given y = activation_forward(kind, x, alpha).
 FASTMLP_HD float activation_derivative(Activation kind, float x, float y, float alpha) {
   switch (kind) {
-    case Activation::Identity: return 1.0f;
-    case Activation::Relu: return x > 0.0f ? 1.0f : 0.0f;
+    case Activation::Identity:
+      return 1.0f;
+    case Activation::Relu:
+      return x > 0.0f ? 1.0f : 0.0f;
     case Activation::LeakyRelu:
-    case Activation::Prelu: return x > 0.0f ? 1.0f : alpha;
-    case Activation::Elu: return x > 0.0f ? 1.0f : y + alpha;
-    case Activation::Sigmoid: return y * (1.0f - y);
-    case Activation::Tanh: return 1.0f - y * y;
+    case Activation::Prelu:
+      return x > 0.0f ? 1.0f : alpha;
+    case Activation::Elu:
+      return x > 0.0f ? 1.0f : y + alpha;
+    case Activation::Sigmoid:
+      return y * (1.0f - y);
+    case Activation::Tanh:
+      return 1.0f - y * y;
   }
   return 1.0f;
 }

@@ -10,7 +10,9 @@ namespace fastmlp {
 
 enum class Device : int { CPU = 0, CUDA = 1 };
 
-inline const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+inline const char* device_name(Device d) {
+  return d == Device::CPU ? "cpu" : "cuda";
+}
 
 inline Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::CPU;

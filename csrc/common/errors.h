@@ -33,8 +33,8 @@ std::string concat(Parts&&... parts) {
 }  // namespace detail
 
 // FASTMLP_CHECK(cond, "x", ": expected ", n, " columns") throws ValueError with the parts joined.
-#define FASTMLP_CHECK(cond, ...)                                          \
-  do {                                                                    \
+#define FASTMLP_CHECK(cond, ...)                                                      \
+  do {                                                                                \
     if (!(cond)) throw ::fastmlp::ValueError(::fastmlp::detail::concat(__VA_ARGS__)); \
   } while (0)
 

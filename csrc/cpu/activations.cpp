@@ -20,7 +20,6 @@
 #include "common/threading.h"
 #include "cpu/cpu_features.h"
 
-
 namespace fastmlp {
 
 namespace detail {
@@ -58,7 +57,6 @@ constexpr int64_t kPreluLanes = 8;
 int64_t chunk_rows_for(int64_t rows) {
   return std::max(kMinChunkRows, (rows + kMaxChunks - 1) / kMaxChunks);
 }
-
 
 bool is_transcendental(Activation kind) {
   return kind == Activation::Elu || kind == Activation::Sigmoid || kind == Activation::Tanh;

@@ -1,5 +1,6 @@
 // Elementwise activations and the small reductions of backprop. x, y, dx, dy are contiguous
-// float32 buffers of n elements; (rows, cols) buffers are row-major. Formulas: common/activation_math.h.
+// float32 buffers of n elements; (rows, cols) buffers are row-major. Formulas:
+// common/activation_math.h.
 #pragma once
 
 #include <cstdint>

@@ -14,8 +14,8 @@ bool generic_forced() {
 
 bool cpu_has_avx2_fma() {
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-  static const bool has = !generic_forced() && __builtin_cpu_supports("avx2") &&
-                          __builtin_cpu_supports("fma");
+  static const bool has =
+      !generic_forced() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return has;
 #else
   return false;
@@ -31,6 +31,8 @@ bool cpu_has_avx512f() {
 #endif
 }
 
-const char* simd_level() { return cpu_has_avx2_fma() ? "avx2+fma" : "generic"; }
+const char* simd_level() {
+  return cpu_has_avx2_fma() ? "avx2+fma" : "generic";
+}
 
 }  // namespace fastmlp

@@ -16,7 +16,6 @@
 #include "common/random.h"
 #include "common/threading.h"
 
-
 namespace fastmlp {
 namespace {
 

@@ -60,7 +60,9 @@ using gemm_blocking::NR;
 
 using MicroKernel = void (*)(int64_t, const float*, const float*, const MicroTile&);
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
 
 // A float buffer aligned to a cache line that only grows; kept thread-local so that repeated
 // calls reuse it (no allocation per call) and concurrent calls from several threads do not share.
@@ -69,7 +71,8 @@ class PackBuffer {
   float* get(int64_t count) {
     if (count > capacity_) {
       constexpr size_t kAlign = 64;
-      const size_t bytes = (static_cast<size_t>(count) * sizeof(float) + kAlign - 1) / kAlign * kAlign;
+      const size_t bytes =
+          (static_cast<size_t>(count) * sizeof(float) + kAlign - 1) / kAlign * kAlign;
       float* p = static_cast<float*>(std::aligned_alloc(kAlign, bytes));
       if (p == nullptr) throw std::bad_alloc();
       data_.reset(p);

@@ -8,9 +8,9 @@
 //   When beta == 0, C is write-only (it may hold NaN or garbage on entry).
 //   When epilogue.preactivation is set, it receives z = alpha*op(A)op(B) + beta*C + bias (before
 //   the activation), with row stride ldc; it may not alias C unless the activation is identity.
-//   The epilogue is applied once per C tile, after the last k-block, while the tile is in registers.
-//   Backprop uses NN (forward x @ W), NT (dX = dZ @ W^T) and TN (dW = X^T @ dZ).
-//   k == 0 is valid (C = act(beta*C + bias)); m == 0 or n == 0 does nothing.
+//   The epilogue is applied once per C tile, after the last k-block, while the tile is in
+//   registers. Backprop uses NN (forward x @ W), NT (dX = dZ @ W^T) and TN (dW = X^T @ dZ). k == 0
+//   is valid (C = act(beta*C + bias)); m == 0 or n == 0 does nothing.
 #pragma once
 
 #include <cstdint>

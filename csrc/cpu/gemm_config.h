@@ -12,9 +12,9 @@
 //             shared by the cores. Multiple of NR.
 //
 // Machine: AMD EPYC (Zen 3), 2 cores, L1d 32 KiB, L2 512 KiB/core, L3 32 MiB. These are BLIS's
-// Zen values, derived from those cache sizes as above, not tuned by a sweep: on this (shared, noisy)
-// machine they give 0.9-1.0x OpenBLAS in benchmarks/bench_gemm.py, within the noise of a sweep.
-// gemm.cpp evens out the k and row blocks (k = 784 runs as 4 x 196, not 3 x 256 + 16).
+// Zen values, derived from those cache sizes as above, not tuned by a sweep: on this (shared,
+// noisy) machine they give 0.9-1.0x OpenBLAS in benchmarks/bench_gemm.py, within the noise of a
+// sweep. gemm.cpp evens out the k and row blocks (k = 784 runs as 4 x 196, not 3 x 256 + 16).
 #pragma once
 
 #include <cstdint>

@@ -25,12 +25,12 @@ struct MicroTile {
   int mr = 0;          // valid rows, 1..MR
   int nr = 0;          // valid columns, 1..NR
   float alpha = 1.0f;
-  float beta = 0.0f;          // the caller's beta on the first k-block, 1 (accumulate) on later ones
-  bool epilogue = false;      // true on the last k-block only
-  const float* bias = nullptr;          // bias + column of the tile, or null
+  float beta = 0.0f;      // the caller's beta on the first k-block, 1 (accumulate) on later ones
+  bool epilogue = false;  // true on the last k-block only
+  const float* bias = nullptr;  // bias + column of the tile, or null
   Activation activation = Activation::Identity;
   float activation_alpha = 0.0f;
-  float* preactivation = nullptr;       // same position as c in the preactivation matrix, or null
+  float* preactivation = nullptr;  // same position as c in the preactivation matrix, or null
 };
 
 void gemm_micro_kernel_avx2(int64_t kc, const float* a, const float* b, const MicroTile& tile);

@@ -34,13 +34,14 @@ inline __m256 activate(__m256 z, Activation act, __m256 slope) {
       const __m256 positive = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_GT_OQ);
       return _mm256_blendv_ps(_mm256_mul_ps(z, slope), z, positive);
     }
-    default: return z;  // identity; the others are handled by the caller
+    default:
+      return z;  // identity; the others are handled by the caller
   }
 }
 
 inline bool vector_activation(Activation act) {
-  return act == Activation::Identity || act == Activation::Relu ||
-         act == Activation::LeakyRelu || act == Activation::Prelu;
+  return act == Activation::Identity || act == Activation::Relu || act == Activation::LeakyRelu ||
+         act == Activation::Prelu;
 }
 
 // Writes one row (16 columns in two registers) of the tile: z = alpha*AB + beta*C, then the
@@ -61,7 +62,8 @@ inline void store_row(int r, __m256 ab0, __m256 ab1, const MicroTile& t, bool fu
   if (t.epilogue) {
     if (t.bias != nullptr) {
       z0 = _mm256_add_ps(z0, full ? _mm256_loadu_ps(t.bias) : _mm256_maskload_ps(t.bias, m0));
-      z1 = _mm256_add_ps(z1, full ? _mm256_loadu_ps(t.bias + 8) : _mm256_maskload_ps(t.bias + 8, m1));
+      z1 = _mm256_add_ps(z1,
+                         full ? _mm256_loadu_ps(t.bias + 8) : _mm256_maskload_ps(t.bias + 8, m1));
     }
     if (t.preactivation != nullptr) {
       float* pre = t.preactivation + r * t.ldc;
@@ -81,7 +83,8 @@ inline void store_row(int r, __m256 ab0, __m256 ab1, const MicroTile& t, bool fu
       alignas(32) float row[NR];
       _mm256_store_ps(row, z0);
       _mm256_store_ps(row + 8, z1);
-      for (int j = 0; j < NR; ++j) row[j] = activation_forward(t.activation, row[j], t.activation_alpha);
+      for (int j = 0; j < NR; ++j)
+        row[j] = activation_forward(t.activation, row[j], t.activation_alpha);
       z0 = _mm256_load_ps(row);
       z1 = _mm256_load_ps(row + 8);
     }

@@ -17,7 +17,6 @@
 #include "common/scratch.h"
 #include "common/threading.h"
 
-
 namespace fastmlp {
 namespace {
 
@@ -26,7 +25,6 @@ namespace {
 // per-element cost, not tuned on a quiet machine.
 constexpr int64_t kTranscendentalGrain = int64_t{1} << 12;
 constexpr int64_t kCheapGrain = int64_t{1} << 15;
-
 
 // Runs row_loss(i) -> double for every row, split across threads, and returns the sum of the row
 // losses added in row order (the thread-count-independent reduction shared by all losses).

@@ -16,7 +16,8 @@ double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t*
                              int64_t batch, int64_t classes, float label_smoothing);
 
 // Mean squared error over all elements (PyTorch's reduction='mean'):
-//   loss = sum (pred - target)^2 / (batch * features),  dpred = 2 (pred - target) / (batch * features).
+//   loss = sum (pred - target)^2 / (batch * features),  dpred = 2 (pred - target) / (batch *
+//   features).
 double mse_loss(float* dpred, const float* pred, const float* target, int64_t batch,
                 int64_t features);
 

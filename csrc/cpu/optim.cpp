@@ -16,7 +16,6 @@
 #include "common/optim_math.h"
 #include "common/threading.h"
 
-
 namespace fastmlp {
 namespace {
 

@@ -44,9 +44,10 @@ struct RmspropConfig {
   bool centered = false;
   float l1 = 0.0f;
 };
-// v = alpha v + (1 - alpha) g'^2;  if centered: a = alpha a + (1 - alpha) g', denom = sqrt(v - a^2) + eps
-// else denom = sqrt(v) + eps;  if momentum: b = momentum b + g'/denom, p -= lr b;  else p -= lr g'/denom.
-// momentum_buffer may be nullptr when momentum == 0; grad_avg may be nullptr unless centered.
+// v = alpha v + (1 - alpha) g'^2;  if centered: a = alpha a + (1 - alpha) g', denom = sqrt(v - a^2)
+// + eps else denom = sqrt(v) + eps;  if momentum: b = momentum b + g'/denom, p -= lr b;  else p -=
+// lr g'/denom. momentum_buffer may be nullptr when momentum == 0; grad_avg may be nullptr unless
+// centered.
 void rmsprop_step(float* param, float* square_avg, float* momentum_buffer, float* grad_avg,
                   const float* grad, int64_t n, const RmspropConfig& config, int64_t step);
 

@@ -12,14 +12,12 @@
 
 #include "common/threading.h"
 
-
 namespace fastmlp {
 namespace {
 
 // Elements per thread: each element costs an expf (~5-10 ns), so 4096 elements are ~20-40 us of
 // work, well above the ~1-5 us cost of opening a parallel region. An estimate, not a tuned value.
 constexpr int64_t kRowGrain = int64_t{1} << 12;
-
 
 float row_max(const float* xr, int64_t cols) {
   float m = xr[0];

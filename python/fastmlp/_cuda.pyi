@@ -1,0 +1,215 @@
+"""
+fastmlp CUDA kernels and device memory (used through fastmlp.cuda and fastmlp.ops)
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import typing
+
+import numpy
+import typing_extensions
+
+__all__: list[str] = [
+    "DeviceBuffer",
+    "activation_backward",
+    "activation_forward",
+    "adagrad_step",
+    "adam_step",
+    "bce_with_logits",
+    "column_sum",
+    "current_device",
+    "device_info",
+    "dropout_backward",
+    "dropout_forward",
+    "dropout_mask",
+    "gemm",
+    "log_softmax_backward",
+    "log_softmax_forward",
+    "mse_loss",
+    "multiclass_hinge_loss",
+    "prelu_backward",
+    "prelu_forward",
+    "rmsprop_step",
+    "sgd_step",
+    "softmax_backward",
+    "softmax_cross_entropy",
+    "softmax_forward",
+    "stream_wait_default",
+    "synchronize",
+]
+
+class DeviceBuffer:
+    """
+    Owning device allocation (cudaMalloc / cudaFree), the storage of a fastmlp.cuda.DeviceArray.
+    """
+    def __init__(self, nbytes: int, what: str) -> None: ...
+    def copy_from(self, src: DeviceBuffer) -> None: ...
+    def copy_from_host(self, src: numpy.ndarray) -> None: ...
+    def copy_to_host(self, dst: numpy.ndarray) -> None: ...
+    def dlpack(
+        self, shape: collections.abc.Sequence[int], dtype: str, owner: typing.Any
+    ) -> typing_extensions.CapsuleType:
+        """
+        A 'dltensor' capsule viewing this buffer (C-contiguous) that keeps `owner` alive.
+        """
+    def zero(self) -> None: ...
+    @property
+    def device(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def ptr(self) -> int: ...
+
+def activation_backward(
+    dx: DeviceBuffer,
+    x: DeviceBuffer,
+    y: DeviceBuffer,
+    dy: DeviceBuffer,
+    n: int,
+    kind: int,
+    alpha: float,
+) -> None: ...
+def activation_forward(
+    y: DeviceBuffer, x: DeviceBuffer, n: int, kind: int, alpha: float
+) -> None: ...
+def adagrad_step(
+    params: collections.abc.Sequence[DeviceBuffer],
+    grads: collections.abc.Sequence[DeviceBuffer],
+    sizes: collections.abc.Sequence[int],
+    sum_sq: collections.abc.Sequence[DeviceBuffer],
+    *,
+    lr: float,
+    lr_decay: float,
+    weight_decay: float,
+    eps: float,
+    l1: float,
+    step: int,
+) -> None: ...
+def adam_step(
+    params: collections.abc.Sequence[DeviceBuffer],
+    grads: collections.abc.Sequence[DeviceBuffer],
+    sizes: collections.abc.Sequence[int],
+    m: collections.abc.Sequence[DeviceBuffer],
+    v: collections.abc.Sequence[DeviceBuffer],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    l1: float,
+    step: int,
+) -> None: ...
+def bce_with_logits(
+    dlogits: DeviceBuffer, logits: DeviceBuffer, targets: DeviceBuffer, batch: int, features: int
+) -> float: ...
+def column_sum(out: DeviceBuffer, x: DeviceBuffer, rows: int, cols: int) -> None: ...
+def current_device() -> int: ...
+def device_info() -> dict: ...
+def dropout_backward(
+    dx: DeviceBuffer, dy: DeviceBuffer, n: int, *, p: float, seed: int, offset: int
+) -> None: ...
+def dropout_forward(
+    y: DeviceBuffer, x: DeviceBuffer, n: int, *, p: float, seed: int, offset: int
+) -> None: ...
+def dropout_mask(mask: DeviceBuffer, n: int, *, p: float, seed: int, offset: int) -> None: ...
+def gemm(
+    c: DeviceBuffer,
+    a: DeviceBuffer,
+    b: DeviceBuffer,
+    m: int,
+    n: int,
+    k: int,
+    *,
+    trans_a: bool = False,
+    trans_b: bool = False,
+    alpha: float = 1.0,
+    beta: float = 0.0,
+    bias: DeviceBuffer = None,
+    activation: int = 0,
+    activation_alpha: float = 0.0,
+    preactivation: DeviceBuffer = None,
+    tf32: bool = False,
+) -> None:
+    """
+    c = act(alpha * op(a) @ op(b) + beta * c + bias) on contiguous device buffers.
+    """
+
+def log_softmax_backward(
+    dx: DeviceBuffer, y: DeviceBuffer, dy: DeviceBuffer, rows: int, cols: int
+) -> None: ...
+def log_softmax_forward(y: DeviceBuffer, x: DeviceBuffer, rows: int, cols: int) -> None: ...
+def mse_loss(
+    dpred: DeviceBuffer, pred: DeviceBuffer, target: DeviceBuffer, batch: int, features: int
+) -> float: ...
+def multiclass_hinge_loss(
+    dscores: DeviceBuffer,
+    scores: DeviceBuffer,
+    labels: DeviceBuffer,
+    batch: int,
+    classes: int,
+    margin: float,
+) -> float: ...
+def prelu_backward(
+    dx: DeviceBuffer,
+    dslope: DeviceBuffer,
+    x: DeviceBuffer,
+    slope: DeviceBuffer,
+    dy: DeviceBuffer,
+    rows: int,
+    cols: int,
+    n_slope: int,
+) -> None: ...
+def prelu_forward(
+    y: DeviceBuffer, x: DeviceBuffer, slope: DeviceBuffer, rows: int, cols: int, n_slope: int
+) -> None: ...
+def rmsprop_step(
+    params: collections.abc.Sequence[DeviceBuffer],
+    grads: collections.abc.Sequence[DeviceBuffer],
+    sizes: collections.abc.Sequence[int],
+    square_avg: collections.abc.Sequence[DeviceBuffer],
+    momentum_buffers: collections.abc.Sequence[DeviceBuffer] | None,
+    grad_avg: collections.abc.Sequence[DeviceBuffer] | None,
+    *,
+    lr: float,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+    l1: float,
+    step: int,
+) -> None: ...
+def sgd_step(
+    params: collections.abc.Sequence[DeviceBuffer],
+    grads: collections.abc.Sequence[DeviceBuffer],
+    sizes: collections.abc.Sequence[int],
+    momentum_buffers: collections.abc.Sequence[DeviceBuffer] | None,
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    weight_decay: float,
+    l1: float,
+    step: int,
+) -> None: ...
+def softmax_backward(
+    dx: DeviceBuffer, y: DeviceBuffer, dy: DeviceBuffer, rows: int, cols: int
+) -> None: ...
+def softmax_cross_entropy(
+    dlogits: DeviceBuffer,
+    logits: DeviceBuffer,
+    labels: DeviceBuffer,
+    batch: int,
+    classes: int,
+    label_smoothing: float,
+) -> float: ...
+def softmax_forward(y: DeviceBuffer, x: DeviceBuffer, rows: int, cols: int) -> None: ...
+def stream_wait_default(stream: int) -> None: ...
+def synchronize() -> None:
+    """
+    Wait for every queued kernel; raises the error of a kernel that failed.
+    """
