@@ -570,3 +570,54 @@ def test_model_and_fit_errors(circles):
     ]:
         with pytest.raises(ValueError, match=match):
             fm.EarlyStopping(**kw)
+
+
+_CTRL_C_SCRIPT = """
+import os, signal, threading
+import numpy as np
+import fastmlp as fm
+
+X, y = fm.data.make_circles(n_samples=3000, seed=0)
+
+
+class StopAt(fm.MLP):
+    # Raises KeyboardInterrupt before step `stop_at` (1-based): the replay of a Ctrl-C there.
+    stop_at = None
+
+    def train_step(self, *args, **kw):
+        if self.stop_at is not None and kw["optimizer"].step_count + 1 == self.stop_at:
+            raise KeyboardInterrupt
+        return super().train_step(*args, **kw)
+
+
+def run(stop_at=None, signal_after=None):
+    model = StopAt([2, 64, 64, 2], seed=0)
+    model.stop_at = stop_at
+    if signal_after is not None:
+        threading.Timer(signal_after, os.kill, (os.getpid(), signal.SIGINT)).start()
+    h = fm.Trainer(model, fm.optim.Adam(model, lr=1e-3), batch_size=1, epochs=50, seed=0,
+                   verbose=0).fit(X, y)
+    return model, h
+
+
+model, h = run(signal_after=0.5)  # a real SIGINT, mid-epoch
+assert h.interrupted and 0 < h.n_steps < 50 * len(X), h
+replay, h2 = run(stop_at=h.n_steps + 1)  # the same run stopped right after step n_steps
+assert h2.interrupted and h2.n_steps == h.n_steps
+same = all(np.array_equal(a, b) for a, b in zip(model.get_weights(), replay.get_weights()))
+assert same, "the interrupted model is not at its last completed step"
+assert len(h) == len(h2) and len(h) == h.n_steps // len(X)  # only completed epochs are kept
+print("ok", h.n_steps)
+"""
+
+
+def test_real_ctrl_c_keeps_the_last_completed_step() -> None:
+    """A real SIGINT during fit: fit returns the history, the model holds exactly the weights of
+    the last completed step (compared with a deterministic replay stopped there)."""
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok ")

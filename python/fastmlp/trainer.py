@@ -436,6 +436,7 @@ class Trainer:
         n_batches = -(-n // bs)
         rng = np.random.default_rng(self.seed)
         model, opt = self.model, self.optimizer
+        steps_before = opt.step_count
         # Gather buffers for shuffled batches (allocated once; a partial batch uses their head).
         xbuf = np.empty((bs, *X.shape[1:]), X.dtype) if self.shuffle else None
         ybuf = np.empty((bs, *y.shape[1:]), y.dtype) if self.shuffle else None
@@ -544,6 +545,9 @@ class Trainer:
                     break
         except KeyboardInterrupt:
             history.interrupted = True
+            # Ctrl-C lands between C++ steps (a step runs with the GIL released and completes), but
+            # it may land after a step returned and before the count above: ask the optimizer.
+            history.n_steps = opt.step_count - steps_before
             history._truncate()
             if bar is not None:
                 bar.close()
