@@ -21,6 +21,15 @@ from typing import Any
 # vs 1.09/1.27/2.25 ms with libgomp's default spinning (GOMP_SPINCOUNT=300000): passive costs up
 # to ~10% when the machine is calm and saves 2-40x when it is not. To keep libgomp's spinning,
 # set OMP_WAIT_POLICY=active (or any GOMP_SPINCOUNT) before importing fastmlp.
+# A bounded spin was measured as the alternative (2026-11-23, bench_step.py, Adam step of
+# 784-256-128-10 at batch 128, median us, alternating runs): quiet machine, passive 1764/1944/1956
+# vs GOMP_SPINCOUNT=3000 1304/1358 and 10000 1371/1533/1536 (25-30% faster); with one competing
+# busy process (`python -c "while True: pass"`), passive 2300/2389/2393/3149 vs 3000 3061/3437/
+# 3588 and 10000 4669/5114/5537/6025 (1.3-2.6x slower). A standalone 256^3 matmul after 250 ms
+# idle: quiet, 49-58 GFLOP/s passive, 45-48 with 3000 (too short to bridge the gaps between
+# calls), 68-96 with 10000; with the busy process 55 passive vs 26-29 with 10000. Spinning gains
+# up to 30% (1.7x for isolated small products) on free cores but loses up to 2.6x as soon as one
+# other process runs, the usual state of a shared 2-core machine, so passive stays the default.
 # The setting is process-wide: other libgomp users in the process (PyTorch) share it, and it has
 # no effect if libgomp was already loaded (e.g. torch imported first).
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
