@@ -14,6 +14,7 @@
 
 #include "common/errors.h"
 #include "common/optim_math.h"
+#include "common/optim_scalars.h"
 #include "common/threading.h"
 
 namespace fastmlp {
@@ -71,26 +72,12 @@ void rmsprop_loop(float* param, float* square_avg, float* buf, float* grad_avg, 
   });
 }
 
-// ---------------------------------------------------------------- config checks
-// NaN fails every comparison below, so it is refused along with the out-of-range values.
-void check_nonnegative(float x, const char* name) {
-  FASTMLP_CHECK(std::isfinite(x) && x >= 0.0f, name, ": expected a finite value >= 0, got ", x);
-}
-void check_positive(float x, const char* name) {
-  FASTMLP_CHECK(std::isfinite(x) && x > 0.0f, name, ": expected a finite value > 0, got ", x);
-}
-void check_unit_interval(float x, const char* name, const char* what) {
-  FASTMLP_CHECK(x >= 0.0f && x < 1.0f, name, ": expected ", what, " in [0, 1), got ", x);
-}
-void check_common(const float* param, const float* grad, int64_t n, int64_t step, float lr,
-                  float weight_decay, float l1) {
+// ---------------------------------------------------------------- buffer checks
+// (config checks: common/optim_scalars.h, shared with CUDA)
+void check_tensors(const float* param, const float* grad, int64_t n) {
   FASTMLP_CHECK(n >= 0, "n: expected >= 0, got ", n);
   FASTMLP_CHECK(n == 0 || param != nullptr, "param: null pointer");
   FASTMLP_CHECK(n == 0 || grad != nullptr, "grad: null pointer");
-  FASTMLP_CHECK(step >= 1, "step: expected >= 1 (steps count from 1), got ", step);
-  check_nonnegative(lr, "lr");
-  check_nonnegative(weight_decay, "weight_decay");
-  check_nonnegative(l1, "l1");
 }
 void check_buffer(const float* buf, int64_t n, const char* name, const char* when) {
   FASTMLP_CHECK(n == 0 || buf != nullptr, name, ": required ", when);
@@ -101,26 +88,10 @@ void check_buffer(const float* buf, int64_t n, const char* name, const char* whe
 // p -= lr * d with d from the (optionally Nesterov) momentum buffer; see cpu/optim.h.
 void sgd_step(float* param, float* momentum_buffer, const float* grad, int64_t n,
               const SgdConfig& config, int64_t step) {
-  check_common(param, grad, n, step, config.lr, config.weight_decay, config.l1);
-  check_nonnegative(config.momentum, "momentum");
-  FASTMLP_CHECK(config.dampening >= 0.0f && config.dampening <= 1.0f,
-                "dampening: expected a value in [0, 1], got ", config.dampening);
-  // As torch.optim.SGD: Nesterov looks ahead along the momentum, which needs some, undamped.
-  FASTMLP_CHECK(!config.nesterov || (config.momentum > 0.0f && config.dampening == 0.0f),
-                "nesterov: requires momentum > 0 and dampening == 0, got momentum ",
-                config.momentum, " and dampening ", config.dampening);
-  const bool use_momentum = config.momentum != 0.0f;
+  const SgdScalars s = sgd_scalars(config, step);
+  check_tensors(param, grad, n);
+  const bool use_momentum = s.use_momentum;
   if (use_momentum) check_buffer(momentum_buffer, n, "momentum_buffer", "when momentum != 0");
-
-  SgdScalars s{};
-  s.lr = config.lr;
-  s.momentum = config.momentum;
-  s.one_minus_dampening = static_cast<float>(1.0 - static_cast<double>(config.dampening));
-  s.weight_decay = config.weight_decay;
-  s.l1 = config.l1;
-  s.use_momentum = use_momentum;
-  s.nesterov = config.nesterov;
-  s.first_step = step == 1;
 
   if (!use_momentum) {
     sgd_loop<false, false, false>(param, nullptr, grad, n, s);
@@ -141,17 +112,9 @@ void sgd_step(float* param, float* momentum_buffer, const float* grad, int64_t n
 // s += g'^2;  p -= clr * g' / (sqrt(s) + eps); see cpu/optim.h.
 void adagrad_step(float* param, float* sum_sq, const float* grad, int64_t n,
                   const AdagradConfig& config, int64_t step) {
-  check_common(param, grad, n, step, config.lr, config.weight_decay, config.l1);
-  check_nonnegative(config.lr_decay, "lr_decay");
-  check_positive(config.eps, "eps");
+  const AdagradScalars c = adagrad_scalars(config, step);
+  check_tensors(param, grad, n);
   check_buffer(sum_sq, n, "sum_sq", "(the sum of squared gradients)");
-
-  AdagradScalars c{};
-  c.clr = static_cast<float>(static_cast<double>(config.lr) /
-                             (1.0 + static_cast<double>(step - 1) * config.lr_decay));
-  c.eps = config.eps;
-  c.weight_decay = config.weight_decay;
-  c.l1 = config.l1;
   for_each_chunk(n, [=](int64_t begin, int64_t end) {
     const AdagradScalars cc = c;
     for (int64_t i = begin; i < end; ++i) adagrad_update(param[i], sum_sq[i], grad[i], cc);
@@ -161,25 +124,12 @@ void adagrad_step(float* param, float* sum_sq, const float* grad, int64_t n,
 // v = alpha v + (1 - alpha) g'^2, optional centring and momentum; see cpu/optim.h.
 void rmsprop_step(float* param, float* square_avg, float* momentum_buffer, float* grad_avg,
                   const float* grad, int64_t n, const RmspropConfig& config, int64_t step) {
-  check_common(param, grad, n, step, config.lr, config.weight_decay, config.l1);
-  check_unit_interval(config.alpha, "alpha", "a smoothing constant");
-  check_positive(config.eps, "eps");
-  check_nonnegative(config.momentum, "momentum");
+  const RmspropScalars c = rmsprop_scalars(config, step);
+  check_tensors(param, grad, n);
   check_buffer(square_avg, n, "square_avg", "(the running mean of squared gradients)");
-  const bool use_momentum = config.momentum != 0.0f;
+  const bool use_momentum = c.use_momentum;
   if (use_momentum) check_buffer(momentum_buffer, n, "momentum_buffer", "when momentum != 0");
   if (config.centered) check_buffer(grad_avg, n, "grad_avg", "when centered");
-
-  RmspropScalars c{};
-  c.lr = config.lr;
-  c.alpha = config.alpha;
-  c.one_minus_alpha = static_cast<float>(1.0 - static_cast<double>(config.alpha));
-  c.eps = config.eps;
-  c.weight_decay = config.weight_decay;
-  c.momentum = config.momentum;
-  c.l1 = config.l1;
-  c.centered = config.centered;
-  c.use_momentum = use_momentum;
 
   if (config.centered) {
     if (use_momentum) {
@@ -197,33 +147,10 @@ void rmsprop_step(float* param, float* square_avg, float* momentum_buffer, float
 // m, v moments with bias correction; AdamW decays p before the update; see cpu/optim.h.
 void adam_step(float* param, float* exp_avg, float* exp_avg_sq, const float* grad, int64_t n,
                const AdamConfig& config, int64_t step) {
-  check_common(param, grad, n, step, config.lr, config.weight_decay, config.l1);
-  check_unit_interval(config.beta1, "betas", "beta1");
-  check_unit_interval(config.beta2, "betas", "beta2");
-  check_positive(config.eps, "eps");
+  const AdamScalars c = adam_scalars(config, step);
+  check_tensors(param, grad, n);
   check_buffer(exp_avg, n, "exp_avg", "(the first moment m)");
   check_buffer(exp_avg_sq, n, "exp_avg_sq", "(the second moment v)");
-
-  const double lr = config.lr;
-  const double t = static_cast<double>(step);
-  const double bias_correction1 = 1.0 - std::pow(static_cast<double>(config.beta1), t);
-  const double bias_correction2 = 1.0 - std::pow(static_cast<double>(config.beta2), t);
-  AdamScalars c{};
-  c.beta1 = config.beta1;
-  c.one_minus_beta1 = static_cast<float>(1.0 - static_cast<double>(config.beta1));
-  c.beta2 = config.beta2;
-  c.one_minus_beta2 = static_cast<float>(1.0 - static_cast<double>(config.beta2));
-  c.step_size = static_cast<float>(lr / bias_correction1);
-  c.bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
-  c.eps = config.eps;
-  c.l1 = config.l1;
-  if (config.decoupled_weight_decay) {
-    c.weight_decay = 0.0f;
-    c.decay = static_cast<float>(1.0 - lr * static_cast<double>(config.weight_decay));
-  } else {
-    c.weight_decay = config.weight_decay;
-    c.decay = 1.0f;
-  }
   for_each_chunk(n, [=](int64_t begin, int64_t end) {
     const AdamScalars cc = c;
     for (int64_t i = begin; i < end; ++i)

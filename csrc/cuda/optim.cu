@@ -24,6 +24,7 @@
 
 #include "common/errors.h"
 #include "common/optim_math.h"
+#include "common/optim_scalars.h"
 #include "cuda/check.h"
 #include "cuda/kernels.h"
 
@@ -141,22 +142,9 @@ void run_multi(const std::vector<OptimTensor>& tensors, const Rule& rule, const 
   }
 }
 
-// ---------------------------------------------------------------- checks (as cpu/optim.cpp)
-void check_nonnegative(float x, const char* name) {
-  FASTMLP_CHECK(std::isfinite(x) && x >= 0.0f, name, ": expected a finite value >= 0, got ", x);
-}
-void check_positive(float x, const char* name) {
-  FASTMLP_CHECK(std::isfinite(x) && x > 0.0f, name, ": expected a finite value > 0, got ", x);
-}
-void check_unit_interval(float x, const char* name, const char* what) {
-  FASTMLP_CHECK(x >= 0.0f && x < 1.0f, name, ": expected ", what, " in [0, 1), got ", x);
-}
-void check_tensors(const std::vector<OptimTensor>& tensors, int64_t step, float lr,
-                   float weight_decay, float l1) {
-  FASTMLP_CHECK(step >= 1, "step: expected >= 1 (steps count from 1), got ", step);
-  check_nonnegative(lr, "lr");
-  check_nonnegative(weight_decay, "weight_decay");
-  check_nonnegative(l1, "l1");
+// ---------------------------------------------------------------- buffer checks
+// (config checks: common/optim_scalars.h, shared with the CPU)
+void check_tensors(const std::vector<OptimTensor>& tensors) {
   for (const OptimTensor& t : tensors) {
     FASTMLP_CHECK(t.n >= 0, "n: expected >= 0, got ", t.n);
     FASTMLP_CHECK(t.n == 0 || t.param != nullptr, "param: null pointer");
@@ -174,99 +162,45 @@ void check_state(const std::vector<OptimTensor>& tensors, float* OptimTensor::* 
 
 void sgd_step_multi(const std::vector<OptimTensor>& tensors, const SgdConfig& config, int64_t step,
                     cudaStream_t stream) {
-  check_tensors(tensors, step, config.lr, config.weight_decay, config.l1);
-  check_nonnegative(config.momentum, "momentum");
-  FASTMLP_CHECK(config.dampening >= 0.0f && config.dampening <= 1.0f,
-                "dampening: expected a value in [0, 1], got ", config.dampening);
-  FASTMLP_CHECK(!config.nesterov || (config.momentum > 0.0f && config.dampening == 0.0f),
-                "nesterov: requires momentum > 0 and dampening == 0, got momentum ",
-                config.momentum, " and dampening ", config.dampening);
-  const bool use_momentum = config.momentum != 0.0f;
-  if (use_momentum) {
+  SgdRule rule{};
+  rule.s = sgd_scalars(config, step);
+  check_tensors(tensors);
+  if (rule.s.use_momentum) {
     check_state(tensors, &OptimTensor::state0, "momentum_buffer", "when momentum != 0");
   }
-  SgdRule rule{};
-  rule.s.lr = config.lr;
-  rule.s.momentum = config.momentum;
-  rule.s.one_minus_dampening = static_cast<float>(1.0 - static_cast<double>(config.dampening));
-  rule.s.weight_decay = config.weight_decay;
-  rule.s.l1 = config.l1;
-  rule.s.use_momentum = use_momentum;
-  rule.s.nesterov = config.nesterov;
-  rule.s.first_step = step == 1;
   run_multi(tensors, rule, "sgd_step", stream);
 }
 
 void adagrad_step_multi(const std::vector<OptimTensor>& tensors, const AdagradConfig& config,
                         int64_t step, cudaStream_t stream) {
-  check_tensors(tensors, step, config.lr, config.weight_decay, config.l1);
-  check_nonnegative(config.lr_decay, "lr_decay");
-  check_positive(config.eps, "eps");
-  check_state(tensors, &OptimTensor::state0, "sum_sq", "(the sum of squared gradients)");
   AdagradRule rule{};
-  rule.s.clr = static_cast<float>(static_cast<double>(config.lr) /
-                                  (1.0 + static_cast<double>(step - 1) * config.lr_decay));
-  rule.s.eps = config.eps;
-  rule.s.weight_decay = config.weight_decay;
-  rule.s.l1 = config.l1;
+  rule.s = adagrad_scalars(config, step);
+  check_tensors(tensors);
+  check_state(tensors, &OptimTensor::state0, "sum_sq", "(the sum of squared gradients)");
   run_multi(tensors, rule, "adagrad_step", stream);
 }
 
 void rmsprop_step_multi(const std::vector<OptimTensor>& tensors, const RmspropConfig& config,
                         int64_t step, cudaStream_t stream) {
-  check_tensors(tensors, step, config.lr, config.weight_decay, config.l1);
-  check_unit_interval(config.alpha, "alpha", "a smoothing constant");
-  check_positive(config.eps, "eps");
-  check_nonnegative(config.momentum, "momentum");
+  RmspropRule rule{};
+  rule.s = rmsprop_scalars(config, step);
+  check_tensors(tensors);
   check_state(tensors, &OptimTensor::state0, "square_avg",
               "(the running mean of squared gradients)");
-  const bool use_momentum = config.momentum != 0.0f;
-  if (use_momentum) {
+  if (rule.s.use_momentum) {
     check_state(tensors, &OptimTensor::state1, "momentum_buffer", "when momentum != 0");
   }
   if (config.centered) check_state(tensors, &OptimTensor::state2, "grad_avg", "when centered");
-  RmspropRule rule{};
-  rule.s.lr = config.lr;
-  rule.s.alpha = config.alpha;
-  rule.s.one_minus_alpha = static_cast<float>(1.0 - static_cast<double>(config.alpha));
-  rule.s.eps = config.eps;
-  rule.s.weight_decay = config.weight_decay;
-  rule.s.momentum = config.momentum;
-  rule.s.l1 = config.l1;
-  rule.s.centered = config.centered;
-  rule.s.use_momentum = use_momentum;
   run_multi(tensors, rule, "rmsprop_step", stream);
 }
 
 void adam_step_multi(const std::vector<OptimTensor>& tensors, const AdamConfig& config,
                      int64_t step, cudaStream_t stream) {
-  check_tensors(tensors, step, config.lr, config.weight_decay, config.l1);
-  check_unit_interval(config.beta1, "betas", "beta1");
-  check_unit_interval(config.beta2, "betas", "beta2");
-  check_positive(config.eps, "eps");
+  AdamRule rule{};
+  rule.s = adam_scalars(config, step);
+  check_tensors(tensors);
   check_state(tensors, &OptimTensor::state0, "exp_avg", "(the first moment m)");
   check_state(tensors, &OptimTensor::state1, "exp_avg_sq", "(the second moment v)");
-  const double lr = config.lr;
-  const double t = static_cast<double>(step);
-  const double bias_correction1 = 1.0 - std::pow(static_cast<double>(config.beta1), t);
-  const double bias_correction2 = 1.0 - std::pow(static_cast<double>(config.beta2), t);
-  AdamRule rule{};
-  AdamScalars& c = rule.s;
-  c.beta1 = config.beta1;
-  c.one_minus_beta1 = static_cast<float>(1.0 - static_cast<double>(config.beta1));
-  c.beta2 = config.beta2;
-  c.one_minus_beta2 = static_cast<float>(1.0 - static_cast<double>(config.beta2));
-  c.step_size = static_cast<float>(lr / bias_correction1);
-  c.bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
-  c.eps = config.eps;
-  c.l1 = config.l1;
-  if (config.decoupled_weight_decay) {
-    c.weight_decay = 0.0f;
-    c.decay = static_cast<float>(1.0 - lr * static_cast<double>(config.weight_decay));
-  } else {
-    c.weight_decay = config.weight_decay;
-    c.decay = 1.0f;
-  }
   run_multi(tensors, rule, "adam_step", stream);
 }
 
