@@ -87,13 +87,17 @@ def time_pair(
     repeat: int,
     sample_s: float,
     pause_s: float,
+    settle_s: float,
 ) -> tuple[list[float], list[float]]:
     """Seconds per call of each function, one entry per sample, samples taken alternately.
 
     Each sample starts after a pause: OpenBLAS's idle worker threads busy-wait for a while after a
     call (and OpenMP's, for a shorter while), and that spinning takes a core from the next sample
     of the other library (measured here: our 2-thread 1024^3 at 49 GFLOP/s right after a NumPy
-    call, 79 after 0.3 s).
+    call, 79 after 0.3 s). After the pause, ``settle_s`` of untimed calls: on this VM the cores
+    come back from idle slowly (the first ~30 ms of calls after a 0.25 s sleep ran at half the
+    steady speed, on 1 thread as on 2), and a sample taken in that ramp measures the host's
+    frequency and scheduling, not the kernel.
     """
     for fn in (ours, theirs):  # warm-up: page faults, packing buffers, BLAS thread start
         fn()
@@ -103,6 +107,9 @@ def time_pair(
     for _ in range(repeat):
         for fn, n, out in ((ours, n_ours, t_ours), (theirs, n_theirs, t_theirs)):
             time.sleep(pause_s)
+            settle_end = time.perf_counter() + settle_s
+            while time.perf_counter() < settle_end:
+                fn()
             t = time.perf_counter()
             for _ in range(n):
                 fn()
@@ -110,7 +117,7 @@ def time_pair(
     return t_ours, t_theirs
 
 
-def run_case(name, m, n, k, trans_a, trans_b, threads, repeat, sample_s, pause_s, rng):
+def run_case(name, m, n, k, trans_a, trans_b, threads, repeat, sample_s, pause_s, settle_s, rng):
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
     out = np.empty((m, n), dtype=np.float32)
@@ -125,7 +132,7 @@ def run_case(name, m, n, k, trans_a, trans_b, threads, repeat, sample_s, pause_s
         def theirs():
             np.matmul(op_a, op_b)
 
-        s_ours, s_np = time_pair(ours, theirs, repeat, sample_s, pause_s)
+        s_ours, s_np = time_pair(ours, theirs, repeat, sample_s, pause_s, settle_s)
     flop = 2.0 * m * n * k
     trans = ("T" if trans_a else "N") + ("T" if trans_b else "N")
     return {
@@ -162,6 +169,12 @@ def main() -> None:
     parser.add_argument(
         "--pause-ms", type=float, default=250.0, help="idle time before each sample (see time_pair)"
     )
+    parser.add_argument(
+        "--settle-ms",
+        type=float,
+        default=60.0,
+        help="untimed calls after each pause, before the sample (see time_pair)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write header and rows as JSON")
     args = parser.parse_args()
 
@@ -191,8 +204,8 @@ def main() -> None:
         )
     print(
         f"# GFLOP/s = 2mnk / time; median (and best) of {args.repeat} samples of "
-        f">= {args.sample_ms:g} ms, ours and numpy alternating, {args.pause_ms:g} ms idle before "
-        "each"
+        f">= {args.sample_ms:g} ms, ours and numpy alternating, each after "
+        f"{args.pause_ms:g} ms idle and {args.settle_ms:g} ms of untimed calls"
     )
     print()
     cols = (
@@ -214,6 +227,7 @@ def main() -> None:
                     repeat=args.repeat,
                     sample_s=args.sample_ms / 1e3,
                     pause_s=args.pause_ms / 1e3,
+                    settle_s=args.settle_ms / 1e3,
                     rng=rng,
                 )
                 rows.append(r)
