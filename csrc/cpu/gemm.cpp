@@ -141,10 +141,17 @@ void pack_panel(float* FASTMLP_RESTRICT dst, const float* FASTMLP_RESTRICT src, 
   }
   static_assert(W % 4 == 0 || W % 4 == 2, "the SSE transpose handles W = 4q or 4q + 2");
 #endif
-  for (; p < kc; ++p) {
-    for (int l = 0; l < lanes; ++l) dst[p * W + l] = src[l * lane_stride + p * depth_stride];
-    for (int l = lanes; l < W; ++l) dst[p * W + l] = 0.0f;
+  if (lanes == W) {
+    for (; p < kc; ++p)
+      for (int l = 0; l < W; ++l) dst[p * W + l] = src[l * lane_stride + p * depth_stride];
+    return;
   }
+  // Edge panel: every lane written in one fixed-length loop (a variable-length copy plus a
+  // variable-length zero fill became a memmove and a memset call per depth step, which dominated
+  // the small products of narrow layers).
+  for (; p < kc; ++p)
+    for (int l = 0; l < W; ++l)
+      dst[p * W + l] = l < lanes ? src[l * lane_stride + p * depth_stride] : 0.0f;
 }
 
 struct Problem {

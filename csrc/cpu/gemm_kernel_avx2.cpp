@@ -44,37 +44,71 @@ inline bool vector_activation(Activation act) {
          act == Activation::Prelu;
 }
 
+// Stores lanes [0, n) of v to p, n in 1..7. VMASKMOVPS stores are microcoded on AMD Zen (tens of
+// uops each, and as slow with an all-zero mask), so an edge row goes through a buffer instead:
+// on 32x2x16, a narrow output layer, the masked stores were a third of the product's time.
+inline void store_partial(float* p, __m256 v, int n) {
+  alignas(32) float row[8];
+  _mm256_store_ps(row, v);
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j)
+    if (j < n) p[j] = row[j];
+}
+
+// Columns [0, nr) of the 16 in (lo, hi) to p: full vector stores where all 8 lanes are valid.
+template <bool Full>
+inline void store_columns(float* p, __m256 lo, __m256 hi, int nr) {
+  if (Full) {
+    _mm256_storeu_ps(p, lo);
+    _mm256_storeu_ps(p + 8, hi);
+  } else if (nr >= 8) {
+    _mm256_storeu_ps(p, lo);
+    if (nr == 16)
+      _mm256_storeu_ps(p + 8, hi);
+    else if (nr > 8)
+      store_partial(p + 8, hi, nr - 8);
+  } else {
+    store_partial(p, lo, nr);
+  }
+}
+
+// Columns [0, nr) of p as two registers, lanes past nr zero (VMASKMOVPS loads are cheap; lanes
+// masked off are not read, so memory past the row's end is never touched).
+template <bool Full>
+inline void load_columns(const float* p, int nr, __m256i m0, __m256i m1, __m256* lo, __m256* hi) {
+  if (Full) {
+    *lo = _mm256_loadu_ps(p);
+    *hi = _mm256_loadu_ps(p + 8);
+  } else {
+    *lo = _mm256_maskload_ps(p, m0);
+    *hi = nr > 8 ? _mm256_maskload_ps(p + 8, m1) : _mm256_setzero_ps();
+  }
+}
+
 // Writes one row (16 columns in two registers) of the tile: z = alpha*AB + beta*C, then the
-// epilogue when t.epilogue. m0/m1 are the column masks when t.nr < 16.
-inline void store_row(int r, __m256 ab0, __m256 ab1, const MicroTile& t, bool full, __m256i m0,
-                      __m256i m1) {
+// epilogue when t.epilogue. Full: all 16 columns valid (t.nr == 16); else m0/m1 are the column
+// masks of t.nr.
+template <bool Full>
+inline void store_row(int r, __m256 ab0, __m256 ab1, const MicroTile& t, __m256i m0, __m256i m1) {
   float* c = t.c + r * t.ldc;
   const __m256 alpha = _mm256_set1_ps(t.alpha);
   __m256 z0 = _mm256_mul_ps(alpha, ab0);
   __m256 z1 = _mm256_mul_ps(alpha, ab1);
   if (t.beta != 0.0f) {
     const __m256 beta = _mm256_set1_ps(t.beta);
-    const __m256 c0 = full ? _mm256_loadu_ps(c) : _mm256_maskload_ps(c, m0);
-    const __m256 c1 = full ? _mm256_loadu_ps(c + 8) : _mm256_maskload_ps(c + 8, m1);
+    __m256 c0, c1;
+    load_columns<Full>(c, t.nr, m0, m1, &c0, &c1);
     z0 = _mm256_fmadd_ps(beta, c0, z0);
     z1 = _mm256_fmadd_ps(beta, c1, z1);
   }
   if (t.epilogue) {
     if (t.bias != nullptr) {
-      z0 = _mm256_add_ps(z0, full ? _mm256_loadu_ps(t.bias) : _mm256_maskload_ps(t.bias, m0));
-      z1 = _mm256_add_ps(z1,
-                         full ? _mm256_loadu_ps(t.bias + 8) : _mm256_maskload_ps(t.bias + 8, m1));
+      __m256 b0, b1;
+      load_columns<Full>(t.bias, t.nr, m0, m1, &b0, &b1);
+      z0 = _mm256_add_ps(z0, b0);
+      z1 = _mm256_add_ps(z1, b1);
     }
-    if (t.preactivation != nullptr) {
-      float* pre = t.preactivation + r * t.ldc;
-      if (full) {
-        _mm256_storeu_ps(pre, z0);
-        _mm256_storeu_ps(pre + 8, z1);
-      } else {
-        _mm256_maskstore_ps(pre, m0, z0);
-        _mm256_maskstore_ps(pre + 8, m1, z1);
-      }
-    }
+    if (t.preactivation != nullptr) store_columns<Full>(t.preactivation + r * t.ldc, z0, z1, t.nr);
     if (vector_activation(t.activation)) {
       const __m256 slope = _mm256_set1_ps(t.activation_alpha);
       z0 = activate(z0, t.activation, slope);
@@ -83,19 +117,13 @@ inline void store_row(int r, __m256 ab0, __m256 ab1, const MicroTile& t, bool fu
       alignas(32) float row[NR];
       _mm256_store_ps(row, z0);
       _mm256_store_ps(row + 8, z1);
-      for (int j = 0; j < NR; ++j)
+      for (int j = 0; j < t.nr; ++j)
         row[j] = activation_forward(t.activation, row[j], t.activation_alpha);
       z0 = _mm256_load_ps(row);
       z1 = _mm256_load_ps(row + 8);
     }
   }
-  if (full) {
-    _mm256_storeu_ps(c, z0);
-    _mm256_storeu_ps(c + 8, z1);
-  } else {
-    _mm256_maskstore_ps(c, m0, z0);
-    _mm256_maskstore_ps(c + 8, m1, z1);
-  }
+  store_columns<Full>(c, z0, z1, t.nr);
 }
 
 }  // namespace
@@ -142,15 +170,23 @@ void gemm_micro_kernel_avx2(int64_t kc, const float* a, const float* b, const Mi
     b += NR;
   }
 
-  const bool full = t.nr == NR;
   const __m256i m0 = lane_mask(t.nr < 8 ? t.nr : 8);
   const __m256i m1 = lane_mask(t.nr > 8 ? t.nr - 8 : 0);
-  store_row(0, c00, c01, t, full, m0, m1);
-  if (t.mr > 1) store_row(1, c10, c11, t, full, m0, m1);
-  if (t.mr > 2) store_row(2, c20, c21, t, full, m0, m1);
-  if (t.mr > 3) store_row(3, c30, c31, t, full, m0, m1);
-  if (t.mr > 4) store_row(4, c40, c41, t, full, m0, m1);
-  if (t.mr > 5) store_row(5, c50, c51, t, full, m0, m1);
+  if (t.nr == NR) {
+    store_row<true>(0, c00, c01, t, m0, m1);
+    if (t.mr > 1) store_row<true>(1, c10, c11, t, m0, m1);
+    if (t.mr > 2) store_row<true>(2, c20, c21, t, m0, m1);
+    if (t.mr > 3) store_row<true>(3, c30, c31, t, m0, m1);
+    if (t.mr > 4) store_row<true>(4, c40, c41, t, m0, m1);
+    if (t.mr > 5) store_row<true>(5, c50, c51, t, m0, m1);
+  } else {
+    store_row<false>(0, c00, c01, t, m0, m1);
+    if (t.mr > 1) store_row<false>(1, c10, c11, t, m0, m1);
+    if (t.mr > 2) store_row<false>(2, c20, c21, t, m0, m1);
+    if (t.mr > 3) store_row<false>(3, c30, c31, t, m0, m1);
+    if (t.mr > 4) store_row<false>(4, c40, c41, t, m0, m1);
+    if (t.mr > 5) store_row<false>(5, c50, c51, t, m0, m1);
+  }
 }
 
 }  // namespace fastmlp
