@@ -48,6 +48,7 @@ GEMM_SHAPES = [
     (1000, 3, 1031),
     (3, 1000, 517),
     (521, 1031, 263),
+    (1537, 1543, 67),  # >= 132 tiles of 128 x 128: the large-tile configurations (H100: 132 SMs)
 ]
 ROW_SHAPES = [(1, 1), (1, 33), (7, 1), (13, 31), (64, 10), (257, 1000), (2049, 3)]
 ELEM_SHAPES = [(1,), (7,), (33, 5), (1023, 1025)]
@@ -333,6 +334,19 @@ def test_gemm_k_zero_and_empty(rng) -> None:
 
 
 @requires_gpu
+@pytest.mark.parametrize("tf32", [False, True], ids=["fp32", "tf32"])
+def test_gemm_alpha_zero_reads_neither_a_nor_b(rng, tf32) -> None:
+    # As BLAS and the CPU: alpha == 0 gives beta * C, even with inf/NaN in A and B.
+    a = rng.standard_normal((37, 19)).astype(np.float32)
+    b = rng.standard_normal((19, 23)).astype(np.float32)
+    a[3, 4], b[5, 6] = np.inf, np.nan
+    c0 = rng.standard_normal((37, 23)).astype(np.float32)
+    c = dev(c0)
+    cuda.gemm(c, dev(a), dev(b), alpha=0.0, beta=0.5, tf32=tf32)
+    np.testing.assert_array_equal(c.numpy(), np.float32(0.5) * c0)
+
+
+@requires_gpu
 def test_matmul_dispatch_and_errors(rng) -> None:
     a = rng.standard_normal((7, 5)).astype(np.float32)
     b = rng.standard_normal((5, 3)).astype(np.float32)
@@ -612,7 +626,7 @@ def test_multi_tensor_launch_matches_per_tensor_cpu_steps(rng) -> None:
     sizes around the 4096-element block chunk, in one call; each must equal its own CPU step."""
     from fastmlp import _cuda
 
-    sizes = [0, 1, 4095, 4096, 4097, 10_001, 3, 0, 8192, 77] * 4
+    sizes = [0, 1, 4095, 4096, 4097, 10_001, 3, 0, 8192, 77] * 4 + [5]  # 33 non-empty
     params = [rng.standard_normal(n).astype(np.float32) for n in sizes]
     cpu = [p.copy() for p in params]
     m_cpu = [np.zeros(n, np.float32) for n in sizes]

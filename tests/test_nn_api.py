@@ -351,7 +351,8 @@ def test_optimizer_needs_a_model():
         ({"seed": -1}, ValueError, "^seed: "),
         ({"seed": 1.5}, TypeError, "^seed: "),
         ({"device": "tpu"}, ValueError, "^device: unknown device 'tpu'"),
-        ({"device": "cuda"}, RuntimeError, "^device: .*(without CUDA|not available yet)"),
+        ({"device": "cuda:1"}, ValueError, "^device: only the first GPU"),
+        ({"device": 0}, TypeError, "^device: expected a string"),
         ({"activation_alpha": 0.1}, ValueError, "^activation_alpha: "),  # relu takes none
         ({"activation": "elu", "activation_alpha": 0.0}, ValueError, "^activation_alpha: "),
         ({"activation": "leaky_relu", "activation_alpha": "x"}, TypeError, "^activation_alpha"),

@@ -13,6 +13,7 @@
 
 #include "bindings/arrays.h"
 #include "bindings/bindings.h"
+#include "bindings/engine_args.h"
 #include "common/errors.h"
 #include "engine/network.h"
 #include "engine/optimizer_state.h"
@@ -21,39 +22,6 @@ namespace fastmlp::bind {
 namespace {
 
 namespace py = pybind11;
-
-LossKind parse_loss(int loss) {
-  FASTMLP_CHECK(loss >= 0 && loss <= static_cast<int>(LossKind::Bce), "loss: unknown loss kind ",
-                loss, " (0 cross_entropy, 1 mse, 2 hinge, 3 bce)");
-  return static_cast<LossKind>(loss);
-}
-
-const float* check_x(const Network& net, const py::array& x) {
-  const float* px = in_f32(x, "x", 2);
-  check_shape(x, "x", {-1, net.in_features()});
-  FASTMLP_CHECK(x.shape(0) >= 1, "x: empty batch (0 rows)");
-  return px;
-}
-
-Targets check_targets(const Network& net, const py::array& y, LossKind loss, int64_t n) {
-  Targets t;
-  if (loss_uses_labels(loss)) {
-    t.labels = in_i64(y, "y", 1);
-    check_shape(y, "y", {n});
-    check_labels(t.labels, n, net.out_features(), "y");
-  } else {
-    t.values = in_f32(y, "y", 2);
-    check_shape(y, "y", {n, net.out_features()});
-  }
-  return t;
-}
-
-void check_label_smoothing(LossKind loss, float label_smoothing) {
-  FASTMLP_CHECK(label_smoothing >= 0.0f && label_smoothing <= 1.0f,
-                "label_smoothing: expected a value in [0, 1], got ", label_smoothing);
-  FASTMLP_CHECK(label_smoothing == 0.0f || loss == LossKind::CrossEntropy,
-                "label_smoothing: only the cross_entropy loss takes label smoothing");
-}
 
 // The fast path's test, made on the raw object without creating any Python object: a NumPy array
 // of dtype `type_num` in native byte order, aligned, C-contiguous, with `ndim` dimensions.

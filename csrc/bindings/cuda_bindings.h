@@ -1,4 +1,4 @@
-// Shared by the _cuda module's binding files (cuda_module.cpp, cuda_ops.cpp).
+// Shared by the _cuda module's binding files (cuda_module.cpp, cuda_ops.cpp, cuda_engine.cpp).
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -31,5 +31,6 @@ inline float* need_f32(const cuda::DeviceBuffer& buf, int64_t count, const char*
 }
 
 void bind_cuda_ops(pybind11::module_& m);
+void bind_cuda_engine(pybind11::module_& m);  // cuda_engine.cpp
 
 }  // namespace fastmlp::bind

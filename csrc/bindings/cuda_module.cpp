@@ -230,4 +230,5 @@ PYBIND11_MODULE(_cuda, m) {
            "A 'dltensor' capsule viewing this buffer (C-contiguous) that keeps `owner` alive.");
 
   fb::bind_cuda_ops(m);
+  fb::bind_cuda_engine(m);
 }

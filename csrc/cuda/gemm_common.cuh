@@ -111,7 +111,9 @@ inline GemmArgs make_args(bool trans_a, bool trans_b, int64_t m, int64_t n, int6
   g.bias = epi.bias;
   g.m = m;
   g.n = n;
-  g.k = k;
+  // alpha == 0 reads neither A nor B (as BLAS and cpu/gemm.cpp): with k = 0 the accumulators stay
+  // 0, so inf/NaN in A or B cannot turn alpha * acc into NaN.
+  g.k = alpha == 0.0f ? 0 : k;
   g.lda = lda;
   g.ldb = ldb;
   g.ldc = ldc;

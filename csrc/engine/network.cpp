@@ -46,10 +46,6 @@ bool all_finite(const float* v, int64_t n) {
 
 }  // namespace
 
-bool loss_uses_labels(LossKind loss) {
-  return loss == LossKind::CrossEntropy || loss == LossKind::Hinge;
-}
-
 Network::Network(std::vector<int64_t> sizes, std::vector<Activation> activations,
                  std::vector<float> alphas, std::vector<float> dropouts, uint64_t seed)
     : sizes_(std::move(sizes)), seed_(seed) {

@@ -8,10 +8,13 @@ import collections.abc
 import typing
 
 import numpy
+import numpy.typing
 import typing_extensions
 
 __all__: list[str] = [
     "DeviceBuffer",
+    "Network",
+    "OptimizerState",
     "activation_backward",
     "activation_forward",
     "adagrad_step",
@@ -60,6 +63,131 @@ class DeviceBuffer:
     def nbytes(self) -> int: ...
     @property
     def ptr(self) -> int: ...
+
+class OptimizerState:
+    """
+    One optimizer's hyperparameters, step count and state buffers in device memory (engine/network_cuda.h).
+    """
+    @staticmethod
+    def adagrad(
+        lr: float, lr_decay: float, weight_decay: float, eps: float, l1: float
+    ) -> OptimizerState: ...
+    @staticmethod
+    def adam(
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        weight_decay: float,
+        decoupled_weight_decay: bool,
+        l1: float,
+    ) -> OptimizerState: ...
+    @staticmethod
+    def rmsprop(
+        lr: float,
+        alpha: float,
+        eps: float,
+        weight_decay: float,
+        momentum: float,
+        centered: bool,
+        l1: float,
+    ) -> OptimizerState: ...
+    @staticmethod
+    def sgd(
+        lr: float, momentum: float, dampening: float, nesterov: bool, weight_decay: float, l1: float
+    ) -> OptimizerState: ...
+    @property
+    def kind(self) -> int: ...
+    @property
+    def lr(self) -> float: ...
+    @lr.setter
+    def lr(self, arg1: float) -> None: ...
+    @property
+    def step(self) -> int: ...
+
+class Network:
+    """
+    The CUDA training engine (engine/network_cuda.h). Use fastmlp.MLP(..., device='cuda') instead.
+    """
+    def __init__(
+        self,
+        sizes: collections.abc.Sequence[int],
+        activations: collections.abc.Sequence[int],
+        alphas: collections.abc.Sequence[float],
+        dropouts: collections.abc.Sequence[float],
+        seed: int,
+    ) -> None: ...
+    def evaluate(
+        self, x: numpy.ndarray, y: numpy.ndarray, loss: int, batch_size: int
+    ) -> tuple[float, int, int]:
+        """
+        (mean loss, correct, total) in eval mode; total is 0 for mse.
+        """
+    def forward(
+        self, x: numpy.ndarray, training: bool = False
+    ) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        Logits (n, out) as a NumPy array. training=True applies dropout and advances rng_offset.
+        """
+    def gradients(self) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        Host copy (P,) of the gradients of the last loss_and_gradients/train_step.
+        """
+    def loss_and_gradients(
+        self,
+        x: numpy.ndarray,
+        y: numpy.ndarray,
+        loss: int,
+        label_smoothing: float = 0.0,
+        training: bool = False,
+    ) -> float: ...
+    def parameters(self) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        Host copy (P,) of the flat parameter buffer (layout: engine/network.h).
+        """
+    def set_parameters(self, values: numpy.ndarray) -> None: ...
+    def take_train_counts(self) -> tuple[int, int]:
+        """
+        (correct, total) predictions of the train_steps since the last call; resets them.
+        """
+    def train_step(
+        self,
+        x: numpy.ndarray,
+        y: numpy.ndarray,
+        loss: int,
+        label_smoothing: float,
+        training: bool,
+        optimizer: OptimizerState,
+    ) -> float: ...
+    def train_step_device(
+        self,
+        x: DeviceBuffer,
+        y: DeviceBuffer,
+        n: int,
+        loss: int,
+        label_smoothing: float,
+        training: bool,
+        optimizer: OptimizerState,
+    ) -> float:
+        """
+        train_step on device buffers: x float32 (n, in), y int64 labels (n,) or float32 targets (n, out), both on this network's device.
+        """
+    def workspace_rows(self) -> int:
+        """
+        Debug: the batch size the workspace is sized for.
+        """
+    @property
+    def device(self) -> int: ...
+    @property
+    def num_parameters(self) -> int: ...
+    @property
+    def rng_offset(self) -> int: ...
+    @rng_offset.setter
+    def rng_offset(self, arg1: int) -> None: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def sizes(self) -> list[int]: ...
 
 def activation_backward(
     dx: DeviceBuffer,

@@ -34,10 +34,17 @@ __all__ = ["DeviceArray", "empty", "gemm", "synchronize", "to_device", "zeros"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.int64))
 _KDLCUDA = 2  # DLPack device type of CUDA memory
+# The _cuda module once a GPU was found usable. _cuda_info() calls cudaGetDeviceProperties, which
+# takes ~1-10 ms, and _module() runs several times per op (dispatch, every empty(), the kernel
+# call): without this cache that query would dominate every small GPU op.
+_CUDA_MODULE: ModuleType | None = None
 
 
 def _module() -> ModuleType:
     """The compiled ``fastmlp._cuda`` module, or ``RuntimeError`` saying why there is none."""
+    global _CUDA_MODULE
+    if _CUDA_MODULE is not None:
+        return _CUDA_MODULE
     from . import _cuda_info
 
     info = _cuda_info()
@@ -47,6 +54,7 @@ def _module() -> ModuleType:
         raise RuntimeError(f"CUDA is not available: no usable GPU ({info['error']})")
     from . import _cuda  # type: ignore[attr-defined]
 
+    _CUDA_MODULE = _cuda
     return _cuda
 
 

@@ -1,6 +1,7 @@
 """The user-facing model: :class:`MLP`, a multilayer perceptron trained by the C++ engine.
 
-The model is a thin handle on ``fastmlp._core.Network`` (``csrc/engine/network.h``), which keeps
+The model is a thin handle on ``fastmlp._core.Network`` (``csrc/engine/network.h``; with
+``device="cuda"``, ``fastmlp._cuda.Network``, ``csrc/engine/network_cuda.h``), which keeps
 the parameters, gradients and activations in flat float32 buffers and runs a whole training step
 (forward, loss, backward, optimizer update) in one call with the GIL released. This module only
 converts and checks arguments, initialises the weights, and saves and loads models.
@@ -82,18 +83,35 @@ def _check_sizes(layer_sizes: object) -> list[int]:
     return [int(s) for s in sizes]
 
 
-def _check_device(device: object) -> None:
+def _check_device(device: object) -> str:
+    """``"cpu"`` or ``"cuda"`` (``"cuda:0"`` is the same device); RuntimeError saying why when a
+    GPU is asked for and none is usable."""
     if not isinstance(device, str):
         raise TypeError(f"device: expected a string such as 'cpu', got {type(device).__name__}")
     if device == "cpu":
-        return
-    if device == "cuda" or device.startswith("cuda:"):
+        return "cpu"
+    if device in ("cuda", "cuda:0"):
+        from .cuda import _module
+
         try:
-            from . import _cuda  # type: ignore[attr-defined]  # noqa: F401
-        except ImportError:
-            raise RuntimeError("device: fastmlp was built without CUDA; use device='cpu'") from None
-        raise RuntimeError("device: the CUDA engine is not available yet; use device='cpu'")
+            _module()
+        except RuntimeError as e:
+            raise RuntimeError(f"device: {e}; use device='cpu'") from None
+        return "cuda"
+    if device.startswith("cuda:"):
+        raise ValueError(
+            f"device: only the first GPU ('cuda' or 'cuda:0') is supported, got {device!r}"
+        )
     raise ValueError(f"device: unknown device {device!r}; known: 'cpu', 'cuda'")
+
+
+def _engine(device: str) -> Any:
+    """The compiled module holding the engine of ``device``: ``_core`` (CPU) or ``_cuda``."""
+    if device == "cpu":
+        return _core
+    from . import _cuda  # type: ignore[attr-defined]
+
+    return _cuda
 
 
 def _resolve_activations(
@@ -179,7 +197,8 @@ class MLP:
     seed:
         an int in ``[0, 2**64)``: seeds the initialisation and keys the dropout random numbers.
     device:
-        ``"cpu"``. (``"cuda"`` raises ``RuntimeError`` until the CUDA engine exists.)
+        ``"cpu"`` or ``"cuda"`` (the first GPU; RuntimeError saying why when none is usable).
+        See :meth:`to`.
     activation_alpha:
         the leaky_relu slope (default 0.01), elu alpha (default 1.0) or PReLU initial slope
         (default 0.25, as PyTorch); a float for every layer that takes one, or a per-layer list.
@@ -218,7 +237,7 @@ class MLP:
             raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
         if not 0 <= int(seed) < 2**64:
             raise ValueError(f"seed: expected an int in [0, 2**64), got {seed}")
-        _check_device(device)
+        device = _check_device(device)
         self.loss = loss
         self._sizes = sizes
         self._activations = names
@@ -228,8 +247,11 @@ class MLP:
         self._seed = int(seed)
         self._device = device
         self._training = True
-        self._net = _core.Network(sizes, kinds, alphas, dropouts, self._seed)
-        self._step_fast = self._net.train_step_fast  # bound once: one lookup less per step
+        self._kinds = kinds
+        self._net = _engine(device).Network(sizes, kinds, alphas, dropouts, self._seed)
+        # Bound once: one lookup less per step. The CUDA engine has no fast path (its step copies
+        # the batch to the device anyway); None sends every call through the checked path.
+        self._step_fast = getattr(self._net, "train_step_fast", None)
         self._shapes = [s for a, b in zip(sizes[:-1], sizes[1:]) for s in ((a, b), (b,))]
         self._shapes += [(1,) for name in names if name == "prelu"]
         prelu_alphas = [np.float32(a).reshape(1) for n, a in zip(names, alphas) if n == "prelu"]
@@ -263,6 +285,28 @@ class MLP:
     @property
     def init(self) -> str:
         return self._init
+
+    @property
+    def device(self) -> str:
+        """Where the parameters, gradients and workspace live: ``"cpu"`` or ``"cuda"``."""
+        return self._device
+
+    def to(self, device: str) -> MLP:
+        """Move the model to ``device`` (``"cpu"`` or ``"cuda"``) and return it. Weights, mode
+        and dropout offset move with it; optimizers do not: build them after moving the model
+        (as in PyTorch), since their state lives on the device of the model they were made for."""
+        device = _check_device(device)
+        if device == self._device:
+            return self
+        net = _engine(device).Network(
+            self._sizes, self._kinds, self._alphas, self._dropouts, self._seed
+        )
+        net.set_parameters(np.ascontiguousarray(self._net.parameters(), dtype=np.float32))
+        net.rng_offset = int(self._net.rng_offset)
+        self._net = net
+        self._step_fast = getattr(net, "train_step_fast", None)
+        self._device = device
+        return self
 
     @property
     def num_parameters(self) -> int:
@@ -469,8 +513,10 @@ class MLP:
             (loss is None or (type(loss) is str and loss == self._loss))
             and type(label_smoothing) in (float, int)
             and label_smoothing == 0
+            and self._step_fast is not None
             and isinstance(optimizer, Optimizer)
             and optimizer.model is self
+            and optimizer.device == self._device
         ):
             value = self._step_fast(x, y, self._loss_code, self._training, optimizer._state)
             if value is not None:
@@ -481,6 +527,11 @@ class MLP:
             )
         if optimizer.model is not self:
             raise ValueError("optimizer: it was built for another model")
+        if optimizer.device != self._device:
+            raise ValueError(
+                f"optimizer: it was built while the model was on {optimizer.device!r}, and the "
+                f"model is now on {self._device!r}; build the optimizer after model.to()"
+            )
         kind = self._loss_or_default(loss)
         xa = self._x(x)
         ya = self._y(y, kind, xa.shape[0])

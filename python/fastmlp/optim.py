@@ -65,11 +65,21 @@ def _betas(betas: object) -> tuple[float, float]:
     return _unit(betas[0], "betas[0]"), _unit(betas[1], "betas[1]")
 
 
+def _state_class(model: Any) -> Any:
+    """The engine's OptimizerState class for the device of ``model`` (CPU or CUDA)."""
+    if model.device == "cpu":
+        return _core.OptimizerState
+    from . import _cuda  # type: ignore[attr-defined]
+
+    return _cuda.OptimizerState
+
+
 class Optimizer:
     """Base class: the model it updates, its C++ state, ``lr``, ``step_count`` and ``defaults``."""
 
     def __init__(self, model: Any, state: Any, lr: float, defaults: dict[str, Any]) -> None:
         self.model = model
+        self.device = model.device  # its state lives there (see MLP.to)
         self._state = state
         self._lr = lr  # as given; the engine holds it rounded to float32
         self.defaults = defaults
@@ -138,7 +148,7 @@ class SGD(Optimizer):
             "weight_decay": _nonneg(weight_decay, "weight_decay"),
             "l1": _nonneg(l1, "l1"),
         }
-        super().__init__(model, _core.OptimizerState.sgd(lr=lr, **defaults), lr, defaults)
+        super().__init__(model, _state_class(model).sgd(lr=lr, **defaults), lr, defaults)
 
 
 class AdaGrad(Optimizer):
@@ -170,7 +180,7 @@ class AdaGrad(Optimizer):
             "eps": _positive(eps, "eps"),
             "l1": _nonneg(l1, "l1"),
         }
-        super().__init__(model, _core.OptimizerState.adagrad(lr=lr, **defaults), lr, defaults)
+        super().__init__(model, _state_class(model).adagrad(lr=lr, **defaults), lr, defaults)
 
 
 class RMSProp(Optimizer):
@@ -210,7 +220,7 @@ class RMSProp(Optimizer):
             "centered": bool(centered),
             "l1": _nonneg(l1, "l1"),
         }
-        super().__init__(model, _core.OptimizerState.rmsprop(lr=lr, **defaults), lr, defaults)
+        super().__init__(model, _state_class(model).rmsprop(lr=lr, **defaults), lr, defaults)
 
 
 class Adam(Optimizer):
@@ -245,7 +255,7 @@ class Adam(Optimizer):
             "weight_decay": _nonneg(weight_decay, "weight_decay"),
             "l1": _nonneg(l1, "l1"),
         }
-        state = _core.OptimizerState.adam(
+        state = _state_class(model).adam(
             lr=lr,
             beta1=beta1,
             beta2=beta2,

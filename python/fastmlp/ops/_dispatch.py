@@ -348,6 +348,7 @@ class _InPlace:
 
     def __init__(self, param: object) -> None:
         self.back: list[tuple[DeviceArray, np.ndarray]] = []
+        self.names: list[str] = []
         self.call = _Call(param)
 
     def buf(self, x: object, name: str, like: DeviceArray | None = None) -> DeviceArray:
@@ -358,8 +359,16 @@ class _InPlace:
             from .._checks import as_inplace
 
             host = as_inplace(x, name)
+            # Overlapping host buffers get separate device copies, which _distinct cannot see and
+            # finish() would copy back over each other: refuse them here, as the CPU path does.
+            for other_name, (_, other) in zip(self.names, self.back):
+                if np.may_share_memory(host, other):
+                    raise ValueError(
+                        f"{name}: shares memory with {other_name}; pass separate arrays"
+                    )
             d = to_device(host)
             self.back.append((d, host))
+            self.names.append(name)
         if like is not None:
             _same_shape(like, "param", d, name)
         return d

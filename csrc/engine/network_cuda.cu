@@ -1,0 +1,623 @@
+// The CUDA training engine. Shapes, layouts and guarantees: engine/network_cuda.h and
+// engine/network.h, whose CPU passes this file follows step for step (same layer loop, same
+// dropout offsets, same order of checks), with cuda/kernels.h in place of cpu/*.h.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "common/errors.h"
+#include "common/optim_scalars.h"
+#include "cuda/check.h"
+#include "cuda/kernels.h"
+#include "engine/network_cuda.h"
+
+namespace fastmlp::cuda {
+
+namespace {
+
+// The stream of every engine call (see network_cuda.h: the legacy default stream).
+constexpr cudaStream_t kStream = 0;
+constexpr int kThreads = 256;
+
+int blocks_for(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<int>(std::min<int64_t>(std::max<int64_t>(b, 1), 4096));
+}
+
+// flag[0] = 1 when some element is NaN or +-inf (the exponent field all ones, as the CPU's
+// all_finite tests). Every writer stores the same value, so the result does not depend on order.
+__global__ void nonfinite_kernel(int* flag, const float* v, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    if ((__float_as_uint(v[i]) & 0x7f800000u) == 0x7f800000u) flag[0] = 1;
+  }
+}
+
+// count[0] += predictions of `logits` that match the targets, as fastmlp::Network::count_correct:
+// labels: the first maximum of each row equals the label; bce: (z > 0) == (target > 0.5) per
+// element. Integer atomics: the sum is exact whatever the order.
+__global__ void count_labels_kernel(unsigned long long* count, const float* logits,
+                                    const int64_t* labels, int64_t n, int64_t c) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const float* row = logits + i * c;
+    int64_t best = 0;
+    for (int64_t j = 1; j < c; ++j) {
+      if (row[j] > row[best]) best = j;
+    }
+    if (best == labels[i]) atomicAdd(count, 1ull);
+  }
+}
+
+__global__ void count_bce_kernel(unsigned long long* count, const float* logits,
+                                 const float* targets, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    if ((logits[i] > 0.0f) == (targets[i] > 0.5f)) atomicAdd(count, 1ull);
+  }
+}
+
+bool host_all_finite(const float* v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, v + i, sizeof(bits));
+    if ((bits & 0x7f800000u) == 0x7f800000u) return false;
+  }
+  return true;
+}
+
+void check_lr(float lr) {
+  FASTMLP_CHECK(std::isfinite(lr) && lr >= 0.0f, "lr: expected a finite learning rate >= 0, got ",
+                lr);
+}
+
+void copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const char* what) {
+  if (bytes == 0) return;
+  check_cuda(cudaMemcpyAsync(dst, src, bytes, kind, kStream), what);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- OptimizerState
+
+// The config checks of common/optim_scalars.h run now, when the optimizer is built (as the CPU
+// state does by running its kernel on zero elements).
+OptimizerState::OptimizerState(const SgdConfig& config) : kind_(OptimizerKind::Sgd), sgd_(config) {
+  check_lr(config.lr);
+  sgd_scalars(config, 1);
+}
+OptimizerState::OptimizerState(const AdagradConfig& config)
+    : kind_(OptimizerKind::Adagrad), adagrad_(config) {
+  check_lr(config.lr);
+  adagrad_scalars(config, 1);
+}
+OptimizerState::OptimizerState(const RmspropConfig& config)
+    : kind_(OptimizerKind::Rmsprop), rmsprop_(config) {
+  check_lr(config.lr);
+  rmsprop_scalars(config, 1);
+}
+OptimizerState::OptimizerState(const AdamConfig& config)
+    : kind_(OptimizerKind::Adam), adam_(config) {
+  check_lr(config.lr);
+  adam_scalars(config, 1);
+}
+
+float OptimizerState::lr() const {
+  switch (kind_) {
+    case OptimizerKind::Sgd:
+      return sgd_.lr;
+    case OptimizerKind::Adagrad:
+      return adagrad_.lr;
+    case OptimizerKind::Rmsprop:
+      return rmsprop_.lr;
+    case OptimizerKind::Adam:
+      return adam_.lr;
+  }
+  return 0.0f;
+}
+
+void OptimizerState::set_lr(float lr) {
+  check_lr(lr);
+  switch (kind_) {
+    case OptimizerKind::Sgd:
+      sgd_.lr = lr;
+      break;
+    case OptimizerKind::Adagrad:
+      adagrad_.lr = lr;
+      break;
+    case OptimizerKind::Rmsprop:
+      rmsprop_.lr = lr;
+      break;
+    case OptimizerKind::Adam:
+      adam_.lr = lr;
+      break;
+  }
+}
+
+void OptimizerState::prepare(int64_t n) {
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "optimizer: cudaGetDevice");
+  if (size_ == n && device_ == device) return;
+  FASTMLP_CHECK(size_ < 0, "optimizer: its state was built for a model with ", size_,
+                " parameters on cuda:", device_, ", this one has ", n, " on cuda:", device);
+  const size_t bytes = static_cast<size_t>(n) * sizeof(float);
+  auto zeroed = [&](const char* what) {
+    auto buffer = std::make_unique<DeviceBuffer>(bytes, what);
+    check_cuda(cudaMemsetAsync(buffer->data(), 0, bytes, kStream), "optimizer: zeroing state");
+    return buffer;
+  };
+  switch (kind_) {
+    case OptimizerKind::Sgd:
+      if (sgd_.momentum != 0.0f) buffers_[0] = zeroed("optimizer momentum_buffer");
+      break;
+    case OptimizerKind::Adagrad:
+      buffers_[0] = zeroed("optimizer sum of squares");
+      break;
+    case OptimizerKind::Rmsprop:
+      buffers_[0] = zeroed("optimizer square_avg");
+      if (rmsprop_.momentum != 0.0f) buffers_[1] = zeroed("optimizer momentum_buffer");
+      if (rmsprop_.centered) buffers_[2] = zeroed("optimizer grad_avg");
+      break;
+    case OptimizerKind::Adam:
+      buffers_[0] = zeroed("optimizer exp_avg");
+      buffers_[1] = zeroed("optimizer exp_avg_sq");
+      break;
+  }
+  size_ = n;
+  device_ = device;
+}
+
+void OptimizerState::apply(float* params, const float* grads, int64_t n, cudaStream_t stream) {
+  auto state = [&](int i) {
+    return buffers_[i] ? static_cast<float*>(buffers_[i]->data()) : nullptr;
+  };
+  const int64_t step = step_ + 1;
+  switch (kind_) {
+    case OptimizerKind::Sgd:
+      sgd_step(params, state(0), grads, n, sgd_, step, stream);
+      break;
+    case OptimizerKind::Adagrad:
+      adagrad_step(params, state(0), grads, n, adagrad_, step, stream);
+      break;
+    case OptimizerKind::Rmsprop:
+      rmsprop_step(params, state(0), state(1), state(2), grads, n, rmsprop_, step, stream);
+      break;
+    case OptimizerKind::Adam:
+      adam_step(params, state(0), state(1), grads, n, adam_, step, stream);
+      break;
+  }
+  ++step_;
+}
+
+// ---------------------------------------------------------------- Network: set-up
+
+void* Network::Scratch::ensure(size_t bytes, const char* what) {
+  if (!buffer_ || buffer_->nbytes() < bytes) {
+    buffer_.reset();  // free first: the old contents are scratch, and memory may be tight
+    buffer_ = std::make_unique<DeviceBuffer>(bytes, what);
+  }
+  return buffer_->data();
+}
+
+Network::Network(std::vector<int64_t> sizes, std::vector<Activation> activations,
+                 std::vector<float> alphas, std::vector<float> dropouts, uint64_t seed)
+    : sizes_(std::move(sizes)), seed_(seed) {
+  // Same checks and layout as fastmlp::Network's constructor (engine/network.cpp).
+  FASTMLP_CHECK(sizes_.size() >= 2, "layer_sizes: expected at least 2 sizes (in, out), got ",
+                sizes_.size());
+  for (size_t i = 0; i < sizes_.size(); ++i) {
+    FASTMLP_CHECK(sizes_[i] >= 1, "layer_sizes: size ", i, " is ", sizes_[i], ", expected >= 1");
+  }
+  const size_t hidden = sizes_.size() - 2;
+  FASTMLP_CHECK(activations.size() == hidden, "activation: expected ", hidden,
+                " entries (one per hidden layer), got ", activations.size());
+  FASTMLP_CHECK(alphas.size() == hidden, "activation_alpha: expected ", hidden,
+                " entries (one per hidden layer), got ", alphas.size());
+  FASTMLP_CHECK(dropouts.size() == hidden, "dropout: expected ", hidden,
+                " entries (one per hidden layer), got ", dropouts.size());
+  check_cuda(cudaGetDevice(&device_), "cuda: cudaGetDevice");
+
+  const int64_t L = num_layers();
+  layers_.resize(static_cast<size_t>(L));
+  int64_t p = 0;
+  for (int64_t l = 0; l < L; ++l) {
+    Layer& layer = layers_[l];
+    layer.in = sizes_[l];
+    layer.out = sizes_[l + 1];
+    layer.w_offset = p;
+    p += layer.in * layer.out;
+    layer.b_offset = p;
+    p += layer.out;
+    if (l + 1 < L) {
+      const int a = static_cast<int>(activations[l]);
+      FASTMLP_CHECK(a >= 0 && a <= static_cast<int>(Activation::Tanh), "activation: unknown kind ",
+                    a, " for hidden layer ", l);
+      FASTMLP_CHECK(std::isfinite(alphas[l]), "activation_alpha: entry ", l, " is not finite");
+      FASTMLP_CHECK(dropouts[l] >= 0.0f && dropouts[l] < 1.0f, "dropout: entry ", l, " is ",
+                    dropouts[l], ", expected a probability in [0, 1)");
+      layer.activation = activations[l];
+      layer.alpha = alphas[l];
+      layer.dropout = dropouts[l];
+    }
+  }
+  for (Layer& layer : layers_) {
+    if (layer.activation == Activation::Prelu) layer.slope_offset = p++;
+  }
+  num_params_ = p;
+
+  int64_t row = 0, max_width = 0;
+  for (int64_t l = 0; l < L; ++l) {
+    Layer& layer = layers_[l];
+    const bool is_hidden = l + 1 < L;
+    if (is_hidden && layer.activation != Activation::Identity) {
+      layer.z_row = row;
+      row += layer.out;
+    }
+    layer.a_row = row;
+    row += layer.out;
+    if (is_hidden && layer.dropout > 0.0f) {
+      layer.h_row = row;
+      row += layer.out;
+    }
+    max_width = std::max(max_width, layer.out);
+  }
+  scratch_row_[0] = row;
+  scratch_row_[1] = row + max_width;
+  floats_per_row_ = row + 2 * max_width;
+
+  const size_t pbytes = static_cast<size_t>(p) * sizeof(float);
+  params_.ensure(pbytes, "parameters");
+  grads_.ensure(pbytes, "gradients");
+  flags_.ensure(2 * sizeof(unsigned long long), "engine flags");
+  check_cuda(cudaMemsetAsync(params_.as<float>(), 0, pbytes, kStream), "parameters: zeroing");
+  check_cuda(cudaMemsetAsync(grads_.as<float>(), 0, pbytes, kStream), "gradients: zeroing");
+  for (const Layer& layer : layers_) {
+    if (layer.slope_offset >= 0) {
+      copy(params_.as<float>() + layer.slope_offset, &layer.alpha, sizeof(float),
+           cudaMemcpyHostToDevice, "parameters: PReLU slope");
+    }
+  }
+  check_cuda(cudaStreamSynchronize(kStream), "cuda: network set-up");
+}
+
+void Network::ensure_capacity(int64_t rows) {
+  if (rows <= capacity_rows_) return;
+  workspace_.ensure(static_cast<size_t>(rows * floats_per_row_) * sizeof(float), "workspace");
+  capacity_rows_ = rows;
+}
+
+void Network::set_rng_offset(uint64_t offset) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  rng_offset_ = offset;
+}
+
+void Network::set_parameters(const float* values, int64_t count) {
+  FASTMLP_CHECK(count == num_parameters(), "weights: expected ", num_parameters(),
+                " parameters, got ", count);
+  FASTMLP_CHECK(host_all_finite(values, count), "weights: contain NaN or infinite values");
+  std::lock_guard<std::mutex> lock(mutex_);
+  copy(params_.as<float>(), values, static_cast<size_t>(count) * sizeof(float),
+       cudaMemcpyHostToDevice, "weights: copy to the device");
+  check_cuda(cudaStreamSynchronize(kStream), "weights: copy to the device");
+}
+
+void Network::get_parameters(float* out) const {
+  copy(out, params_.as<float>(), static_cast<size_t>(num_params_) * sizeof(float),
+       cudaMemcpyDeviceToHost, "weights: copy to the host");
+  check_cuda(cudaStreamSynchronize(kStream), "weights: copy to the host");
+}
+
+void Network::get_gradients(float* out) const {
+  copy(out, grads_.as<float>(), static_cast<size_t>(num_params_) * sizeof(float),
+       cudaMemcpyDeviceToHost, "gradients: copy to the host");
+  check_cuda(cudaStreamSynchronize(kStream), "gradients: copy to the host");
+}
+
+std::pair<int64_t, int64_t> Network::take_train_counts() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const std::pair<int64_t, int64_t> counts(train_correct_, train_total_);
+  train_correct_ = 0;
+  train_total_ = 0;
+  return counts;
+}
+
+// ---------------------------------------------------------------- Network: passes
+
+const float* Network::layer_input(int64_t l, const float* x, bool training) const {
+  if (l == 0) return x;
+  const Layer& prev = layers_[l - 1];
+  return training && prev.h_row >= 0 ? ws(prev.h_row) : ws(prev.a_row);
+}
+
+// The forward pass of fastmlp::Network::forward_slice over all n rows. A PReLU layer's slope is
+// a device value, so its GEMM writes z and prelu_forward makes a (the CPU fuses both into the
+// GEMM epilogue with the slope read on the host).
+uint64_t Network::forward_rows(float* out, const float* x, int64_t n, bool training, bool store_z,
+                               uint64_t rng_offset) {
+  const int64_t L = num_layers();
+  float* params = params_.as<float>();
+  for (int64_t l = 0; l < L; ++l) {
+    const Layer& layer = layers_[l];
+    float* a = (l + 1 == L && out != nullptr) ? out : ws(layer.a_row);
+    GemmEpilogue epilogue;
+    epilogue.bias = params + layer.b_offset;
+    if (layer.slope_offset >= 0) {
+      gemm(false, false, n, layer.out, layer.in, 1.0f, layer_input(l, x, training), layer.in,
+           params + layer.w_offset, layer.out, 0.0f, ws(layer.z_row), layer.out, epilogue, kStream);
+      prelu_forward(a, ws(layer.z_row), params + layer.slope_offset, n, layer.out, 1, kStream);
+    } else {
+      epilogue.activation = layer.activation;
+      epilogue.activation_alpha = layer.alpha;
+      epilogue.preactivation = store_z && layer.z_row >= 0 ? ws(layer.z_row) : nullptr;
+      gemm(false, false, n, layer.out, layer.in, 1.0f, layer_input(l, x, training), layer.in,
+           params + layer.w_offset, layer.out, 0.0f, a, layer.out, epilogue, kStream);
+    }
+    if (training && layer.h_row >= 0) {
+      dropout_forward(ws(layer.h_row), a, n * layer.out, layer.dropout, seed_, rng_offset, kStream);
+      rng_offset += static_cast<uint64_t>(n * layer.out);
+    }
+  }
+  return rng_offset;
+}
+
+// fastmlp::Network::backward, kernel for kernel.
+void Network::backward(const float* x, int64_t n, bool training, uint64_t end_offset) {
+  float* params = params_.as<float>();
+  float* grads = grads_.as<float>();
+  float* dz = ws(scratch_row_[0]);
+  int cur = 0;
+  uint64_t offset = end_offset;
+  for (int64_t l = num_layers() - 1; l >= 0; --l) {
+    const Layer& layer = layers_[l];
+    gemm(true, false, layer.in, layer.out, n, 1.0f, layer_input(l, x, training), layer.in, dz,
+         layer.out, 0.0f, grads + layer.w_offset, layer.out, GemmEpilogue{}, kStream);
+    column_sum(grads + layer.b_offset, dz, n, layer.out, kStream);
+    if (l == 0) break;
+
+    const Layer& prev = layers_[l - 1];
+    float* dh = ws(scratch_row_[1 - cur]);
+    gemm(false, true, n, layer.in, layer.out, 1.0f, dz, layer.out, params + layer.w_offset,
+         layer.out, 0.0f, dh, layer.in, GemmEpilogue{}, kStream);
+    const int64_t count = n * prev.out;
+    if (training && prev.h_row >= 0) {
+      offset -= static_cast<uint64_t>(count);
+      dropout_backward(dh, dh, count, prev.dropout, seed_, offset, kStream);
+    }
+    if (prev.slope_offset >= 0) {
+      prelu_backward(dh, grads + prev.slope_offset, ws(prev.z_row), params + prev.slope_offset, dh,
+                     n, prev.out, 1, kStream);
+    } else if (prev.activation != Activation::Identity) {
+      activation_backward(dh, ws(prev.z_row), ws(prev.a_row), dh, count, prev.activation,
+                          prev.alpha, kStream);
+    }
+    dz = dh;
+    cur = 1 - cur;
+  }
+}
+
+double Network::compute_loss(float* dlogits, const float* logits, const Targets& y, int64_t n,
+                             LossKind loss, float label_smoothing) {
+  const int64_t c = out_features();
+  switch (loss) {
+    case LossKind::CrossEntropy:
+      return softmax_cross_entropy(dlogits, logits, y.labels, n, c, label_smoothing, kStream);
+    case LossKind::Mse:
+      return mse_loss(dlogits, logits, y.values, n, c, kStream);
+    case LossKind::Hinge:
+      return multiclass_hinge_loss(dlogits, logits, y.labels, n, c, 1.0f, kStream);
+    case LossKind::Bce:
+      return bce_with_logits(dlogits, logits, y.values, n, c, kStream);
+  }
+  throw ValueError("loss: unknown loss kind");
+}
+
+void Network::count_correct(const float* logits, const Targets& y, int64_t n, LossKind loss,
+                            int64_t* correct, int64_t* total) {
+  const int64_t c = out_features();
+  if (!loss_uses_labels(loss) && loss != LossKind::Bce) return;  // mse: no accuracy
+  auto* count = flags_.as<unsigned long long>() + 1;
+  check_cuda(cudaMemsetAsync(count, 0, sizeof(*count), kStream), "accuracy: zeroing");
+  int64_t counted = 0;
+  if (loss_uses_labels(loss)) {
+    count_labels_kernel<<<blocks_for(n), kThreads, 0, kStream>>>(count, logits, y.labels, n, c);
+    counted = n;
+  } else {
+    count_bce_kernel<<<blocks_for(n * c), kThreads, 0, kStream>>>(count, logits, y.values, n * c);
+    counted = n * c;
+  }
+  check_launch("accuracy count");
+  unsigned long long hits = 0;
+  copy(&hits, count, sizeof(hits), cudaMemcpyDeviceToHost, "accuracy: copy to the host");
+  check_cuda(cudaStreamSynchronize(kStream), "accuracy count");
+  *correct += static_cast<int64_t>(hits);
+  *total += counted;
+}
+
+Targets Network::stage(const float** x, const Targets& y, int64_t n) {
+  const size_t xbytes = static_cast<size_t>(n * in_features()) * sizeof(float);
+  float* dx = static_cast<float*>(staged_x_.ensure(xbytes, "x (staging copy)"));
+  copy(dx, *x, xbytes, cudaMemcpyHostToDevice, "x: copy to the device");
+  *x = dx;
+  Targets out;
+  if (y.labels != nullptr) {
+    const size_t bytes = static_cast<size_t>(n) * sizeof(int64_t);
+    auto* d = static_cast<int64_t*>(staged_labels_.ensure(bytes, "y (staging copy)"));
+    copy(d, y.labels, bytes, cudaMemcpyHostToDevice, "y: copy to the device");
+    out.labels = d;
+  }
+  if (y.values != nullptr) {
+    const size_t bytes = static_cast<size_t>(n * out_features()) * sizeof(float);
+    auto* d = static_cast<float*>(staged_values_.ensure(bytes, "y (staging copy)"));
+    copy(d, y.values, bytes, cudaMemcpyHostToDevice, "y: copy to the device");
+    out.values = d;
+  }
+  return out;
+}
+
+void Network::throw_non_finite(const float* x, const Targets& y, int64_t n, bool on_host,
+                               const char* what) {
+  // x and y as the caller gave them: host arrays are checked on the host; device ones with the
+  // finiteness kernel.
+  auto finite = [&](const float* v, int64_t count) {
+    if (on_host) return host_all_finite(v, count);
+    int* flag = flags_.as<int>();
+    check_cuda(cudaMemsetAsync(flag, 0, sizeof(int), kStream), "finiteness check");
+    nonfinite_kernel<<<blocks_for(count), kThreads, 0, kStream>>>(flag, v, count);
+    check_launch("finiteness check");
+    int bad = 0;
+    copy(&bad, flag, sizeof(int), cudaMemcpyDeviceToHost, "finiteness check");
+    check_cuda(cudaStreamSynchronize(kStream), "finiteness check");
+    return bad == 0;
+  };
+  FASTMLP_CHECK(finite(x, n * in_features()), "x: contains NaN or infinite values");
+  if (y.values != nullptr) {
+    FASTMLP_CHECK(finite(y.values, n * out_features()), "y: contains NaN or infinite values");
+  }
+  throw NonFiniteError(what);
+}
+
+// Forward, loss and backward on device x / y; the host_* arguments are what the caller passed
+// (host or device memory, per input_on_host), for the diagnosis of a non-finite loss.
+double Network::gradients_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
+                                 float label_smoothing, bool training, bool input_on_host,
+                                 const float* host_x, const Targets& host_y,
+                                 uint64_t* next_offset) {
+  const uint64_t end = forward_rows(nullptr, x, n, training, true, rng_offset_);
+  const double value =
+      compute_loss(ws(scratch_row_[0]), ws(layers_.back().a_row), y, n, loss, label_smoothing);
+  if (!std::isfinite(value)) {
+    const std::string what = detail::concat(
+        "loss: the loss is ", value,
+        " (not finite; is the learning rate too large?); the parameters and the optimizer state "
+        "were left unchanged");
+    throw_non_finite(host_x, host_y, n, input_on_host, what.c_str());
+  }
+  backward(x, n, training, end);
+  int* flag = flags_.as<int>();
+  check_cuda(cudaMemsetAsync(flag, 0, sizeof(int), kStream), "gradients: finiteness check");
+  nonfinite_kernel<<<blocks_for(num_params_), kThreads, 0, kStream>>>(flag, grads_.as<float>(),
+                                                                      num_params_);
+  check_launch("gradients: finiteness check");
+  int bad = 0;
+  copy(&bad, flag, sizeof(int), cudaMemcpyDeviceToHost, "gradients: finiteness check");
+  check_cuda(cudaStreamSynchronize(kStream), "backward pass");
+  if (bad != 0) {
+    throw_non_finite(host_x, host_y, n, input_on_host,
+                     "gradients: NaN or infinite values (is the learning rate too large?); the "
+                     "parameters and the optimizer state were left unchanged");
+  }
+  *next_offset = end;
+  return value;
+}
+
+double Network::step_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
+                            float label_smoothing, bool training, OptimizerState& optimizer,
+                            bool input_on_host, const float* host_x, const Targets& host_y) {
+  optimizer.prepare(num_parameters());  // may allocate or throw: before anything changes
+  uint64_t end = rng_offset_;
+  const double value = gradients_locked(x, y, n, loss, label_smoothing, training, input_on_host,
+                                        host_x, host_y, &end);
+  int64_t correct = 0, total = 0;
+  count_correct(ws(layers_.back().a_row), y, n, loss, &correct, &total);
+  optimizer.apply(params_.as<float>(), grads_.as<float>(), num_parameters(), kStream);
+  rng_offset_ = end;
+  train_correct_ += correct;
+  train_total_ += total;
+  return value;
+}
+
+// ---------------------------------------------------------------- Network: public calls
+
+void Network::forward(float* out, const float* x, int64_t n, bool training) {
+  FASTMLP_CHECK(n >= 1, "x: empty batch (0 rows)");
+  FASTMLP_CHECK(host_all_finite(x, n * in_features()), "x: contains NaN or infinite values");
+  std::lock_guard<std::mutex> lock(mutex_);
+  const int64_t chunk = training ? n : std::min(n, std::max(capacity_rows_, int64_t{1024}));
+  ensure_capacity(chunk);
+  const int64_t c = out_features();
+  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+    const int64_t rows = std::min(chunk, n - r0);
+    const float* dx = x + r0 * in_features();
+    stage(&dx, Targets{}, rows);
+    const uint64_t end =
+        forward_rows(nullptr, dx, rows, training, false, training ? rng_offset_ : 0);
+    copy(out + r0 * c, ws(layers_.back().a_row), static_cast<size_t>(rows * c) * sizeof(float),
+         cudaMemcpyDeviceToHost, "forward: copy to the host");
+    check_cuda(cudaStreamSynchronize(kStream), "forward pass");
+    if (training) rng_offset_ = end;
+  }
+}
+
+double Network::loss_and_gradients(const float* x, const Targets& y, int64_t n, LossKind loss,
+                                   float label_smoothing, bool training) {
+  FASTMLP_CHECK(n >= 1, "x: empty batch (0 rows)");
+  std::lock_guard<std::mutex> lock(mutex_);
+  ensure_capacity(n);
+  const float* dx = x;
+  const Targets dy = stage(&dx, y, n);
+  uint64_t end = rng_offset_;
+  const double value =
+      gradients_locked(dx, dy, n, loss, label_smoothing, training, true, x, y, &end);
+  rng_offset_ = end;
+  return value;
+}
+
+double Network::train_step(const float* x, const Targets& y, int64_t n, LossKind loss,
+                           float label_smoothing, bool training, OptimizerState& optimizer) {
+  FASTMLP_CHECK(n >= 1, "x: empty batch (0 rows)");
+  std::lock_guard<std::mutex> lock(mutex_);
+  ensure_capacity(n);
+  const float* dx = x;
+  const Targets dy = stage(&dx, y, n);
+  return step_locked(dx, dy, n, loss, label_smoothing, training, optimizer, true, x, y);
+}
+
+double Network::train_step_device(const float* x, const Targets& y, int64_t n, LossKind loss,
+                                  float label_smoothing, bool training, OptimizerState& optimizer) {
+  FASTMLP_CHECK(n >= 1, "x: empty batch (0 rows)");
+  if (y.labels != nullptr) {
+    FASTMLP_CHECK(!labels_out_of_range(y.labels, n, out_features(), kStream),
+                  "y: a label is out of range [0, ", out_features(), ")");
+  }
+  if (loss == LossKind::Bce) {
+    FASTMLP_CHECK(!targets_out_of_unit_interval(y.values, n * out_features(), kStream),
+                  "y: bce targets must lie in [0, 1]");
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  ensure_capacity(n);
+  return step_locked(x, y, n, loss, label_smoothing, training, optimizer, false, x, y);
+}
+
+EvalResult Network::evaluate(const float* x, const Targets& y, int64_t n, LossKind loss,
+                             int64_t batch_rows) {
+  FASTMLP_CHECK(n >= 1, "x: empty batch (0 rows)");
+  FASTMLP_CHECK(batch_rows >= 1, "batch_size: expected >= 1, got ", batch_rows);
+  std::lock_guard<std::mutex> lock(mutex_);
+  const int64_t c = out_features();
+  const int64_t chunk = std::min(n, batch_rows);
+  ensure_capacity(chunk);
+  EvalResult result;
+  double loss_sum = 0.0;
+  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+    const int64_t rows = std::min(chunk, n - r0);
+    Targets part;
+    if (y.labels) part.labels = y.labels + r0;
+    if (y.values) part.values = y.values + r0 * c;
+    const float* px = x + r0 * in_features();
+    FASTMLP_CHECK(host_all_finite(px, rows * in_features()), "x: contains NaN or infinite values");
+    if (part.values != nullptr) {
+      FASTMLP_CHECK(host_all_finite(part.values, rows * c), "y: contains NaN or infinite values");
+    }
+    const float* dx = px;
+    const Targets dpart = stage(&dx, part, rows);
+    forward_rows(nullptr, dx, rows, false, false, 0);
+    const float* logits = ws(layers_.back().a_row);
+    loss_sum += compute_loss(nullptr, logits, dpart, rows, loss, 0.0f) * static_cast<double>(rows);
+    count_correct(logits, dpart, rows, loss, &result.correct, &result.total);
+  }
+  result.loss = loss_sum / static_cast<double>(n);
+  return result;
+}
+
+}  // namespace fastmlp::cuda

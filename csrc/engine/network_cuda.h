@@ -1,0 +1,178 @@
+// The CUDA training engine: the network of engine/network.h (same shapes, same flat parameter
+// layout [W_1, b_1, ..., W_L, b_L, PReLU slopes], same dropout offsets, same failure guarantees)
+// with its parameters, gradients, workspace and optimizer state in device memory. Built into the
+// _cuda module only; the kernels are the launchers of cuda/kernels.h, so every op computes the
+// same function as its CPU twin (GEMM sums in another order: results agree to float32 rounding,
+// not bit for bit).
+//
+// Memory: host-pointer calls (the NumPy path) copy x and the targets into staging buffers that,
+// like the workspace, grow to the largest batch seen and never shrink; device-pointer calls
+// (*_device, for data already on this GPU) copy nothing. Once a batch size has been seen, a step
+// allocates nothing.
+//
+// Streams and synchronisation: everything runs on the legacy default stream, in order with
+// fastmlp.cuda's DeviceArray operations and PyTorch/CuPy default streams. A step synchronises
+// where the host needs a value: the loss (which the caller gets back) and the finiteness flag of
+// the gradients (the update must not run when it is set). Both come back in one copy.
+//
+// Failure guarantees (as engine/network.h): a step whose loss or gradients are not finite throws
+// NonFiniteError (ValueError naming x or y when the input is the cause) before the optimizer runs,
+// so parameters, optimizer state, its step count and rng_offset are unchanged. A CUDA error
+// (CudaError, DeviceOutOfMemory) can leave the device in an unknown state and is reported as such.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "common/activation_math.h"
+#include "cpu/optim.h"
+#include "cuda/memory.h"
+#include "engine/optimizer_state.h"  // OptimizerKind
+#include "engine/targets.h"
+
+namespace fastmlp::cuda {
+
+// One optimizer's state on the device, laid out like the network's parameters (see
+// engine/optimizer_state.h, whose rules and checks it shares: the kernels are cuda/kernels.h's).
+class OptimizerState {
+ public:
+  explicit OptimizerState(const SgdConfig& config);
+  explicit OptimizerState(const AdagradConfig& config);
+  explicit OptimizerState(const RmspropConfig& config);
+  explicit OptimizerState(const AdamConfig& config);
+
+  OptimizerKind kind() const { return kind_; }
+  int64_t step() const { return step_; }
+  float lr() const;
+  void set_lr(float lr);
+
+  // Allocates (zeroed) device state for n parameters on the current device, once; ValueError if
+  // it was built for another n or another device.
+  void prepare(int64_t n);
+  // One update of n parameters on `stream` with step = step() + 1, then counts the step.
+  void apply(float* params, const float* grads, int64_t n, cudaStream_t stream);
+
+ private:
+  OptimizerKind kind_;
+  SgdConfig sgd_;
+  AdagradConfig adagrad_;
+  RmspropConfig rmsprop_;
+  AdamConfig adam_;
+  int64_t step_ = 0;
+  int64_t size_ = -1;
+  int device_ = -1;
+  std::unique_ptr<DeviceBuffer> buffers_[3];  // as engine/optimizer_state.h; null when unused
+};
+
+class Network {
+ public:
+  Network(std::vector<int64_t> sizes, std::vector<Activation> activations,
+          std::vector<float> alphas, std::vector<float> dropouts, uint64_t seed);
+  Network(const Network&) = delete;
+  Network& operator=(const Network&) = delete;
+
+  // Host-memory API, the semantics of fastmlp::Network's methods of the same names.
+  void forward(float* out, const float* x, int64_t n, bool training);
+  double loss_and_gradients(const float* x, const Targets& y, int64_t n, LossKind loss,
+                            float label_smoothing, bool training);
+  double train_step(const float* x, const Targets& y, int64_t n, LossKind loss,
+                    float label_smoothing, bool training, OptimizerState& optimizer);
+  EvalResult evaluate(const float* x, const Targets& y, int64_t n, LossKind loss,
+                      int64_t batch_rows);
+
+  // Device-memory step: x (n, D_0) and the targets already on this network's device (labels
+  // int64 (n,), values float32 (n, D_L)). Labels are checked on the device (one small reduction).
+  double train_step_device(const float* x, const Targets& y, int64_t n, LossKind loss,
+                           float label_smoothing, bool training, OptimizerState& optimizer);
+
+  // Host copies of the parameters / gradients (P floats); set_parameters checks finiteness.
+  void set_parameters(const float* values, int64_t count);
+  void get_parameters(float* out) const;
+  void get_gradients(float* out) const;
+
+  std::pair<int64_t, int64_t> take_train_counts();
+
+  int64_t num_layers() const { return static_cast<int64_t>(sizes_.size()) - 1; }
+  int64_t in_features() const { return sizes_.front(); }
+  int64_t out_features() const { return sizes_.back(); }
+  int64_t num_parameters() const { return num_params_; }
+  const std::vector<int64_t>& sizes() const { return sizes_; }
+  uint64_t seed() const { return seed_; }
+  uint64_t rng_offset() const { return rng_offset_; }
+  void set_rng_offset(uint64_t offset);
+  int64_t workspace_capacity_rows() const { return capacity_rows_; }
+  int device() const { return device_; }
+  float* device_parameters() { return params_.as<float>(); }
+  float* device_gradients() { return grads_.as<float>(); }
+
+ private:
+  struct Layer {
+    int64_t in = 0, out = 0;
+    Activation activation = Activation::Identity;
+    float alpha = 0.0f;
+    float dropout = 0.0f;
+    int64_t w_offset = 0, b_offset = 0;
+    int64_t slope_offset = -1;
+    int64_t z_row = -1, a_row = 0, h_row = -1;
+  };
+
+  // A device buffer that only grows (workspace, staging); contents are scratch.
+  class Scratch {
+   public:
+    void* ensure(size_t bytes, const char* what);
+    template <typename T>
+    T* as() const {
+      return buffer_ ? static_cast<T*>(buffer_->data()) : nullptr;
+    }
+
+   private:
+    std::unique_ptr<DeviceBuffer> buffer_;
+  };
+
+  void ensure_capacity(int64_t rows);
+  float* ws(int64_t row_offset) const {
+    return workspace_.as<float>() + row_offset * capacity_rows_;
+  }
+  const float* layer_input(int64_t l, const float* x, bool training) const;
+  uint64_t forward_rows(float* out, const float* x, int64_t n, bool training, bool store_z,
+                        uint64_t rng_offset);
+  void backward(const float* x, int64_t n, bool training, uint64_t end_offset);
+  double compute_loss(float* dlogits, const float* logits, const Targets& y, int64_t n,
+                      LossKind loss, float label_smoothing);
+  // Uploads x and the targets of a host call into the staging buffers; returns device targets.
+  Targets stage(const float** x, const Targets& y, int64_t n);
+  double gradients_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
+                          float label_smoothing, bool training, bool input_on_host,
+                          const float* host_x, const Targets& host_y, uint64_t* next_offset);
+  double step_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
+                     float label_smoothing, bool training, OptimizerState& optimizer,
+                     bool input_on_host, const float* host_x, const Targets& host_y);
+  void count_correct(const float* logits, const Targets& y, int64_t n, LossKind loss,
+                     int64_t* correct, int64_t* total);
+  // Throws ValueError naming x or y if either holds NaN/inf, else NonFiniteError(what).
+  [[noreturn]] void throw_non_finite(const float* x, const Targets& y, int64_t n, bool on_host,
+                                     const char* what);
+
+  std::vector<int64_t> sizes_;
+  std::vector<Layer> layers_;
+  int64_t num_params_ = 0;
+  uint64_t seed_ = 0;
+  uint64_t rng_offset_ = 0;
+  int device_ = 0;
+  Scratch params_, grads_;
+  Scratch workspace_;
+  int64_t capacity_rows_ = 0;
+  int64_t floats_per_row_ = 0;
+  int64_t scratch_row_[2] = {0, 0};
+  Scratch staged_x_, staged_labels_, staged_values_;
+  Scratch flags_;  // small device scratch: finiteness flag and correct-prediction count
+  int64_t train_correct_ = 0, train_total_ = 0;
+  std::mutex mutex_;
+};
+
+}  // namespace fastmlp::cuda

@@ -1,0 +1,193 @@
+"""The CUDA training engine (``MLP(..., device="cuda")``, csrc/engine/network_cuda.h) against the
+CPU engine, which the other test files check against ``fastmlp.reference``.
+
+The GPU tests skip, with the reason, on a machine without a usable GPU; the device rules at the
+top run everywhere. Tolerances: both engines compute the same functions in float32, but their
+GEMMs sum in different orders, so results agree to a few float32 roundings per product, not bit
+for bit: forward and gradients within rtol 1e-4 (relative to the largest element), and after 10
+optimizer steps within 1e-3 (differences compound through the updates).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastmlp as fm
+
+HAVE_GPU = fm.cuda_available()
+_info = fm._cuda_info()
+requires_gpu = pytest.mark.skipif(
+    not HAVE_GPU,
+    reason=f"no usable CUDA GPU: {_info.get('error') or 'fastmlp was built without CUDA'}",
+)
+
+OPTIMIZERS = {
+    "sgd": lambda m: fm.optim.SGD(m, lr=0.05),
+    "momentum": lambda m: fm.optim.SGD(m, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adagrad": lambda m: fm.optim.AdaGrad(m, lr=0.05),
+    "rmsprop": lambda m: fm.optim.RMSProp(m, lr=0.01, momentum=0.5, centered=True),
+    "adam": lambda m: fm.optim.Adam(m, lr=0.01),
+    "adamw": lambda m: fm.optim.AdamW(m, lr=0.01, weight_decay=0.1),
+}
+LOSSES = ["cross_entropy", "mse", "hinge", "bce"]
+
+
+def targets(rng: np.random.Generator, loss: str, n: int, classes: int) -> np.ndarray:
+    if loss in ("cross_entropy", "hinge"):
+        return rng.integers(0, classes, n).astype(np.int64)
+    if loss == "bce":
+        return (rng.random((n, classes)) > 0.5).astype(np.float32)
+    return rng.standard_normal((n, classes)).astype(np.float32)
+
+
+def close(a, b, rtol):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = max(np.abs(b).max(), 1e-30)
+    return np.abs(a - b).max() <= rtol * scale
+
+
+# ------------------------------------------------------------------ everywhere
+@pytest.mark.skipif(HAVE_GPU, reason="checks the error raised when no GPU is usable")
+def test_cuda_device_without_gpu_says_why():
+    with pytest.raises(RuntimeError, match=r"^device: .*CUDA is not available"):
+        fm.MLP([4, 3], device="cuda")
+    model = fm.MLP([4, 3])
+    with pytest.raises(RuntimeError, match=r"^device: "):
+        model.to("cuda")
+    assert model.device == "cpu"  # unchanged by the failed move
+
+
+def test_device_property_and_to_cpu_is_identity():
+    model = fm.MLP([4, 5, 3], seed=1)
+    assert model.device == "cpu"
+    assert model.to("cpu") is model
+    opt = fm.optim.Adam(model)
+    assert opt.device == "cpu"
+
+
+# ------------------------------------------------------------------ GPU engine vs CPU engine
+@requires_gpu
+@pytest.mark.parametrize("activation", ["relu", "tanh", "prelu", "elu", "sigmoid", "leaky_relu"])
+def test_forward_and_gradients_match_cpu(rng, activation):
+    sizes = [13, 37, 9, 5]
+    cpu = fm.MLP(sizes, activation=activation, seed=3)
+    gpu = fm.MLP(sizes, activation=activation, seed=3, device="cuda")
+    for a, b in zip(cpu.get_weights(), gpu.get_weights()):
+        np.testing.assert_array_equal(a, b)  # same seed, same initial weights
+    x = rng.standard_normal((67, 13)).astype(np.float32)
+    assert close(gpu(x), cpu(x), 1e-4)
+    for loss in LOSSES:
+        y = targets(rng, loss, 67, 5)
+        lc, gc = cpu.loss_and_gradients(x, y, loss)
+        lg, gg = gpu.loss_and_gradients(x, y, loss)
+        assert abs(lg - lc) <= 1e-4 * max(abs(lc), 1e-6), (loss, lc, lg)
+        for a, b in zip(gg, gc):
+            assert close(a, b, 1e-4), loss
+
+
+@requires_gpu
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+@pytest.mark.parametrize("loss", LOSSES)
+def test_ten_steps_match_cpu(rng, opt_name, loss):
+    sizes = [11, 24, 6]
+    cpu = fm.MLP(sizes, seed=5)
+    gpu = fm.MLP(sizes, seed=5, device="cuda")
+    oc, og = OPTIMIZERS[opt_name](cpu), OPTIMIZERS[opt_name](gpu)
+    for _ in range(10):
+        x = rng.standard_normal((32, 11)).astype(np.float32)
+        y = targets(rng, loss, 32, 6)
+        lc = cpu.train_step(x, y, loss, oc)
+        lg = gpu.train_step(x, y, loss, og)
+        assert abs(lg - lc) <= 1e-3 * max(abs(lc), 1e-6)
+    assert og.step_count == oc.step_count == 10
+    for a, b in zip(gpu.get_weights(), cpu.get_weights()):
+        assert close(a, b, 1e-3)
+
+
+@requires_gpu
+def test_same_seed_same_dropout_masks(rng):
+    # Same seed and offsets: the GPU draws the CPU's masks, so the losses agree to rounding.
+    sizes = [8, 64, 64, 4]
+    cpu = fm.MLP(sizes, dropout=0.5, seed=9)
+    gpu = fm.MLP(sizes, dropout=0.5, seed=9, device="cuda")
+    x = rng.standard_normal((40, 8)).astype(np.float32)
+    y = rng.integers(0, 4, 40)
+    for _ in range(3):
+        lc, gc = cpu.loss_and_gradients(x, y)
+        lg, gg = gpu.loss_and_gradients(x, y)
+        assert abs(lg - lc) <= 1e-4 * abs(lc)
+        assert close(gg[0], gc[0], 1e-4)
+    assert gpu.rng_offset == cpu.rng_offset > 0
+
+
+@requires_gpu
+def test_to_round_trip_keeps_weights_and_offset(rng):
+    model = fm.MLP([5, 7, 3], dropout=0.2, seed=2)
+    model.loss_and_gradients(rng.standard_normal((10, 5)).astype(np.float32), np.zeros(10, int))
+    weights, offset = model.get_weights(), model.rng_offset
+    assert model.to("cuda") is model and model.device == "cuda"
+    for a, b in zip(model.get_weights(), weights):
+        np.testing.assert_array_equal(a, b)
+    assert model.rng_offset == offset
+    model.to("cpu")
+    opt_cpu = fm.optim.SGD(model, lr=0.1)
+    model.to("cuda")
+    with pytest.raises(ValueError, match=r"^optimizer: it was built while the model was on 'cpu'"):
+        model.train_step(np.ones((2, 5), np.float32), np.zeros(2, int), optimizer=opt_cpu)
+
+
+@requires_gpu
+def test_non_finite_step_leaves_model_unchanged(rng):
+    model = fm.MLP([4, 8, 3], seed=0, device="cuda")
+    opt = fm.optim.Adam(model, lr=1e-3)
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    model.train_step(x, np.zeros(6, int), optimizer=opt)
+    before, offset = model.get_weights(), model.rng_offset
+    bad = x.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"^x: contains NaN"):
+        model.train_step(bad, np.zeros(6, int), optimizer=opt)
+    with pytest.raises(FloatingPointError, match=r"^loss: the loss is"):
+        model.train_step(np.full((6, 4), 3e38, np.float32), np.zeros(6, int), optimizer=opt)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    assert opt.step_count == 1 and model.rng_offset == offset
+
+
+@requires_gpu
+def test_device_step_matches_host_step(rng):
+    a = fm.MLP([6, 10, 4], seed=4, device="cuda")
+    b = fm.MLP([6, 10, 4], seed=4, device="cuda")
+    oa, ob = fm.optim.Adam(a, lr=0.01), fm.optim.Adam(b, lr=0.01)
+    x = rng.standard_normal((16, 6)).astype(np.float32)
+    y = rng.integers(0, 4, 16).astype(np.int64)
+    la = a.train_step(x, y, optimizer=oa)
+    step = b._net.train_step_device  # (x, y, n, loss code, label_smoothing, training, state)
+    lb = step(fm.to_device(x)._buf, fm.to_device(y)._buf, 16, 0, 0.0, True, ob._state)
+    assert la == lb  # same kernels, same inputs: the same bits
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    bad = y.copy()
+    bad[3] = 4
+    with pytest.raises(ValueError, match=r"^y: a label is out of range"):
+        step(fm.to_device(x)._buf, fm.to_device(bad)._buf, 16, 0, 0.0, True, ob._state)
+
+
+@requires_gpu
+def test_out_of_device_memory_is_memory_error():
+    with pytest.raises(MemoryError, match="parameters"):
+        fm.MLP([1 << 18, 1 << 17, 2], device="cuda")  # 2^35 floats: 128 GiB of weights
+
+
+@requires_gpu
+def test_trainer_fit_on_gpu_matches_cpu(rng):
+    X, y = fm.data.make_circles(n_samples=400, seed=0)
+    hist = {}
+    for device in ("cpu", "cuda"):
+        model = fm.MLP([2, 32, 2], seed=0, device=device)
+        opt = fm.optim.Adam(model, lr=1e-2)
+        hist[device] = fm.Trainer(
+            model, optimizer=opt, batch_size=32, epochs=3, seed=0, verbose=0
+        ).fit(X, y)
+    assert np.allclose(hist["cuda"].train_loss, hist["cpu"].train_loss, rtol=1e-3)
