@@ -13,7 +13,7 @@
 
 #include "bindings/arrays.h"
 #include "bindings/bindings.h"
-#include "bindings/engine_args.h"
+#include "bindings/engine_bindings.h"
 #include "common/errors.h"
 #include "engine/network.h"
 #include "engine/optimizer_state.h"
@@ -90,132 +90,21 @@ py::array flat_view(const py::object& self, const float* data, int64_t n) {
 }  // namespace
 
 void bind_engine(py::module_& m) {
-  py::class_<OptimizerState>(m, "OptimizerState",
-                             "One optimizer's hyperparameters, step count and flat state buffers "
-                             "(engine/optimizer_state.h). Built by the fastmlp.optim classes.")
-      .def_static(
-          "sgd",
-          [](float lr, float momentum, float dampening, bool nesterov, float weight_decay,
-             float l1) {
-            return std::make_unique<OptimizerState>(
-                SgdConfig{lr, momentum, dampening, nesterov, weight_decay, l1});
-          },
-          py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("nesterov"),
-          py::arg("weight_decay"), py::arg("l1"))
-      .def_static(
-          "adagrad",
-          [](float lr, float lr_decay, float weight_decay, float eps, float l1) {
-            return std::make_unique<OptimizerState>(
-                AdagradConfig{lr, lr_decay, weight_decay, eps, l1});
-          },
-          py::arg("lr"), py::arg("lr_decay"), py::arg("weight_decay"), py::arg("eps"),
-          py::arg("l1"))
-      .def_static(
-          "rmsprop",
-          [](float lr, float alpha, float eps, float weight_decay, float momentum, bool centered,
-             float l1) {
-            return std::make_unique<OptimizerState>(
-                RmspropConfig{lr, alpha, eps, weight_decay, momentum, centered, l1});
-          },
-          py::arg("lr"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"),
-          py::arg("momentum"), py::arg("centered"), py::arg("l1"))
-      .def_static(
-          "adam",
-          [](float lr, float beta1, float beta2, float eps, float weight_decay, bool decoupled,
-             float l1) {
-            return std::make_unique<OptimizerState>(
-                AdamConfig{lr, beta1, beta2, eps, weight_decay, decoupled, l1});
-          },
-          py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
-          py::arg("weight_decay"), py::arg("decoupled_weight_decay"), py::arg("l1"))
-      .def_property("lr", &OptimizerState::lr, &OptimizerState::set_lr)
-      .def_property_readonly("step", &OptimizerState::step)
-      .def_property_readonly("kind",
-                             [](const OptimizerState& s) { return static_cast<int>(s.kind()); });
+  bind_optimizer_state<OptimizerState>(
+      m,
+      "One optimizer's hyperparameters, step count and flat state buffers "
+      "(engine/optimizer_state.h). Built by the fastmlp.optim classes.");
 
   py::class_<Network> network(
       m, "Network", "The CPU training engine (engine/network.h). Use fastmlp.MLP instead.");
   network.attr("FORWARD_CHUNK_ROWS") = Network::kForwardChunkRows;
+  bind_network_common<Network, OptimizerState>(network);
   network
-      .def(py::init([](std::vector<int64_t> sizes, const std::vector<int>& activations,
-                       std::vector<float> alphas, std::vector<float> dropouts, uint64_t seed) {
-             std::vector<Activation> kinds;
-             for (int a : activations) {
-               FASTMLP_CHECK(a >= 0 && a <= static_cast<int>(Activation::Tanh),
-                             "activation: unknown activation kind ", a);
-               kinds.push_back(static_cast<Activation>(a));
-             }
-             return std::make_unique<Network>(std::move(sizes), std::move(kinds), std::move(alphas),
-                                              std::move(dropouts), seed);
-           }),
-           py::arg("sizes"), py::arg("activations"), py::arg("alphas"), py::arg("dropouts"),
-           py::arg("seed"))
-      .def(
-          "forward",
-          [](Network& net, const py::array& x, bool training) {
-            const float* px = check_x(net, x);
-            const int64_t n = x.shape(0);
-            auto out = new_f32(
-                {static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(net.out_features())});
-            float* po = out.mutable_data();
-            py::gil_scoped_release release;
-            net.forward(po, px, n, training);
-            return out;
-          },
-          py::arg("x"), py::arg("training") = false,
-          "Logits (n, out). training=True applies dropout and advances rng_offset.")
-      .def(
-          "loss_and_gradients",
-          [](Network& net, const py::array& x, const py::array& y, int loss, float label_smoothing,
-             bool training) {
-            const LossKind kind = parse_loss(loss);
-            check_label_smoothing(kind, label_smoothing);
-            const float* px = check_x(net, x);
-            const int64_t n = x.shape(0);
-            const Targets t = check_targets(net, y, kind, n);
-            py::gil_scoped_release release;
-            return net.loss_and_gradients(px, t, n, kind, label_smoothing, training);
-          },
-          py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("label_smoothing") = 0.0f,
-          py::arg("training") = false)
-      .def(
-          "train_step",
-          [](Network& net, const py::array& x, const py::array& y, int loss, float label_smoothing,
-             bool training, OptimizerState& optimizer) {
-            const LossKind kind = parse_loss(loss);
-            check_label_smoothing(kind, label_smoothing);
-            const float* px = check_x(net, x);
-            const int64_t n = x.shape(0);
-            const Targets t = check_targets(net, y, kind, n);
-            py::gil_scoped_release release;
-            return net.train_step(px, t, n, kind, label_smoothing, training, optimizer);
-          },
-          py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("label_smoothing"),
-          py::arg("training"), py::arg("optimizer"))
       .def("train_step_fast", &train_step_fast, py::arg("x"), py::arg("y"), py::arg("loss"),
            py::arg("training"), py::arg("optimizer"),
            "train_step without label smoothing when x and y are already exactly what the engine "
            "reads (float32/int64, C-contiguous, right shapes, valid targets); None otherwise "
            "(nothing ran), and the caller takes the checked path.")
-      .def("take_train_counts", &Network::take_train_counts,
-           py::call_guard<py::gil_scoped_release>(),
-           "(correct, total) predictions of the train_steps since the last call; resets them.")
-      .def(
-          "evaluate",
-          [](Network& net, const py::array& x, const py::array& y, int loss, int64_t batch_size) {
-            const LossKind kind = parse_loss(loss);
-            const float* px = check_x(net, x);
-            const int64_t n = x.shape(0);
-            const Targets t = check_targets(net, y, kind, n);
-            EvalResult r;
-            {
-              py::gil_scoped_release release;
-              r = net.evaluate(px, t, n, kind, batch_size);
-            }
-            return py::make_tuple(r.loss, r.correct, r.total);
-          },
-          py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("batch_size"),
-          "(mean loss, correct, total) in eval mode; total is 0 for mse.")
       .def(
           "parameters",
           [](py::object self) {
@@ -230,25 +119,10 @@ void bind_engine(py::module_& m) {
             return flat_view(self, net.gradients(), net.num_parameters());
           },
           "Read-only float32 view (P,) of the gradients of the last loss_and_gradients/train_step.")
-      .def(
-          "set_parameters",
-          [](Network& net, const py::array& values) {
-            const float* pv = in_f32(values, "weights", 1);
-            check_shape(values, "weights", {net.num_parameters()});
-            py::gil_scoped_release release;
-            net.set_parameters(pv, net.num_parameters());
-          },
-          py::arg("values"))
-      .def_property("rng_offset", &Network::rng_offset, &Network::set_rng_offset)
-      .def_property_readonly("seed", &Network::seed)
-      .def_property_readonly("num_parameters", &Network::num_parameters)
-      .def_property_readonly("sizes", &Network::sizes)
       .def("workspace_bytes", &Network::workspace_bytes,
            "Debug: bytes held by the activation workspace (it only grows with the batch size).")
       .def("step_is_batch_parallel", &Network::step_is_batch_parallel, py::arg("n"),
-           "Debug: whether a training step on n rows now takes the batch-parallel passes.")
-      .def("workspace_rows", &Network::workspace_capacity_rows,
-           "Debug: the batch size the workspace is sized for.");
+           "Debug: whether a training step on n rows now takes the batch-parallel passes.");
 }
 
 }  // namespace fastmlp::bind

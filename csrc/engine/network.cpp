@@ -49,77 +49,18 @@ bool all_finite(const float* v, int64_t n) {
 Network::Network(std::vector<int64_t> sizes, std::vector<Activation> activations,
                  std::vector<float> alphas, std::vector<float> dropouts, uint64_t seed)
     : sizes_(std::move(sizes)), seed_(seed) {
-  FASTMLP_CHECK(sizes_.size() >= 2, "layer_sizes: expected at least 2 sizes (in, out), got ",
-                sizes_.size());
-  for (size_t i = 0; i < sizes_.size(); ++i) {
-    FASTMLP_CHECK(sizes_[i] >= 1, "layer_sizes: size ", i, " is ", sizes_[i], ", expected >= 1");
-  }
-  const size_t hidden = sizes_.size() - 2;
-  FASTMLP_CHECK(activations.size() == hidden, "activation: expected ", hidden,
-                " entries (one per hidden layer), got ", activations.size());
-  FASTMLP_CHECK(alphas.size() == hidden, "activation_alpha: expected ", hidden,
-                " entries (one per hidden layer), got ", alphas.size());
-  FASTMLP_CHECK(dropouts.size() == hidden, "dropout: expected ", hidden,
-                " entries (one per hidden layer), got ", dropouts.size());
-
-  const int64_t L = num_layers();
-  layers_.resize(static_cast<size_t>(L));
-  int64_t p = 0;
-  for (int64_t l = 0; l < L; ++l) {
-    Layer& layer = layers_[l];
-    layer.in = sizes_[l];
-    layer.out = sizes_[l + 1];
-    macs_per_row_ += layer.in * layer.out;
-    layer.w_offset = p;
-    p += layer.in * layer.out;
-    layer.b_offset = p;
-    p += layer.out;
-    if (l + 1 < L) {
-      const int a = static_cast<int>(activations[l]);
-      FASTMLP_CHECK(a >= 0 && a <= static_cast<int>(Activation::Tanh), "activation: unknown kind ",
-                    a, " for hidden layer ", l);
-      FASTMLP_CHECK(std::isfinite(alphas[l]), "activation_alpha: entry ", l, " is not finite");
-      FASTMLP_CHECK(dropouts[l] >= 0.0f && dropouts[l] < 1.0f, "dropout: entry ", l, " is ",
-                    dropouts[l], ", expected a probability in [0, 1)");
-      layer.activation = activations[l];
-      layer.alpha = alphas[l];
-      layer.dropout = dropouts[l];
-    }
-  }
-  // PReLU slopes go after every weight and bias so that [W_1, b_1, ...] keeps the plain layout.
-  for (Layer& layer : layers_) {
-    if (layer.activation == Activation::Prelu) {
-      layer.slope_offset = p++;
-      has_prelu_ = true;
-    }
-  }
-  params_.assign(static_cast<size_t>(p), 0.0f);
-  grads_.assign(static_cast<size_t>(p), 0.0f);
+  const NetworkLayout layout(sizes_, activations, alphas, dropouts);
+  layers_ = layout.layers;
+  macs_per_row_ = layout.macs_per_row;
+  has_prelu_ = layout.has_prelu;
+  floats_per_row_ = layout.floats_per_row;
+  scratch_row_[0] = layout.scratch_row[0];
+  scratch_row_[1] = layout.scratch_row[1];
+  params_.assign(static_cast<size_t>(layout.num_parameters), 0.0f);
+  grads_.assign(static_cast<size_t>(layout.num_parameters), 0.0f);
   for (const Layer& layer : layers_) {
     if (layer.slope_offset >= 0) params_[layer.slope_offset] = layer.alpha;
   }
-
-  // Workspace row layout: per layer [z (when stored)] [a] [h (when dropout)], then two backward
-  // scratch buffers as wide as the widest layer output.
-  int64_t row = 0, max_width = 0;
-  for (int64_t l = 0; l < L; ++l) {
-    Layer& layer = layers_[l];
-    const bool is_hidden = l + 1 < L;
-    if (is_hidden && layer.activation != Activation::Identity) {
-      layer.z_row = row;
-      row += layer.out;
-    }
-    layer.a_row = row;
-    row += layer.out;
-    if (is_hidden && layer.dropout > 0.0f) {
-      layer.h_row = row;
-      row += layer.out;
-    }
-    max_width = std::max(max_width, layer.out);
-  }
-  scratch_row_[0] = row;
-  scratch_row_[1] = row + max_width;
-  floats_per_row_ = row + 2 * max_width;
 }
 
 void Network::ensure_capacity(int64_t rows) {

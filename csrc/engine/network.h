@@ -67,6 +67,7 @@
 
 #include "common/activation_math.h"
 #include "common/threading.h"
+#include "engine/layout.h"
 #include "engine/optimizer_state.h"
 #include "engine/targets.h"
 
@@ -150,17 +151,6 @@ class Network {
   }
 
  private:
-  struct Layer {
-    int64_t in = 0, out = 0;
-    Activation activation = Activation::Identity;
-    float alpha = 0.0f;  // fixed alpha (leaky_relu, elu); unused for PReLU
-    float dropout = 0.0f;
-    int64_t w_offset = 0, b_offset = 0;
-    int64_t slope_offset = -1;  // index of the PReLU slope in params_, or -1
-    // Per-row float offsets into the workspace (multiplied by capacity_rows_); -1 when absent.
-    int64_t z_row = -1, a_row = 0, h_row = -1;
-  };
-
   void ensure_capacity(int64_t rows);
   float* ws(int64_t row_offset) { return workspace_.data() + row_offset * capacity_rows_; }
   float layer_alpha(const Layer& layer) const {

@@ -7,7 +7,6 @@
 #include <string>
 
 #include "common/errors.h"
-#include "common/optim_scalars.h"
 #include "cuda/check.h"
 #include "cuda/kernels.h"
 #include "engine/network_cuda.h"
@@ -67,11 +66,6 @@ bool host_all_finite(const float* v, int64_t n) {
   return true;
 }
 
-void check_lr(float lr) {
-  FASTMLP_CHECK(std::isfinite(lr) && lr >= 0.0f, "lr: expected a finite learning rate >= 0, got ",
-                lr);
-}
-
 void copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const char* what) {
   if (bytes == 0) return;
   check_cuda(cudaMemcpyAsync(dst, src, bytes, kind, kStream), what);
@@ -81,60 +75,6 @@ void copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const c
 
 // ---------------------------------------------------------------- OptimizerState
 
-// The config checks of common/optim_scalars.h run now, when the optimizer is built (as the CPU
-// state does by running its kernel on zero elements).
-OptimizerState::OptimizerState(const SgdConfig& config) : kind_(OptimizerKind::Sgd), sgd_(config) {
-  check_lr(config.lr);
-  sgd_scalars(config, 1);
-}
-OptimizerState::OptimizerState(const AdagradConfig& config)
-    : kind_(OptimizerKind::Adagrad), adagrad_(config) {
-  check_lr(config.lr);
-  adagrad_scalars(config, 1);
-}
-OptimizerState::OptimizerState(const RmspropConfig& config)
-    : kind_(OptimizerKind::Rmsprop), rmsprop_(config) {
-  check_lr(config.lr);
-  rmsprop_scalars(config, 1);
-}
-OptimizerState::OptimizerState(const AdamConfig& config)
-    : kind_(OptimizerKind::Adam), adam_(config) {
-  check_lr(config.lr);
-  adam_scalars(config, 1);
-}
-
-float OptimizerState::lr() const {
-  switch (kind_) {
-    case OptimizerKind::Sgd:
-      return sgd_.lr;
-    case OptimizerKind::Adagrad:
-      return adagrad_.lr;
-    case OptimizerKind::Rmsprop:
-      return rmsprop_.lr;
-    case OptimizerKind::Adam:
-      return adam_.lr;
-  }
-  return 0.0f;
-}
-
-void OptimizerState::set_lr(float lr) {
-  check_lr(lr);
-  switch (kind_) {
-    case OptimizerKind::Sgd:
-      sgd_.lr = lr;
-      break;
-    case OptimizerKind::Adagrad:
-      adagrad_.lr = lr;
-      break;
-    case OptimizerKind::Rmsprop:
-      rmsprop_.lr = lr;
-      break;
-    case OptimizerKind::Adam:
-      adam_.lr = lr;
-      break;
-  }
-}
-
 void OptimizerState::prepare(int64_t n) {
   int device = 0;
   check_cuda(cudaGetDevice(&device), "optimizer: cudaGetDevice");
@@ -142,27 +82,11 @@ void OptimizerState::prepare(int64_t n) {
   FASTMLP_CHECK(size_ < 0, "optimizer: its state was built for a model with ", size_,
                 " parameters on cuda:", device_, ", this one has ", n, " on cuda:", device);
   const size_t bytes = static_cast<size_t>(n) * sizeof(float);
-  auto zeroed = [&](const char* what) {
-    auto buffer = std::make_unique<DeviceBuffer>(bytes, what);
-    check_cuda(cudaMemsetAsync(buffer->data(), 0, bytes, kStream), "optimizer: zeroing state");
-    return buffer;
-  };
-  switch (kind_) {
-    case OptimizerKind::Sgd:
-      if (sgd_.momentum != 0.0f) buffers_[0] = zeroed("optimizer momentum_buffer");
-      break;
-    case OptimizerKind::Adagrad:
-      buffers_[0] = zeroed("optimizer sum of squares");
-      break;
-    case OptimizerKind::Rmsprop:
-      buffers_[0] = zeroed("optimizer square_avg");
-      if (rmsprop_.momentum != 0.0f) buffers_[1] = zeroed("optimizer momentum_buffer");
-      if (rmsprop_.centered) buffers_[2] = zeroed("optimizer grad_avg");
-      break;
-    case OptimizerKind::Adam:
-      buffers_[0] = zeroed("optimizer exp_avg");
-      buffers_[1] = zeroed("optimizer exp_avg_sq");
-      break;
+  for (int i = 0; i < 3; ++i) {
+    if (!config_.uses_buffer(i)) continue;
+    buffers_[i] =
+        std::make_unique<DeviceBuffer>(bytes, std::string("optimizer ") + config_.buffer_name(i));
+    check_cuda(cudaMemsetAsync(buffers_[i]->data(), 0, bytes, kStream), "optimizer: zeroing state");
   }
   size_ = n;
   device_ = device;
@@ -173,18 +97,18 @@ void OptimizerState::apply(float* params, const float* grads, int64_t n, cudaStr
     return buffers_[i] ? static_cast<float*>(buffers_[i]->data()) : nullptr;
   };
   const int64_t step = step_ + 1;
-  switch (kind_) {
+  switch (config_.kind()) {
     case OptimizerKind::Sgd:
-      sgd_step(params, state(0), grads, n, sgd_, step, stream);
+      sgd_step(params, state(0), grads, n, config_.sgd(), step, stream);
       break;
     case OptimizerKind::Adagrad:
-      adagrad_step(params, state(0), grads, n, adagrad_, step, stream);
+      adagrad_step(params, state(0), grads, n, config_.adagrad(), step, stream);
       break;
     case OptimizerKind::Rmsprop:
-      rmsprop_step(params, state(0), state(1), state(2), grads, n, rmsprop_, step, stream);
+      rmsprop_step(params, state(0), state(1), state(2), grads, n, config_.rmsprop(), step, stream);
       break;
     case OptimizerKind::Adam:
-      adam_step(params, state(0), state(1), grads, n, adam_, step, stream);
+      adam_step(params, state(0), state(1), grads, n, config_.adam(), step, stream);
       break;
   }
   ++step_;
@@ -203,70 +127,15 @@ void* Network::Scratch::ensure(size_t bytes, const char* what) {
 Network::Network(std::vector<int64_t> sizes, std::vector<Activation> activations,
                  std::vector<float> alphas, std::vector<float> dropouts, uint64_t seed)
     : sizes_(std::move(sizes)), seed_(seed) {
-  // Same checks and layout as fastmlp::Network's constructor (engine/network.cpp).
-  FASTMLP_CHECK(sizes_.size() >= 2, "layer_sizes: expected at least 2 sizes (in, out), got ",
-                sizes_.size());
-  for (size_t i = 0; i < sizes_.size(); ++i) {
-    FASTMLP_CHECK(sizes_[i] >= 1, "layer_sizes: size ", i, " is ", sizes_[i], ", expected >= 1");
-  }
-  const size_t hidden = sizes_.size() - 2;
-  FASTMLP_CHECK(activations.size() == hidden, "activation: expected ", hidden,
-                " entries (one per hidden layer), got ", activations.size());
-  FASTMLP_CHECK(alphas.size() == hidden, "activation_alpha: expected ", hidden,
-                " entries (one per hidden layer), got ", alphas.size());
-  FASTMLP_CHECK(dropouts.size() == hidden, "dropout: expected ", hidden,
-                " entries (one per hidden layer), got ", dropouts.size());
+  const NetworkLayout layout(sizes_, activations, alphas, dropouts);
+  layers_ = layout.layers;
+  num_params_ = layout.num_parameters;
+  floats_per_row_ = layout.floats_per_row;
+  scratch_row_[0] = layout.scratch_row[0];
+  scratch_row_[1] = layout.scratch_row[1];
   check_cuda(cudaGetDevice(&device_), "cuda: cudaGetDevice");
 
-  const int64_t L = num_layers();
-  layers_.resize(static_cast<size_t>(L));
-  int64_t p = 0;
-  for (int64_t l = 0; l < L; ++l) {
-    Layer& layer = layers_[l];
-    layer.in = sizes_[l];
-    layer.out = sizes_[l + 1];
-    layer.w_offset = p;
-    p += layer.in * layer.out;
-    layer.b_offset = p;
-    p += layer.out;
-    if (l + 1 < L) {
-      const int a = static_cast<int>(activations[l]);
-      FASTMLP_CHECK(a >= 0 && a <= static_cast<int>(Activation::Tanh), "activation: unknown kind ",
-                    a, " for hidden layer ", l);
-      FASTMLP_CHECK(std::isfinite(alphas[l]), "activation_alpha: entry ", l, " is not finite");
-      FASTMLP_CHECK(dropouts[l] >= 0.0f && dropouts[l] < 1.0f, "dropout: entry ", l, " is ",
-                    dropouts[l], ", expected a probability in [0, 1)");
-      layer.activation = activations[l];
-      layer.alpha = alphas[l];
-      layer.dropout = dropouts[l];
-    }
-  }
-  for (Layer& layer : layers_) {
-    if (layer.activation == Activation::Prelu) layer.slope_offset = p++;
-  }
-  num_params_ = p;
-
-  int64_t row = 0, max_width = 0;
-  for (int64_t l = 0; l < L; ++l) {
-    Layer& layer = layers_[l];
-    const bool is_hidden = l + 1 < L;
-    if (is_hidden && layer.activation != Activation::Identity) {
-      layer.z_row = row;
-      row += layer.out;
-    }
-    layer.a_row = row;
-    row += layer.out;
-    if (is_hidden && layer.dropout > 0.0f) {
-      layer.h_row = row;
-      row += layer.out;
-    }
-    max_width = std::max(max_width, layer.out);
-  }
-  scratch_row_[0] = row;
-  scratch_row_[1] = row + max_width;
-  floats_per_row_ = row + 2 * max_width;
-
-  const size_t pbytes = static_cast<size_t>(p) * sizeof(float);
+  const size_t pbytes = static_cast<size_t>(num_params_) * sizeof(float);
   params_.ensure(pbytes, "parameters");
   grads_.ensure(pbytes, "gradients");
   flags_.ensure(2 * sizeof(unsigned long long), "engine flags");

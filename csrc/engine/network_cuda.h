@@ -30,26 +30,25 @@
 #include <vector>
 
 #include "common/activation_math.h"
-#include "cpu/optim.h"
 #include "cuda/memory.h"
-#include "engine/optimizer_state.h"  // OptimizerKind
+#include "engine/layout.h"
+#include "engine/optimizer_config.h"
 #include "engine/targets.h"
 
 namespace fastmlp::cuda {
 
-// One optimizer's state on the device, laid out like the network's parameters (see
-// engine/optimizer_state.h, whose rules and checks it shares: the kernels are cuda/kernels.h's).
+// One optimizer's state on the device, laid out like the network's parameters: the CPU's
+// engine/optimizer_state.h with device buffers, the same OptimizerConfig and cuda/kernels.h's
+// update kernels.
 class OptimizerState {
  public:
-  explicit OptimizerState(const SgdConfig& config);
-  explicit OptimizerState(const AdagradConfig& config);
-  explicit OptimizerState(const RmspropConfig& config);
-  explicit OptimizerState(const AdamConfig& config);
+  template <typename Config>
+  explicit OptimizerState(const Config& config) : config_(config) {}
 
-  OptimizerKind kind() const { return kind_; }
+  OptimizerKind kind() const { return config_.kind(); }
   int64_t step() const { return step_; }
-  float lr() const;
-  void set_lr(float lr);
+  float lr() const { return config_.lr(); }
+  void set_lr(float lr) { config_.set_lr(lr); }
 
   // Allocates (zeroed) device state for n parameters on the current device, once; ValueError if
   // it was built for another n or another device.
@@ -58,11 +57,7 @@ class OptimizerState {
   void apply(float* params, const float* grads, int64_t n, cudaStream_t stream);
 
  private:
-  OptimizerKind kind_;
-  SgdConfig sgd_;
-  AdagradConfig adagrad_;
-  RmspropConfig rmsprop_;
-  AdamConfig adam_;
+  OptimizerConfig config_;
   int64_t step_ = 0;
   int64_t size_ = -1;
   int device_ = -1;
@@ -111,16 +106,6 @@ class Network {
   float* device_gradients() { return grads_.as<float>(); }
 
  private:
-  struct Layer {
-    int64_t in = 0, out = 0;
-    Activation activation = Activation::Identity;
-    float alpha = 0.0f;
-    float dropout = 0.0f;
-    int64_t w_offset = 0, b_offset = 0;
-    int64_t slope_offset = -1;
-    int64_t z_row = -1, a_row = 0, h_row = -1;
-  };
-
   // A device buffer that only grows (workspace, staging); contents are scratch.
   class Scratch {
    public:

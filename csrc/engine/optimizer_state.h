@@ -12,23 +12,19 @@
 #include <cstdint>
 #include <vector>
 
-#include "cpu/optim.h"
+#include "engine/optimizer_config.h"
 
 namespace fastmlp {
 
-enum class OptimizerKind : int { Sgd = 0, Adagrad = 1, Rmsprop = 2, Adam = 3 };
-
 class OptimizerState {
  public:
-  explicit OptimizerState(const SgdConfig& config);
-  explicit OptimizerState(const AdagradConfig& config);
-  explicit OptimizerState(const RmspropConfig& config);
-  explicit OptimizerState(const AdamConfig& config);  // AdamW: config.decoupled_weight_decay
+  template <typename Config>
+  explicit OptimizerState(const Config& config) : config_(config) {}
 
-  OptimizerKind kind() const { return kind_; }
+  OptimizerKind kind() const { return config_.kind(); }
   int64_t step() const { return step_; }
-  float lr() const;
-  void set_lr(float lr);  // ValueError unless finite and >= 0
+  float lr() const { return config_.lr(); }
+  void set_lr(float lr) { config_.set_lr(lr); }  // ValueError unless finite and >= 0
 
   // Allocates the state buffers for n parameters if not done yet (so that an allocation failure
   // happens before any parameter changes); ValueError if they were sized for another n.
@@ -48,15 +44,10 @@ class OptimizerState {
   void finish_step() { ++step_; }
 
  private:
-  OptimizerKind kind_;
-  SgdConfig sgd_;
-  AdagradConfig adagrad_;
-  RmspropConfig rmsprop_;
-  AdamConfig adam_;
+  OptimizerConfig config_;
   int64_t step_ = 0;
   int64_t size_ = -1;  // parameter count the buffers were sized for; -1 before the first prepare
-  // sgd: [momentum]; adagrad: [sum_sq]; rmsprop: [square_avg, momentum, grad_avg]; adam: [m, v].
-  // Buffers a configuration does not need stay empty.
+  // As OptimizerConfig::uses_buffer; buffers a configuration does not need stay empty.
   std::vector<float> buffers_[3];
 };
 

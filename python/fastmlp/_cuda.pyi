@@ -127,7 +127,7 @@ class Network:
         self, x: numpy.ndarray, training: bool = False
     ) -> numpy.typing.NDArray[numpy.float32]:
         """
-        Logits (n, out) as a NumPy array. training=True applies dropout and advances rng_offset.
+        Logits (n, out). training=True applies dropout and advances rng_offset.
         """
     def gradients(self) -> numpy.typing.NDArray[numpy.float32]:
         """

@@ -1,0 +1,200 @@
+// What the bindings of the CPU engine (bind_engine.cpp, module _core) and of the CUDA engine
+// (cuda_engine.cpp, module _cuda) share: argument checks with the same rules and messages, the
+// OptimizerState class, and the Network methods whose signatures agree on both devices.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "bindings/arrays.h"
+#include "common/activation_math.h"
+#include "common/errors.h"
+#include "cpu/optim.h"
+#include "engine/targets.h"
+
+namespace fastmlp::bind {
+
+inline LossKind parse_loss(int loss) {
+  FASTMLP_CHECK(loss >= 0 && loss <= static_cast<int>(LossKind::Bce), "loss: unknown loss kind ",
+                loss, " (0 cross_entropy, 1 mse, 2 hinge, 3 bce)");
+  return static_cast<LossKind>(loss);
+}
+
+inline void check_label_smoothing(LossKind loss, float label_smoothing) {
+  FASTMLP_CHECK(label_smoothing >= 0.0f && label_smoothing <= 1.0f,
+                "label_smoothing: expected a value in [0, 1], got ", label_smoothing);
+  FASTMLP_CHECK(label_smoothing == 0.0f || loss == LossKind::CrossEntropy,
+                "label_smoothing: only the cross_entropy loss takes label smoothing");
+}
+
+// x: float32 (n, in_features) with n >= 1. Net: fastmlp::Network or fastmlp::cuda::Network.
+template <typename Net>
+const float* check_x(const Net& net, const py::array& x) {
+  const float* px = in_f32(x, "x", 2);
+  check_shape(x, "x", {-1, net.in_features()});
+  FASTMLP_CHECK(x.shape(0) >= 1, "x: empty batch (0 rows)");
+  return px;
+}
+
+// y for `loss`: int64 labels (n,) in range, or float32 targets (n, out_features).
+template <typename Net>
+Targets check_targets(const Net& net, const py::array& y, LossKind loss, int64_t n) {
+  Targets t;
+  if (loss_uses_labels(loss)) {
+    t.labels = in_i64(y, "y", 1);
+    check_shape(y, "y", {n});
+    check_labels(t.labels, n, net.out_features(), "y");
+  } else {
+    t.values = in_f32(y, "y", 2);
+    check_shape(y, "y", {n, net.out_features()});
+  }
+  return t;
+}
+
+// State: fastmlp::OptimizerState or fastmlp::cuda::OptimizerState (built from the cpu/optim.h
+// configs; lr, step and kind as engine/optimizer_config.h).
+template <typename State>
+void bind_optimizer_state(py::module_& m, const char* doc) {
+  py::class_<State>(m, "OptimizerState", doc)
+      .def_static(
+          "sgd",
+          [](float lr, float momentum, float dampening, bool nesterov, float weight_decay,
+             float l1) {
+            return std::make_unique<State>(
+                SgdConfig{lr, momentum, dampening, nesterov, weight_decay, l1});
+          },
+          py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("nesterov"),
+          py::arg("weight_decay"), py::arg("l1"))
+      .def_static(
+          "adagrad",
+          [](float lr, float lr_decay, float weight_decay, float eps, float l1) {
+            return std::make_unique<State>(AdagradConfig{lr, lr_decay, weight_decay, eps, l1});
+          },
+          py::arg("lr"), py::arg("lr_decay"), py::arg("weight_decay"), py::arg("eps"),
+          py::arg("l1"))
+      .def_static(
+          "rmsprop",
+          [](float lr, float alpha, float eps, float weight_decay, float momentum, bool centered,
+             float l1) {
+            return std::make_unique<State>(
+                RmspropConfig{lr, alpha, eps, weight_decay, momentum, centered, l1});
+          },
+          py::arg("lr"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"),
+          py::arg("momentum"), py::arg("centered"), py::arg("l1"))
+      .def_static(
+          "adam",
+          [](float lr, float beta1, float beta2, float eps, float weight_decay, bool decoupled,
+             float l1) {
+            return std::make_unique<State>(
+                AdamConfig{lr, beta1, beta2, eps, weight_decay, decoupled, l1});
+          },
+          py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+          py::arg("weight_decay"), py::arg("decoupled_weight_decay"), py::arg("l1"))
+      .def_property("lr", &State::lr, &State::set_lr)
+      .def_property_readonly("step", &State::step)
+      .def_property_readonly("kind", [](const State& s) { return static_cast<int>(s.kind()); });
+}
+
+// The Network methods both engines bind alike (NumPy in, NumPy out, GIL released around the
+// engine call): the constructor, forward, loss_and_gradients, train_step, take_train_counts,
+// evaluate, set_parameters and the read-only facts. Net: fastmlp::Network or
+// fastmlp::cuda::Network; State: its OptimizerState.
+template <typename Net, typename State>
+void bind_network_common(py::class_<Net>& cls) {
+  cls.def(py::init([](std::vector<int64_t> sizes, const std::vector<int>& activations,
+                      std::vector<float> alphas, std::vector<float> dropouts, uint64_t seed) {
+            std::vector<Activation> kinds;
+            for (int a : activations) {
+              FASTMLP_CHECK(a >= 0 && a <= static_cast<int>(Activation::Tanh),
+                            "activation: unknown activation kind ", a);
+              kinds.push_back(static_cast<Activation>(a));
+            }
+            return std::make_unique<Net>(std::move(sizes), std::move(kinds), std::move(alphas),
+                                         std::move(dropouts), seed);
+          }),
+          py::arg("sizes"), py::arg("activations"), py::arg("alphas"), py::arg("dropouts"),
+          py::arg("seed"))
+      .def(
+          "forward",
+          [](Net& net, const py::array& x, bool training) {
+            const float* px = check_x(net, x);
+            const int64_t n = x.shape(0);
+            auto out = new_f32(
+                {static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(net.out_features())});
+            float* po = out.mutable_data();
+            py::gil_scoped_release release;
+            net.forward(po, px, n, training);
+            return out;
+          },
+          py::arg("x"), py::arg("training") = false,
+          "Logits (n, out). training=True applies dropout and advances rng_offset.")
+      .def(
+          "loss_and_gradients",
+          [](Net& net, const py::array& x, const py::array& y, int loss, float label_smoothing,
+             bool training) {
+            const LossKind kind = parse_loss(loss);
+            check_label_smoothing(kind, label_smoothing);
+            const float* px = check_x(net, x);
+            const int64_t n = x.shape(0);
+            const Targets t = check_targets(net, y, kind, n);
+            py::gil_scoped_release release;
+            return net.loss_and_gradients(px, t, n, kind, label_smoothing, training);
+          },
+          py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("label_smoothing") = 0.0f,
+          py::arg("training") = false)
+      .def(
+          "train_step",
+          [](Net& net, const py::array& x, const py::array& y, int loss, float label_smoothing,
+             bool training, State& optimizer) {
+            const LossKind kind = parse_loss(loss);
+            check_label_smoothing(kind, label_smoothing);
+            const float* px = check_x(net, x);
+            const int64_t n = x.shape(0);
+            const Targets t = check_targets(net, y, kind, n);
+            py::gil_scoped_release release;
+            return net.train_step(px, t, n, kind, label_smoothing, training, optimizer);
+          },
+          py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("label_smoothing"),
+          py::arg("training"), py::arg("optimizer"))
+      .def("take_train_counts", &Net::take_train_counts, py::call_guard<py::gil_scoped_release>(),
+           "(correct, total) predictions of the train_steps since the last call; resets them.")
+      .def(
+          "evaluate",
+          [](Net& net, const py::array& x, const py::array& y, int loss, int64_t batch_size) {
+            const LossKind kind = parse_loss(loss);
+            const float* px = check_x(net, x);
+            const int64_t n = x.shape(0);
+            const Targets t = check_targets(net, y, kind, n);
+            EvalResult r;
+            {
+              py::gil_scoped_release release;
+              r = net.evaluate(px, t, n, kind, batch_size);
+            }
+            return py::make_tuple(r.loss, r.correct, r.total);
+          },
+          py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("batch_size"),
+          "(mean loss, correct, total) in eval mode; total is 0 for mse.")
+      .def(
+          "set_parameters",
+          [](Net& net, const py::array& values) {
+            const float* pv = in_f32(values, "weights", 1);
+            check_shape(values, "weights", {net.num_parameters()});
+            py::gil_scoped_release release;
+            net.set_parameters(pv, net.num_parameters());
+          },
+          py::arg("values"))
+      .def_property("rng_offset", &Net::rng_offset, &Net::set_rng_offset)
+      .def_property_readonly("seed", &Net::seed)
+      .def_property_readonly("num_parameters", &Net::num_parameters)
+      .def_property_readonly("sizes", &Net::sizes)
+      .def("workspace_rows", &Net::workspace_capacity_rows,
+           "Debug: the batch size the workspace is sized for.");
+}
+
+}  // namespace fastmlp::bind

@@ -1,0 +1,110 @@
+// Where everything of a network lives, shared by the CPU engine (engine/network.h) and the CUDA
+// engine (engine/network_cuda.h): each layer's offsets in the flat parameter buffer and its rows
+// in the activation workspace (layouts described in engine/network.h). Header-only, so that the
+// _cuda module, which does not link the CPU library, uses the same code.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "common/activation_math.h"
+#include "common/errors.h"
+
+namespace fastmlp {
+
+struct Layer {
+  int64_t in = 0, out = 0;
+  Activation activation = Activation::Identity;
+  float alpha = 0.0f;  // fixed alpha (leaky_relu, elu); the initial slope of a PReLU layer
+  float dropout = 0.0f;
+  int64_t w_offset = 0, b_offset = 0;
+  int64_t slope_offset = -1;  // index of the PReLU slope in the parameters, or -1
+  // Per-row float offsets into the workspace (multiplied by its capacity in rows); -1 when absent.
+  int64_t z_row = -1, a_row = 0, h_row = -1;
+};
+
+struct NetworkLayout {
+  std::vector<Layer> layers;
+  int64_t num_parameters = 0;
+  int64_t macs_per_row = 0;         // sum_l D_{l-1} * D_l
+  bool has_prelu = false;           // some hidden layer learns a PReLU slope
+  int64_t floats_per_row = 0;       // workspace floats per batch row
+  int64_t scratch_row[2] = {0, 0};  // backward ping-pong buffers, max_width floats per row each
+
+  // sizes: D_0..D_L; activations, alphas, dropouts: one per hidden layer. ValueError naming the
+  // argument when any is out of range.
+  NetworkLayout(const std::vector<int64_t>& sizes, const std::vector<Activation>& activations,
+                const std::vector<float>& alphas, const std::vector<float>& dropouts) {
+    FASTMLP_CHECK(sizes.size() >= 2, "layer_sizes: expected at least 2 sizes (in, out), got ",
+                  sizes.size());
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      FASTMLP_CHECK(sizes[i] >= 1, "layer_sizes: size ", i, " is ", sizes[i], ", expected >= 1");
+    }
+    const size_t hidden = sizes.size() - 2;
+    FASTMLP_CHECK(activations.size() == hidden, "activation: expected ", hidden,
+                  " entries (one per hidden layer), got ", activations.size());
+    FASTMLP_CHECK(alphas.size() == hidden, "activation_alpha: expected ", hidden,
+                  " entries (one per hidden layer), got ", alphas.size());
+    FASTMLP_CHECK(dropouts.size() == hidden, "dropout: expected ", hidden,
+                  " entries (one per hidden layer), got ", dropouts.size());
+
+    const auto L = static_cast<int64_t>(sizes.size()) - 1;
+    layers.resize(static_cast<size_t>(L));
+    int64_t p = 0;
+    for (int64_t l = 0; l < L; ++l) {
+      Layer& layer = layers[l];
+      layer.in = sizes[l];
+      layer.out = sizes[l + 1];
+      macs_per_row += layer.in * layer.out;
+      layer.w_offset = p;
+      p += layer.in * layer.out;
+      layer.b_offset = p;
+      p += layer.out;
+      if (l + 1 < L) {
+        const int a = static_cast<int>(activations[l]);
+        FASTMLP_CHECK(a >= 0 && a <= static_cast<int>(Activation::Tanh),
+                      "activation: unknown kind ", a, " for hidden layer ", l);
+        FASTMLP_CHECK(std::isfinite(alphas[l]), "activation_alpha: entry ", l, " is not finite");
+        FASTMLP_CHECK(dropouts[l] >= 0.0f && dropouts[l] < 1.0f, "dropout: entry ", l, " is ",
+                      dropouts[l], ", expected a probability in [0, 1)");
+        layer.activation = activations[l];
+        layer.alpha = alphas[l];
+        layer.dropout = dropouts[l];
+      }
+    }
+    // PReLU slopes go after every weight and bias so that [W_1, b_1, ...] keeps the plain layout.
+    for (Layer& layer : layers) {
+      if (layer.activation == Activation::Prelu) {
+        layer.slope_offset = p++;
+        has_prelu = true;
+      }
+    }
+    num_parameters = p;
+
+    // Workspace row layout: per layer [z (when stored)] [a] [h (when dropout)], then two backward
+    // scratch buffers as wide as the widest layer output.
+    int64_t row = 0, max_width = 0;
+    for (int64_t l = 0; l < L; ++l) {
+      Layer& layer = layers[l];
+      const bool is_hidden = l + 1 < L;
+      if (is_hidden && layer.activation != Activation::Identity) {
+        layer.z_row = row;
+        row += layer.out;
+      }
+      layer.a_row = row;
+      row += layer.out;
+      if (is_hidden && layer.dropout > 0.0f) {
+        layer.h_row = row;
+        row += layer.out;
+      }
+      max_width = std::max(max_width, layer.out);
+    }
+    scratch_row[0] = row;
+    scratch_row[1] = row + max_width;
+    floats_per_row = row + 2 * max_width;
+  }
+};
+
+}  // namespace fastmlp

@@ -1,0 +1,121 @@
+// Which update rule an optimizer runs and with what hyperparameters, shared by the CPU optimizer
+// state (engine/optimizer_state.h) and the CUDA one (engine/network_cuda.h). Header-only, so that
+// the _cuda module, which does not link the CPU library, uses the same checks.
+#pragma once
+
+#include <cmath>
+
+#include "common/errors.h"
+#include "common/optim_scalars.h"
+#include "cpu/optim.h"
+
+namespace fastmlp {
+
+enum class OptimizerKind : int { Sgd = 0, Adagrad = 1, Rmsprop = 2, Adam = 3 };
+
+class OptimizerConfig {
+ public:
+  // Each constructor checks lr and the rule's configuration (common/optim_scalars.h, the checks
+  // the kernels make) now, when the optimizer is built, instead of at its first step.
+  explicit OptimizerConfig(const SgdConfig& config) : kind_(OptimizerKind::Sgd), sgd_(config) {
+    check_lr(config.lr);
+    sgd_scalars(config, 1);
+  }
+  explicit OptimizerConfig(const AdagradConfig& config)
+      : kind_(OptimizerKind::Adagrad), adagrad_(config) {
+    check_lr(config.lr);
+    adagrad_scalars(config, 1);
+  }
+  explicit OptimizerConfig(const RmspropConfig& config)
+      : kind_(OptimizerKind::Rmsprop), rmsprop_(config) {
+    check_lr(config.lr);
+    rmsprop_scalars(config, 1);
+  }
+  explicit OptimizerConfig(const AdamConfig& config) : kind_(OptimizerKind::Adam), adam_(config) {
+    check_lr(config.lr);
+    adam_scalars(config, 1);
+  }
+
+  OptimizerKind kind() const { return kind_; }
+  const SgdConfig& sgd() const { return sgd_; }
+  const AdagradConfig& adagrad() const { return adagrad_; }
+  const RmspropConfig& rmsprop() const { return rmsprop_; }
+  const AdamConfig& adam() const { return adam_; }
+
+  float lr() const {
+    switch (kind_) {
+      case OptimizerKind::Sgd:
+        return sgd_.lr;
+      case OptimizerKind::Adagrad:
+        return adagrad_.lr;
+      case OptimizerKind::Rmsprop:
+        return rmsprop_.lr;
+      case OptimizerKind::Adam:
+        return adam_.lr;
+    }
+    return 0.0f;
+  }
+
+  void set_lr(float lr) {  // ValueError unless finite and >= 0
+    check_lr(lr);
+    switch (kind_) {
+      case OptimizerKind::Sgd:
+        sgd_.lr = lr;
+        break;
+      case OptimizerKind::Adagrad:
+        adagrad_.lr = lr;
+        break;
+      case OptimizerKind::Rmsprop:
+        rmsprop_.lr = lr;
+        break;
+      case OptimizerKind::Adam:
+        adam_.lr = lr;
+        break;
+    }
+  }
+
+  // Which of the three state buffers the rule uses (see OptimizerState): sgd [momentum];
+  // adagrad [sum_sq]; rmsprop [square_avg, momentum, grad_avg]; adam [m, v].
+  bool uses_buffer(int i) const {
+    switch (kind_) {
+      case OptimizerKind::Sgd:
+        return i == 0 && sgd_.momentum != 0.0f;
+      case OptimizerKind::Adagrad:
+        return i == 0;
+      case OptimizerKind::Rmsprop:
+        return i == 0 || (i == 1 && rmsprop_.momentum != 0.0f) || (i == 2 && rmsprop_.centered);
+      case OptimizerKind::Adam:
+        return i == 0 || i == 1;
+    }
+    return false;
+  }
+
+  // PyTorch's name of state buffer i (for error messages).
+  const char* buffer_name(int i) const {
+    switch (kind_) {
+      case OptimizerKind::Sgd:
+        return "momentum_buffer";
+      case OptimizerKind::Adagrad:
+        return "sum";
+      case OptimizerKind::Rmsprop:
+        return i == 0 ? "square_avg" : i == 1 ? "momentum_buffer" : "grad_avg";
+      case OptimizerKind::Adam:
+        return i == 0 ? "exp_avg" : "exp_avg_sq";
+    }
+    return "state";
+  }
+
+ private:
+  static void check_lr(float lr) {
+    FASTMLP_CHECK(std::isfinite(lr) && lr >= 0.0f, "lr: expected a finite learning rate >= 0, got ",
+                  lr);
+  }
+
+  OptimizerKind kind_;
+  SgdConfig sgd_{};
+  AdagradConfig adagrad_{};
+  RmspropConfig rmsprop_{};
+  AdamConfig adam_{};
+};
+
+}  // namespace fastmlp
