@@ -191,3 +191,37 @@ def test_trainer_fit_on_gpu_matches_cpu(rng):
             model, optimizer=opt, batch_size=32, epochs=3, seed=0, verbose=0
         ).fit(X, y)
     assert np.allclose(hist["cuda"].train_loss, hist["cpu"].train_loss, rtol=1e-3)
+
+
+@requires_gpu
+def test_gather_rows_matches_take(rng):
+    from fastmlp import _cuda, cuda
+
+    src = rng.standard_normal((97, 13)).astype(np.float32)
+    order = rng.permutation(97).astype(np.int64)
+    dst = cuda.empty((40, 13))
+    _cuda.gather_rows(
+        dst._buf, fm.to_device(src)._buf, fm.to_device(order)._buf, 50, 40, 97, 13 * 4
+    )
+    np.testing.assert_array_equal(dst.numpy(), src[order[50:90]])
+
+
+@requires_gpu
+def test_trainer_streams_when_the_data_set_does_not_fit(rng, monkeypatch):
+    # The device-resident path and the streaming path feed the same batches to the same kernels.
+    from fastmlp import _cuda
+
+    X = rng.standard_normal((300, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    hist = []
+    for tight in (False, True):
+        if tight:
+            monkeypatch.setattr(_cuda, "mem_get_info", lambda: (1024, 1 << 30))
+        model = fm.MLP([5, 16, 3], seed=1, dropout=0.1, device="cuda")
+        trainer = fm.Trainer(model, fm.optim.SGD(model, lr=0.1), batch_size=64, epochs=2, verbose=0)
+        if tight:
+            with pytest.warns(RuntimeWarning, match=r"^Trainer.fit: the training set needs"):
+                hist.append(trainer.fit(X, y))
+        else:
+            hist.append(trainer.fit(X, y))
+    assert hist[0].train_loss == hist[1].train_loss

@@ -208,6 +208,15 @@ PYBIND11_MODULE(_cuda, m) {
     return d;
   });
   m.def("stream_wait_default", &fb::stream_wait_default, py::arg("stream"));
+  m.def(
+      "mem_get_info",
+      [] {
+        size_t free_bytes = 0, total_bytes = 0;
+        fastmlp::cuda::check_cuda(cudaMemGetInfo(&free_bytes, &total_bytes),
+                                  "cuda: cudaMemGetInfo");
+        return py::make_tuple(free_bytes, total_bytes);
+      },
+      "(free, total) bytes of device memory on the current device.");
 
   py::class_<DeviceBuffer>(m, "DeviceBuffer",
                            "Owning device allocation (cudaMalloc / cudaFree), the storage of a "

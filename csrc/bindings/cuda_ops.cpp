@@ -109,6 +109,23 @@ std::vector<cuda::OptimTensor> tensor_list(const BufList& params, const BufList&
 }  // namespace
 
 void bind_cuda_ops(py::module_& m) {
+  m.def(
+      "gather_rows",
+      [](DeviceBuffer& dst, const DeviceBuffer& src, const DeviceBuffer& index,
+         int64_t index_offset, int64_t rows, int64_t src_rows, int64_t row_bytes) {
+        FASTMLP_CHECK(rows >= 0 && src_rows >= 0 && row_bytes >= 0 && index_offset >= 0,
+                      "gather_rows: negative size or offset");
+        void* pd = need(dst, rows * row_bytes, 1, "dst");
+        const void* ps = need(src, src_rows * row_bytes, 1, "src");
+        const void* pindex = need(index, index_offset + rows, sizeof(int64_t), "index");
+        const int64_t* pi = static_cast<const int64_t*>(pindex) + index_offset;
+        py::gil_scoped_release release;
+        cuda::gather_rows(pd, ps, pi, rows, row_bytes, kStream);
+      },
+      py::arg("dst"), py::arg("src"), py::arg("index"), py::arg("index_offset"), py::arg("rows"),
+      py::arg("src_rows"), py::arg("row_bytes"),
+      "dst rows = src rows at index[index_offset:index_offset + rows] (int64, each in [0, "
+      "src_rows): the caller's permutation), rows of row_bytes bytes.");
   m.def("gemm", &gemm_py, py::arg("c"), py::arg("a"), py::arg("b"), py::arg("m"), py::arg("n"),
         py::arg("k"), py::kw_only(), py::arg("trans_a") = false, py::arg("trans_b") = false,
         py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f, py::arg("bias") = py::none(),

@@ -5,8 +5,9 @@
 // return their value to the host and so synchronise `stream`.
 //
 // Implementations: gemm.cu (FP32 SIMT), gemm_tf32.cu (tensor cores), activations.cu, softmax.cu,
-// losses.cu, dropout.cu, optim.cu. Shared scalar math: common/activation_math.h, optim_math.h,
-// random.h (the same FASTMLP_HD functions the CPU calls).
+// losses.cu, dropout.cu, optim.cu; gather.cu (rows of a data set, for the device-resident Trainer).
+// Shared scalar math: common/activation_math.h, optim_math.h, random.h (the same FASTMLP_HD
+// functions the CPU calls).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -108,5 +109,11 @@ void rmsprop_step(float* param, float* square_avg, float* momentum_buffer, float
                   cudaStream_t stream);
 void adam_step(float* param, float* exp_avg, float* exp_avg_sq, const float* grad, int64_t n,
                const AdamConfig& config, int64_t step, cudaStream_t stream);
+
+// ---------------------------------------------------------------- data movement (gather.cu)
+// dst row r = src row index[r] for r < rows, rows of row_bytes bytes (a multiple of 4), both
+// row-major and contiguous. Every index must lie in [0, rows of src): the caller's permutation.
+void gather_rows(void* dst, const void* src, const int64_t* index, int64_t rows, int64_t row_bytes,
+                 cudaStream_t stream);
 
 }  // namespace fastmlp::cuda

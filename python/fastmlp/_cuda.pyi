@@ -26,9 +26,11 @@ __all__: list[str] = [
     "dropout_backward",
     "dropout_forward",
     "dropout_mask",
+    "gather_rows",
     "gemm",
     "log_softmax_backward",
     "log_softmax_forward",
+    "mem_get_info",
     "mse_loss",
     "multiclass_hinge_loss",
     "prelu_backward",
@@ -243,6 +245,19 @@ def dropout_forward(
     y: DeviceBuffer, x: DeviceBuffer, n: int, *, p: float, seed: int, offset: int
 ) -> None: ...
 def dropout_mask(mask: DeviceBuffer, n: int, *, p: float, seed: int, offset: int) -> None: ...
+def gather_rows(
+    dst: DeviceBuffer,
+    src: DeviceBuffer,
+    index: DeviceBuffer,
+    index_offset: int,
+    rows: int,
+    src_rows: int,
+    row_bytes: int,
+) -> None:
+    """
+    dst rows = src rows at index[index_offset:index_offset + rows] (int64, each in [0, src_rows): the caller's permutation), rows of row_bytes bytes.
+    """
+
 def gemm(
     c: DeviceBuffer,
     a: DeviceBuffer,
@@ -269,6 +284,11 @@ def log_softmax_backward(
     dx: DeviceBuffer, y: DeviceBuffer, dy: DeviceBuffer, rows: int, cols: int
 ) -> None: ...
 def log_softmax_forward(y: DeviceBuffer, x: DeviceBuffer, rows: int, cols: int) -> None: ...
+def mem_get_info() -> tuple[int, int]:
+    """
+    (free, total) bytes of device memory on the current device.
+    """
+
 def mse_loss(
     dpred: DeviceBuffer, pred: DeviceBuffer, target: DeviceBuffer, batch: int, features: int
 ) -> float: ...

@@ -540,6 +540,30 @@ class MLP:
         self.loss = kind
         return value
 
+    def _train_step_device(
+        self, x: Any, y: Any, n: int, loss: str | None, optimizer: Any, label_smoothing: float
+    ) -> float:
+        """:meth:`train_step` on the first ``n`` rows of device arrays already on this model's
+        GPU (``fastmlp.cuda.DeviceArray``: x float32 (rows, in); y int64 labels or float32
+        targets, checked on the device). Used by :class:`fastmlp.Trainer` for CUDA models."""
+        if self._device != "cuda":
+            raise ValueError(
+                f"x: device arrays need a model on 'cuda', this one is on {self._device!r}"
+            )
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                f"optimizer: expected a fastmlp.optim optimizer, got {type(optimizer).__name__}"
+            )
+        if optimizer.model is not self or optimizer.device != self._device:
+            raise ValueError("optimizer: it was built for another model or device")
+        kind = self._loss_or_default(loss)
+        ls = self._label_smoothing(label_smoothing, kind)
+        value = self._net.train_step_device(
+            x._buf, y._buf, int(n), LOSSES[kind], ls, self._training, optimizer._state
+        )
+        self.loss = kind
+        return value
+
     def _take_train_counts(self) -> tuple[int, int]:
         """(correct, total) predictions of the train_steps since the last call (each step's own
         forward pass, before its update); resets them. Used by :class:`fastmlp.Trainer`."""

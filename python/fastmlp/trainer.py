@@ -25,6 +25,12 @@ allocation per batch), and the targets are converted once per ``fit`` (integer l
 float targets to float32), so every step takes the engine's fast path. The arrays handed to
 ``model.train_step`` are therefore overwritten by the next batch: a model that keeps them must
 copy them.
+
+A model on ``"cuda"`` trains from a copy of ``(X, y)`` in device memory, made once per ``fit``:
+each epoch uploads only its permutation (drawn from the same ``Generator``, so the batches are
+those of a CPU run with the same seed) and every batch is gathered on the GPU. When the copy
+would take more than half of the free device memory, ``fit`` warns (``RuntimeWarning``) and
+copies each batch from the host instead.
 """
 
 from __future__ import annotations
@@ -440,6 +446,9 @@ class Trainer:
         # Gather buffers for shuffled batches (allocated once; a partial batch uses their head).
         xbuf = np.empty((bs, *X.shape[1:]), X.dtype) if self.shuffle else None
         ybuf = np.empty((bs, *y.shape[1:]), y.dtype) if self.shuffle else None
+        # A model on the GPU trains from a copy of (X, y) in device memory when it fits.
+        on_gpu = getattr(model, "device", "cpu") == "cuda"
+        device_data = _DeviceData.create(model, X, y, self.loss, bs) if on_gpu else None
         take_counts = None if self.eval_train else getattr(model, "_take_train_counts", None)
         step_kw: dict[str, Any] = {"loss": self.loss, "optimizer": opt}
         if self.label_smoothing:
@@ -476,13 +485,17 @@ class Trainer:
                         unit="batch",
                     )
                 order = rng.permutation(n) if self.shuffle else None
+                if device_data is not None:
+                    device_data.set_order(order)
                 _call(model, "train")
                 if take_counts is not None:
                     take_counts()  # start the epoch's count from zero
                 total = 0.0
                 for b in range(n_batches):
                     lo, hi = b * bs, min(n, (b + 1) * bs)
-                    if order is None or xbuf is None or ybuf is None:
+                    if device_data is not None:
+                        xb, yb = device_data.batch(lo, hi)
+                    elif order is None or xbuf is None or ybuf is None:
                         xb, yb = X[lo:hi], y[lo:hi]  # no shuffle: contiguous views, no copy
                     else:
                         # mode="clip": the indices are a permutation, always in range, and
@@ -492,7 +505,12 @@ class Trainer:
                         xb = np.take(X, idx, axis=0, out=xbuf[: hi - lo], mode="clip")
                         yb = np.take(y, idx, axis=0, out=ybuf[: hi - lo], mode="clip")
                     try:
-                        loss = model.train_step(xb, yb, **step_kw)
+                        if device_data is not None:
+                            loss = model._train_step_device(
+                                xb, yb, hi - lo, self.loss, opt, self.label_smoothing
+                            )
+                        else:
+                            loss = model.train_step(xb, yb, **step_kw)
                     except FloatingPointError as exc:
                         _annotate(
                             exc,
@@ -602,6 +620,69 @@ def _monitored(history: History, key: str, who: str) -> float:
     if value is None:
         raise ValueError(f"{who}: {key!r} is not available (no accuracy for this loss?)")
     return value
+
+
+class _DeviceData:
+    """The training set of a CUDA model in device memory: X and the targets uploaded once, each
+    epoch's order (the permutation the CPU path draws from the same seeded Generator, so both see
+    the same batches) uploaded once per epoch, and every batch gathered on the GPU."""
+
+    def __init__(self, model: Any, X: np.ndarray, y: np.ndarray, loss: str | None, bs: int):
+        from . import cuda
+
+        self._mod = cuda._module()
+        n = X.shape[0]
+        x32 = model._x(X)  # float32, C-contiguous, the model's column count
+        t = model._y(y, model._loss_or_default(loss), n)  # int64 labels or float32 targets
+        self.n = n
+        self.x_row_bytes = x32.shape[1] * 4
+        self.y_row_bytes = t.itemsize * (t.shape[1] if t.ndim == 2 else 1)
+        self.X = cuda.to_device(x32)
+        self.y = cuda.to_device(t)
+        self.order = cuda.to_device(np.arange(n, dtype=np.int64))
+        self.xb = cuda.empty((bs, x32.shape[1]), np.float32)
+        self.yb = cuda.empty((bs, *t.shape[1:]), t.dtype)
+
+    @classmethod
+    def create(
+        cls, model: Any, X: np.ndarray, y: np.ndarray, loss: str | None, bs: int
+    ) -> _DeviceData | None:
+        """The device copy, or None (with a RuntimeWarning) when it would take more than half
+        of the free device memory: then each batch is copied from the host as it is used."""
+        from . import cuda
+
+        n = X.shape[0]
+        y_row = 8 if y.ndim == 1 else 4 * int(np.prod(y.shape[1:]))
+        need = (n + bs) * (4 * X.shape[1] + y_row) + 8 * n
+        free, _ = cuda._module().mem_get_info()
+        if need > free // 2:
+            import warnings
+
+            warnings.warn(
+                f"Trainer.fit: the training set needs {need / 2**20:.0f} MiB on the GPU and "
+                f"{free / 2**20:.0f} MiB are free; streaming each batch from host memory instead",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
+        return cls(model, X, y, loss, bs)
+
+    def set_order(self, order: np.ndarray | None) -> None:
+        """This epoch's row order (None: the rows in order)."""
+        if order is None:
+            order = np.arange(self.n, dtype=np.int64)
+        self.order.copy_from(np.ascontiguousarray(order, dtype=np.int64))
+
+    def batch(self, lo: int, hi: int) -> tuple[Any, Any]:
+        """Rows order[lo:hi] of X and y, gathered into the batch buffers (their first hi - lo
+        rows)."""
+        rows = hi - lo
+        for dst, src, row_bytes in (
+            (self.xb, self.X, self.x_row_bytes),
+            (self.yb, self.y, self.y_row_bytes),
+        ):
+            self._mod.gather_rows(dst._buf, src._buf, self.order._buf, lo, rows, self.n, row_bytes)
+        return self.xb, self.yb
 
 
 def _stderr_isatty() -> bool:
