@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Everything a lent GPU machine is for, in one call: build with CUDA, run the CUDA tests, time the
-# CUDA GEMMs against cuBLAS. Full logs go to $OUT (the device tool brings that folder back); the
+# Everything a lent GPU machine is for, in one call: build with CUDA, run the CUDA tests (kernels
+# and training engine), time the CUDA GEMMs against cuBLAS and the training step and epoch against
+# PyTorch. Full logs go to $OUT (the device tool brings that folder back); the
 # last lines printed are a short summary, because the tool's reply carries only the end of output.
 #
-#   benchmarks/gpu_session.sh                 # build + test + bench
+#   benchmarks/gpu_session.sh                 # build + test + bench + step
 #   benchmarks/gpu_session.sh build test      # any subset, in this order
 #
 # The device machine has python3 with torch, cupy, numpy, pybind11, scikit-build-core, cmake and
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fastmlp-gpu}
 mkdir -p "$OUT"
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(build test bench)
+[ ${#stages[@]} -eq 0 ] && stages=(build test bench step)
 summary=()
 
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
@@ -55,8 +56,8 @@ for stage in "${stages[@]}"; do
     test)
       # Run from a folder outside the checkout so that the installed package, not python/, is
       # imported (pytest's importlib mode would find the sources otherwise).
-      (cd /tmp && python3 -m pytest "$OLDPWD/tests/test_cuda.py" -q -rs -p no:cacheprovider \
-        --junitxml="$OUT/test_cuda.xml") >"$OUT/test_cuda.log" 2>&1
+      (cd /tmp && python3 -m pytest "$OLDPWD/tests/test_cuda.py" "$OLDPWD/tests/test_cuda_engine.py" \
+        -q -rs -p no:cacheprovider --junitxml="$OUT/test_cuda.xml") >"$OUT/test_cuda.log" 2>&1
       rc=$?
       summary+=("test_cuda (rc $rc): $(tail -1 "$OUT/test_cuda.log")")
       if [ $rc -ne 0 ]; then
@@ -69,8 +70,14 @@ for stage in "${stages[@]}"; do
       rc=$?
       summary+=("bench_cuda_gemm (rc $rc):" "$(tail -30 "$OUT/bench_cuda_gemm.log")")
       ;;
+    step)
+      python3 benchmarks/bench_cuda_step.py --out "$OUT/cuda_step.md" --json "$OUT/cuda_step.json" \
+        >"$OUT/bench_cuda_step.log" 2>&1
+      rc=$?
+      summary+=("bench_cuda_step (rc $rc):" "$(tail -12 "$OUT/bench_cuda_step.log")")
+      ;;
     *)
-      echo "unknown stage '$stage' (build, test, bench)"
+      echo "unknown stage '$stage' (build, test, bench, step)"
       exit 2
       ;;
   esac
