@@ -176,8 +176,10 @@ def test_device_step_matches_host_step(rng):
 
 @requires_gpu
 def test_out_of_device_memory_is_memory_error():
+    # 2^38 floats: 1 TiB of weights, more than any GPU holds (2^35, 128 GiB, would fit an H200's
+    # parameters and fail on the gradients instead).
     with pytest.raises(MemoryError, match="parameters"):
-        fm.MLP([1 << 18, 1 << 17, 2], device="cuda")  # 2^35 floats: 128 GiB of weights
+        fm.MLP([1 << 20, 1 << 18, 2], device="cuda")
 
 
 @requires_gpu
@@ -225,3 +227,96 @@ def test_trainer_streams_when_the_data_set_does_not_fit(rng, monkeypatch):
         else:
             hist.append(trainer.fit(X, y))
     assert hist[0].train_loss == hist[1].train_loss
+
+
+@requires_gpu
+def test_prelu_dropout_chunked_forward_evaluate_and_counts_match_cpu(rng):
+    # PReLU (the slope read on the device) with dropout, forward past the 1024-row chunk, evaluate
+    # in uneven chunks and the training counters, each against the CPU engine.
+    sizes = [7, 33, 17, 4]
+    kw = {"activation": ["prelu", "tanh"], "dropout": [0.3, 0.2], "seed": 11}
+    cpu, gpu = fm.MLP(sizes, **kw), fm.MLP(sizes, **kw, device="cuda")
+    x = rng.standard_normal((64, 7)).astype(np.float32)
+    for loss in LOSSES:
+        y = targets(rng, loss, 64, 4)
+        lc, gc = cpu.loss_and_gradients(x, y, loss)
+        lg, gg = gpu.loss_and_gradients(x, y, loss)
+        assert abs(lg - lc) <= 1e-4 * max(abs(lc), 1e-6), (loss, lc, lg)
+        for a, b in zip(gg, gc):
+            assert close(a, b, 1e-4), loss
+    assert gpu.rng_offset == cpu.rng_offset == 4 * 64 * (33 + 17)
+    assert close(gpu._net.forward(x, True), cpu._net.forward(x, True), 1e-4)  # same masks
+    assert gpu.rng_offset == cpu.rng_offset == 5 * 64 * (33 + 17)
+
+    xl = rng.standard_normal((2500, 7)).astype(np.float32)  # 3 chunks of at most 1024 rows
+    assert close(gpu(xl), cpu(xl), 1e-4)
+    for loss in LOSSES:
+        y = targets(rng, loss, 2500, 4)
+        ec = cpu.evaluate(xl, y, loss, batch_size=700)
+        eg = gpu.evaluate(xl, y, loss, batch_size=700)
+        assert abs(eg["loss"] - ec["loss"]) <= 1e-4 * abs(ec["loss"]), loss
+        if ec["accuracy"] is None:
+            assert eg["accuracy"] is None
+        else:  # a near-tie of two logits may round the other way on one device
+            assert abs(eg["accuracy"] - ec["accuracy"]) <= 1e-3, loss
+
+    oc, og = fm.optim.SGD(cpu, lr=0.01), fm.optim.SGD(gpu, lr=0.01)
+    cpu._take_train_counts()  # start both counts from zero
+    gpu._take_train_counts()
+    for _ in range(3):
+        y = targets(rng, "cross_entropy", 64, 4)
+        cpu.train_step(x, y, "cross_entropy", oc)
+        gpu.train_step(x, y, "cross_entropy", og)
+    counts = gpu._take_train_counts()
+    assert counts == cpu._take_train_counts() and counts[1] == 3 * 64
+
+
+@requires_gpu
+@pytest.mark.parametrize("loss", ["mse", "bce"])
+def test_trainer_one_output_float_targets_on_gpu(rng, monkeypatch, loss):
+    # 1-D float targets of a one-output model: the model reads them as (n, 1), so the device copy
+    # gathers rows of 4 bytes (labels: 8). Device-resident, streamed and CPU runs must agree.
+    from fastmlp import _cuda
+
+    X = rng.standard_normal((200, 3)).astype(np.float32)
+    if loss == "bce":
+        y = (rng.random(200) > 0.5).astype(np.float32)
+    else:
+        y = rng.standard_normal(200).astype(np.float32)
+    hist = {}
+    for run in ("cpu", "cuda", "stream"):
+        device = "cpu" if run == "cpu" else "cuda"
+        model = fm.MLP([3, 16, 1], seed=2, dropout=0.1, device=device, loss=loss)
+        trainer = fm.Trainer(
+            model, fm.optim.Adam(model, lr=1e-2), batch_size=48, epochs=2, verbose=0
+        )
+        if run == "stream":
+            monkeypatch.setattr(_cuda, "mem_get_info", lambda: (1024, 1 << 30))
+            with pytest.warns(RuntimeWarning, match=r"^Trainer.fit: the training set needs"):
+                hist[run] = trainer.fit(X, y)
+        else:
+            hist[run] = trainer.fit(X, y)
+    assert hist["cuda"].train_loss == hist["stream"].train_loss
+    assert hist["cuda"].train_accuracy == hist["stream"].train_accuracy
+    assert np.allclose(hist["cuda"].train_loss, hist["cpu"].train_loss, rtol=1e-3)
+
+
+@requires_gpu
+def test_workspace_out_of_memory_leaves_a_working_model(rng):
+    # Last in the file: were the bug back, it would end every later CUDA call of the process.
+    # One hidden layer of 2^20 units: 16 MiB of workspace per batch row, so 2^16 rows ask for
+    # 1 TiB. The failed growth frees the old workspace first; the next, smaller step must
+    # allocate a new one instead of running on none.
+    model = fm.MLP([1, 1 << 20, 1], loss="mse", seed=0, device="cuda")
+    opt = fm.optim.SGD(model, lr=1e-3)
+    x = rng.standard_normal((1 << 16, 1)).astype(np.float32)
+    y = rng.standard_normal((1 << 16, 1)).astype(np.float32)
+    model.train_step(x[:8], y[:8], optimizer=opt)
+    before = model.get_weights()
+    with pytest.raises(MemoryError, match="workspace"):
+        model.train_step(x, y, optimizer=opt)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    assert opt.step_count == 1
+    model.train_step(x[:4], y[:4], optimizer=opt)
+    assert opt.step_count == 2

@@ -66,6 +66,25 @@ bool host_all_finite(const float* v, int64_t n) {
   return true;
 }
 
+// Makes `device` current for its lifetime and restores the caller's current device after.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    check_cuda(cudaGetDevice(&previous_), "cuda: cudaGetDevice");
+    if (previous_ != device) check_cuda(cudaSetDevice(device), "cuda: cudaSetDevice");
+  }
+  ~DeviceGuard() {
+    int now = previous_;
+    if (cudaGetDevice(&now) == cudaSuccess && now != previous_) cudaSetDevice(previous_);
+    cudaGetLastError();  // a destructor cannot report; the next checked call will
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
 void copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const char* what) {
   if (bytes == 0) return;
   check_cuda(cudaMemcpyAsync(dst, src, bytes, kind, kStream), what);
@@ -152,6 +171,10 @@ Network::Network(std::vector<int64_t> sizes, std::vector<Activation> activations
 
 void Network::ensure_capacity(int64_t rows) {
   if (rows <= capacity_rows_) return;
+  // Scratch::ensure frees the old buffer before allocating: should the allocation fail, no
+  // workspace is left, and a stale capacity would let the next smaller batch run its kernels on
+  // a null workspace (an illegal address, which ends every later CUDA call of the process).
+  capacity_rows_ = 0;
   workspace_.ensure(static_cast<size_t>(rows * floats_per_row_) * sizeof(float), "workspace");
   capacity_rows_ = rows;
 }
@@ -162,6 +185,7 @@ void Network::set_rng_offset(uint64_t offset) {
 }
 
 void Network::set_parameters(const float* values, int64_t count) {
+  DeviceGuard on_device(device_);
   FASTMLP_CHECK(count == num_parameters(), "weights: expected ", num_parameters(),
                 " parameters, got ", count);
   FASTMLP_CHECK(host_all_finite(values, count), "weights: contain NaN or infinite values");
@@ -172,12 +196,14 @@ void Network::set_parameters(const float* values, int64_t count) {
 }
 
 void Network::get_parameters(float* out) const {
+  DeviceGuard on_device(device_);
   copy(out, params_.as<float>(), static_cast<size_t>(num_params_) * sizeof(float),
        cudaMemcpyDeviceToHost, "weights: copy to the host");
   check_cuda(cudaStreamSynchronize(kStream), "weights: copy to the host");
 }
 
 void Network::get_gradients(float* out) const {
+  DeviceGuard on_device(device_);
   copy(out, grads_.as<float>(), static_cast<size_t>(num_params_) * sizeof(float),
        cudaMemcpyDeviceToHost, "gradients: copy to the host");
   check_cuda(cudaStreamSynchronize(kStream), "gradients: copy to the host");
@@ -399,6 +425,7 @@ double Network::step_locked(const float* x, const Targets& y, int64_t n, LossKin
 // ---------------------------------------------------------------- Network: public calls
 
 void Network::forward(float* out, const float* x, int64_t n, bool training) {
+  DeviceGuard on_device(device_);
   FASTMLP_CHECK(n >= 1, "x: empty batch (0 rows)");
   FASTMLP_CHECK(host_all_finite(x, n * in_features()), "x: contains NaN or infinite values");
   std::lock_guard<std::mutex> lock(mutex_);
@@ -420,6 +447,7 @@ void Network::forward(float* out, const float* x, int64_t n, bool training) {
 
 double Network::loss_and_gradients(const float* x, const Targets& y, int64_t n, LossKind loss,
                                    float label_smoothing, bool training) {
+  DeviceGuard on_device(device_);
   FASTMLP_CHECK(n >= 1, "x: empty batch (0 rows)");
   std::lock_guard<std::mutex> lock(mutex_);
   ensure_capacity(n);
@@ -434,6 +462,7 @@ double Network::loss_and_gradients(const float* x, const Targets& y, int64_t n, 
 
 double Network::train_step(const float* x, const Targets& y, int64_t n, LossKind loss,
                            float label_smoothing, bool training, OptimizerState& optimizer) {
+  DeviceGuard on_device(device_);
   FASTMLP_CHECK(n >= 1, "x: empty batch (0 rows)");
   std::lock_guard<std::mutex> lock(mutex_);
   ensure_capacity(n);
@@ -444,6 +473,7 @@ double Network::train_step(const float* x, const Targets& y, int64_t n, LossKind
 
 double Network::train_step_device(const float* x, const Targets& y, int64_t n, LossKind loss,
                                   float label_smoothing, bool training, OptimizerState& optimizer) {
+  DeviceGuard on_device(device_);
   FASTMLP_CHECK(n >= 1, "x: empty batch (0 rows)");
   if (y.labels != nullptr) {
     FASTMLP_CHECK(!labels_out_of_range(y.labels, n, out_features(), kStream),
@@ -460,6 +490,7 @@ double Network::train_step_device(const float* x, const Targets& y, int64_t n, L
 
 EvalResult Network::evaluate(const float* x, const Targets& y, int64_t n, LossKind loss,
                              int64_t batch_rows) {
+  DeviceGuard on_device(device_);
   FASTMLP_CHECK(n >= 1, "x: empty batch (0 rows)");
   FASTMLP_CHECK(batch_rows >= 1, "batch_size: expected >= 1, got ", batch_rows);
   std::lock_guard<std::mutex> lock(mutex_);

@@ -7,13 +7,20 @@
 //
 // Memory: host-pointer calls (the NumPy path) copy x and the targets into staging buffers that,
 // like the workspace, grow to the largest batch seen and never shrink; device-pointer calls
-// (*_device, for data already on this GPU) copy nothing. Once a batch size has been seen, a step
-// allocates nothing.
+// (*_device, for data already on this GPU) copy nothing. Once a batch size has been seen, the
+// engine allocates nothing with cudaMalloc; the loss and column-sum kernels take small scratch
+// buffers from the stream-ordered pool (cuda/check.h StreamBuffer), which recycles them.
+//
+// Device: the engine lives on the GPU that was current when it was built; every public call makes
+// that GPU current for its duration (and restores the caller's), so another library switching
+// devices cannot send its kernels to memory on another GPU.
 //
 // Streams and synchronisation: everything runs on the legacy default stream, in order with
-// fastmlp.cuda's DeviceArray operations and PyTorch/CuPy default streams. A step synchronises
-// where the host needs a value: the loss (which the caller gets back) and the finiteness flag of
-// the gradients (the update must not run when it is set). Both come back in one copy.
+// fastmlp.cuda's DeviceArray operations and PyTorch/CuPy default streams. This first version
+// synchronises where the host needs a value, up to four times per step: the labels' range check
+// (device-memory steps only), the loss (returned to the caller), the finiteness flag of the
+// gradients (the update must not run when it is set) and the count of correct predictions. A
+// step captured in a CUDA graph, with these kept on the device, is the next version.
 //
 // Failure guarantees (as engine/network.h): a step whose loss or gradients are not finite throws
 // NonFiniteError (ValueError naming x or y when the input is the cause) before the optimizer runs,
