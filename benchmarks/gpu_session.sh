@@ -56,7 +56,7 @@ for stage in "${stages[@]}"; do
     test)
       # Run from a folder outside the checkout so that the installed package, not python/, is
       # imported (pytest's importlib mode would find the sources otherwise).
-      (cd /tmp && python3 -m pytest "$OLDPWD/tests/test_cuda.py" "$OLDPWD/tests/test_cuda_engine.py" \
+      (cd /tmp && python3 -m pytest "$OLDPWD/tests/test_cuda.py" "$OLDPWD/tests/test_cuda_engine.py" "$OLDPWD/tests/test_cuda_fused.py" \
         -q -rs -p no:cacheprovider --junitxml="$OUT/test_cuda.xml") >"$OUT/test_cuda.log" 2>&1
       rc=$?
       summary+=("test_cuda (rc $rc): $(tail -1 "$OUT/test_cuda.log")")

@@ -106,6 +106,43 @@ std::vector<cuda::OptimTensor> tensor_list(const BufList& params, const BufList&
   return out;
 }
 
+// The FusedMlp of the fused_mlp_* bindings: every list length and buffer size checked against
+// `sizes` (widths D_0..D_L) before anything is launched; the limits are the launchers' own.
+cuda::FusedMlp fused_net(const BufList& weights, const BufList* biases,
+                         const std::vector<int64_t>& sizes, const std::vector<int>& activations,
+                         const std::vector<float>& alphas, const BufList& prelu_slopes) {
+  const size_t layers = weights.size();
+  FASTMLP_CHECK(layers >= 1 && layers <= static_cast<size_t>(cuda::kFusedMlpMaxLayers),
+                "weights: expected 1 to ", cuda::kFusedMlpMaxLayers, " layers, got ", layers);
+  FASTMLP_CHECK(sizes.size() == layers + 1, "sizes: expected ", layers + 1,
+                " widths (one more than the layers), got ", sizes.size());
+  for (const int64_t d : sizes) {
+    FASTMLP_CHECK(d >= 1 && d <= cuda::kFusedMlpMaxWidth, "sizes: every width must be in [1, ",
+                  cuda::kFusedMlpMaxWidth, "], got ", d);
+  }
+  const size_t hidden = layers - 1;
+  FASTMLP_CHECK(activations.size() == hidden, "activations: expected ", hidden,
+                " (one per hidden layer), got ", activations.size());
+  FASTMLP_CHECK(alphas.size() == hidden, "alphas: expected ", hidden, ", got ", alphas.size());
+  FASTMLP_CHECK(prelu_slopes.size() == hidden, "prelu_slopes: expected ", hidden,
+                " (None where unused), got ", prelu_slopes.size());
+  FASTMLP_CHECK(biases == nullptr || biases->size() == layers, "biases: expected ", layers,
+                " (None for no bias), got ", biases == nullptr ? 0 : biases->size());
+  cuda::FusedMlp net;
+  net.widths = sizes;
+  for (size_t l = 0; l < layers; ++l) {
+    FASTMLP_CHECK(weights[l] != nullptr, "weights: None in the list");
+    net.weights.push_back(need_f32(*weights[l], sizes[l] * sizes[l + 1], "weights"));
+    if (biases != nullptr) net.biases.push_back(opt_f32((*biases)[l], sizes[l + 1], "biases"));
+  }
+  for (size_t h = 0; h < hidden; ++h) {
+    net.activations.push_back(to_activation(activations[h]));
+    net.alphas.push_back(alphas[h]);
+    net.prelu_slopes.push_back(opt_f32(prelu_slopes[h], 1, "prelu_slopes"));
+  }
+  return net;
+}
+
 }  // namespace
 
 void bind_cuda_ops(py::module_& m) {
@@ -398,6 +435,65 @@ void bind_cuda_ops(py::module_& m) {
       py::arg("params"), py::arg("grads"), py::arg("sizes"), py::arg("m"), py::arg("v"),
       py::kw_only(), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
       py::arg("weight_decay"), py::arg("decoupled_weight_decay"), py::arg("l1"), py::arg("step"));
+
+  // ------------------------------------------------------------ fused narrow MLP (fused_mlp.cu)
+  m.def(
+      "fused_mlp_forward",
+      [](DeviceBuffer& logits, const DeviceBuffer& x, const BufList& weights, const BufList& biases,
+         const std::vector<int64_t>& sizes, const std::vector<int>& activations,
+         const std::vector<float>& alphas, const BufList& prelu_slopes, int64_t n, bool training,
+         const std::optional<BufList>& z, const std::optional<BufList>& a) {
+        FASTMLP_CHECK(n >= 0, "n: expected >= 0, got ", n);
+        const cuda::FusedMlp net =
+            fused_net(weights, &biases, sizes, activations, alphas, prelu_slopes);
+        const size_t hidden = weights.size() - 1;
+        const float* px = need_f32(x, n * sizes.front(), "x");
+        float* pl = need_f32(logits, n * sizes.back(), "logits");
+        std::vector<float*> pz, pa;
+        if (training) {
+          FASTMLP_CHECK(z && a && z->size() == hidden && a->size() == hidden, "z: training needs ",
+                        hidden, " z and a buffers (one per hidden layer)");
+          for (size_t h = 0; h < hidden; ++h) {
+            FASTMLP_CHECK((*z)[h] != nullptr && (*a)[h] != nullptr, "z: None in the list");
+            pz.push_back(need_f32(*(*z)[h], n * sizes[h + 1], "z"));
+            pa.push_back(need_f32(*(*a)[h], n * sizes[h + 1], "a"));
+          }
+        }
+        py::gil_scoped_release release;
+        cuda::fused_mlp_forward(pl, pz, pa, px, n, net, kStream);
+      },
+      py::arg("logits"), py::arg("x"), py::arg("weights"), py::arg("biases"), py::arg("sizes"),
+      py::arg("activations"), py::arg("alphas"), py::arg("prelu_slopes"), py::arg("n"),
+      py::kw_only(), py::arg("training"), py::arg("z") = py::none(), py::arg("a") = py::none(),
+      "logits = the MLP's forward of x in one launch (widths <= 128, <= 8 layers); training also "
+      "stores every hidden layer's z and a = f(z).");
+  m.def(
+      "fused_mlp_backward",
+      [](const BufList& dz, const DeviceBuffer& dlogits, const BufList& z, const BufList& weights,
+         const std::vector<int64_t>& sizes, const std::vector<int>& activations,
+         const std::vector<float>& alphas, const BufList& prelu_slopes, int64_t n) {
+        FASTMLP_CHECK(n >= 0, "n: expected >= 0, got ", n);
+        const cuda::FusedMlp net =
+            fused_net(weights, nullptr, sizes, activations, alphas, prelu_slopes);
+        const size_t hidden = weights.size() - 1;
+        FASTMLP_CHECK(dz.size() == hidden && z.size() == hidden, "dz: expected ", hidden,
+                      " dz and z buffers (one per hidden layer), got ", dz.size(), " and ",
+                      z.size());
+        const float* pd = need_f32(dlogits, n * sizes.back(), "dlogits");
+        std::vector<float*> pdz;
+        std::vector<const float*> pz;
+        for (size_t h = 0; h < hidden; ++h) {
+          FASTMLP_CHECK(dz[h] != nullptr && z[h] != nullptr, "dz: None in the list");
+          pdz.push_back(need_f32(*dz[h], n * sizes[h + 1], "dz"));
+          pz.push_back(need_f32(*z[h], n * sizes[h + 1], "z"));
+        }
+        py::gil_scoped_release release;
+        cuda::fused_mlp_backward(pdz, pd, pz, n, net, kStream);
+      },
+      py::arg("dz"), py::arg("dlogits"), py::arg("z"), py::arg("weights"), py::arg("sizes"),
+      py::arg("activations"), py::arg("alphas"), py::arg("prelu_slopes"), py::arg("n"),
+      "dz[h] = dZ of every hidden layer from dlogits and the forward's z, in one launch (the "
+      "weight gradients are left to gemm TN and column_sum).");
 }
 
 }  // namespace fastmlp::bind

@@ -5,7 +5,8 @@
 // return their value to the host and so synchronise `stream`.
 //
 // Implementations: gemm.cu (FP32 SIMT), gemm_tf32.cu (tensor cores), activations.cu, softmax.cu,
-// losses.cu, dropout.cu, optim.cu; gather.cu (rows of a data set, for the device-resident Trainer).
+// losses.cu, dropout.cu, optim.cu; gather.cu (rows of a data set, for the device-resident Trainer);
+// fused_mlp.cu (whole passes of narrow MLPs).
 // Shared scalar math: common/activation_math.h, optim_math.h, random.h (the same FASTMLP_HD
 // functions the CPU calls).
 #pragma once
@@ -115,5 +116,53 @@ void adam_step(float* param, float* exp_avg, float* exp_avg_sq, const float* gra
 // row-major and contiguous. Every index must lie in [0, rows of src): the caller's permutation.
 void gather_rows(void* dst, const void* src, const int64_t* index, int64_t rows, int64_t row_bytes,
                  cudaStream_t stream);
+
+// ---------------------------------------------------------------- fused narrow MLP (fused_mlp.cu)
+// Whole forward / backward passes of an MLP whose every width is at most 128, one launch each (no
+// CPU twin: the contract is the unfused chain below, whose bits they reproduce). Layers l = 1..L
+// (L <= kFusedMlpMaxLayers), widths D_0..D_L in [1, kFusedMlpMaxWidth], n rows, all arrays
+// row-major and contiguous (row stride = width):
+//   forward   z_l = h_{l-1} @ W_l + b_l (h_0 = x), h_l = a_l = f_l(z_l) for l < L, logits = z_L
+//             == per layer gemm(NN) with the bias/activation epilogue.
+//   backward  dZ_{l-1} = (dZ_l @ W_l^T) * f'_{l-1}(z_{l-1}) for l = L..2, dZ_L = dlogits
+//             == per layer gemm(NT) then activation_backward (y = f(z) recomputed from z).
+// Not in the kernels: the weight gradients dW_l = h_{l-1}^T @ dZ_l and db_l = column sums of dZ_l.
+// They reduce over all n rows, across every block: fused, that needs float atomics (results that
+// change from run to run) or per-block partials of up to 64 KB per layer and a second pass. The
+// caller runs gemm(TN) and column_sum on the stored h_l = a_l (x for l = 1) and dZ_l instead:
+// deterministic, and at full GEMM speed. PReLU's slope gradient sum(dH * min(z, 0)) is not computed
+// either: a caller that learns the slope recomputes dH_{l-1} = dZ_l @ W_l^T for that layer (gemm
+// NT) and calls prelu_backward, which gives dZ_{l-1} (the same bits) and dslope.
+// Refused with ValueError: more layers or wider layers than the limits, or a net whose per-block
+// shared memory (about 100 KB at width 128; fused_mlp.cu) exceeds what the GPU allows.
+constexpr int kFusedMlpMaxLayers = 8;
+constexpr int64_t kFusedMlpMaxWidth = 128;
+
+// The net, on the device: weights[l] is W_{l+1} (D_l, D_{l+1}); biases[l] is b_{l+1} or nullptr
+// (no bias), or biases is empty (no biases at all). activations / alphas have one entry per hidden
+// layer (L - 1): alphas is leaky_relu's slope, elu's alpha and PReLU's slope, unless prelu_slopes
+// (empty, or L - 1 entries) gives a PReLU layer a device pointer to its one shared slope (read by
+// the kernel, e.g. a learned parameter).
+struct FusedMlp {
+  std::vector<int64_t> widths;
+  std::vector<const float*> weights;
+  std::vector<const float*> biases;
+  std::vector<Activation> activations;
+  std::vector<float> alphas;
+  std::vector<const float*> prelu_slopes;
+};
+
+// logits (n, D_L) <- forward of x (n, D_0). Inference: z and a empty. Training: z[h] and a[h]
+// (n, D_{h+1}) for each hidden layer h = 0..L-2 receive z and f(z), which the backward and the
+// weight gradients need. Overwrites its outputs.
+void fused_mlp_forward(float* logits, const std::vector<float*>& z, const std::vector<float*>& a,
+                       const float* x, int64_t n, const FusedMlp& net, cudaStream_t stream);
+
+// dz[h] (n, D_{h+1}) <- dZ of hidden layer h = 0..L-2, given dlogits (n, D_L) and the forward's
+// z[h]. Overwrites dz; dz[h] may alias z[h] (each element is read before it is written). Biases
+// are not used. With one layer there is nothing to compute.
+void fused_mlp_backward(const std::vector<float*>& dz, const float* dlogits,
+                        const std::vector<const float*>& z, int64_t n, const FusedMlp& net,
+                        cudaStream_t stream);
 
 }  // namespace fastmlp::cuda

@@ -26,6 +26,8 @@ __all__: list[str] = [
     "dropout_backward",
     "dropout_forward",
     "dropout_mask",
+    "fused_mlp_backward",
+    "fused_mlp_forward",
     "gather_rows",
     "gemm",
     "log_softmax_backward",
@@ -245,6 +247,40 @@ def dropout_forward(
     y: DeviceBuffer, x: DeviceBuffer, n: int, *, p: float, seed: int, offset: int
 ) -> None: ...
 def dropout_mask(mask: DeviceBuffer, n: int, *, p: float, seed: int, offset: int) -> None: ...
+def fused_mlp_backward(
+    dz: collections.abc.Sequence[DeviceBuffer],
+    dlogits: DeviceBuffer,
+    z: collections.abc.Sequence[DeviceBuffer],
+    weights: collections.abc.Sequence[DeviceBuffer],
+    sizes: collections.abc.Sequence[int],
+    activations: collections.abc.Sequence[int],
+    alphas: collections.abc.Sequence[float],
+    prelu_slopes: collections.abc.Sequence[DeviceBuffer],
+    n: int,
+) -> None:
+    """
+    dz[h] = dZ of every hidden layer from dlogits and the forward's z, in one launch (the weight gradients are left to gemm TN and column_sum).
+    """
+
+def fused_mlp_forward(
+    logits: DeviceBuffer,
+    x: DeviceBuffer,
+    weights: collections.abc.Sequence[DeviceBuffer],
+    biases: collections.abc.Sequence[DeviceBuffer],
+    sizes: collections.abc.Sequence[int],
+    activations: collections.abc.Sequence[int],
+    alphas: collections.abc.Sequence[float],
+    prelu_slopes: collections.abc.Sequence[DeviceBuffer],
+    n: int,
+    *,
+    training: bool,
+    z: collections.abc.Sequence[DeviceBuffer] | None = None,
+    a: collections.abc.Sequence[DeviceBuffer] | None = None,
+) -> None:
+    """
+    logits = the MLP's forward of x in one launch (widths <= 128, <= 8 layers); training also stores every hidden layer's z and a = f(z).
+    """
+
 def gather_rows(
     dst: DeviceBuffer,
     src: DeviceBuffer,

@@ -1,4 +1,5 @@
-"""Device memory and CUDA entry points: :class:`DeviceArray`, :func:`to_device`, :func:`gemm`.
+"""Device memory and CUDA entry points: :class:`DeviceArray`, :func:`to_device`, :func:`gemm`,
+and the fused passes of narrow MLPs, :func:`fused_mlp_forward` and :func:`fused_mlp_backward`.
 
 A :class:`DeviceArray` owns one block of GPU memory (freed when the last reference goes away) and
 has a shape and a dtype (``float32``, or ``int64`` for class labels); it is always C-contiguous.
@@ -23,14 +24,26 @@ this process.
 
 from __future__ import annotations
 
+import numbers
 import operator
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
-__all__ = ["DeviceArray", "empty", "gemm", "synchronize", "to_device", "zeros"]
+__all__ = [
+    "FUSED_MAX_LAYERS",
+    "FUSED_MAX_WIDTH",
+    "DeviceArray",
+    "empty",
+    "fused_mlp_backward",
+    "fused_mlp_forward",
+    "gemm",
+    "synchronize",
+    "to_device",
+    "zeros",
+]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.int64))
 _KDLCUDA = 2  # DLPack device type of CUDA memory
@@ -336,3 +349,230 @@ def gemm(
         tf32=bool(tf32),
     )
     return c
+
+
+# -------------------------------------------------------------------- fused narrow MLPs
+# The limits of csrc/cuda/fused_mlp.cu (kFusedMlpMaxLayers, kFusedMlpMaxWidth in cuda/kernels.h).
+FUSED_MAX_LAYERS = 8
+FUSED_MAX_WIDTH = 128
+
+# One hidden layer's activation parameter: a number, a (1,) DeviceArray (a PReLU slope read on
+# the device) or None (the default). A string annotation: the union is not evaluated on Python 3.9.
+Alpha = Union[float, "DeviceArray", None]
+
+
+def _fused_net(
+    weights: Sequence[DeviceArray],
+    activations: str | Sequence[str],
+    alphas: Alpha | Sequence[Alpha],
+) -> tuple[list[int], list[Any], list[int], list[float], list[Any]]:
+    """Checks the layers of a fused call; returns (sizes, weight buffers, activation kinds,
+    alphas, PReLU slope buffers or None) as the ``_cuda.fused_mlp_*`` bindings take them."""
+    from .ops._activations import resolve_activation
+    from .ops._dispatch import check_device_f32
+
+    if isinstance(weights, DeviceArray) or not isinstance(weights, Sequence):
+        raise TypeError("weights: expected a sequence of (D_{l-1}, D_l) float32 DeviceArrays")
+    layers = len(weights)
+    if not 1 <= layers <= FUSED_MAX_LAYERS:
+        raise ValueError(
+            f"weights: the fused kernels take 1 to {FUSED_MAX_LAYERS} layers, got {layers}"
+        )
+    sizes: list[int] = []
+    for l, w in enumerate(weights):
+        if not isinstance(w, DeviceArray):
+            raise TypeError(f"weights[{l}]: expected a float32 DeviceArray, got {type(w).__name__}")
+        check_device_f32(w, f"weights[{l}]", 2)
+        if l == 0:
+            sizes.append(w.shape[0])
+        elif w.shape[0] != sizes[-1]:
+            raise ValueError(
+                f"weights[{l}]: expected {sizes[-1]} rows (the outputs of weights[{l - 1}]), "
+                f"got shape {w.shape}"
+            )
+        sizes.append(w.shape[1])
+    if not all(1 <= d <= FUSED_MAX_WIDTH for d in sizes):
+        raise ValueError(
+            f"weights: every width must be in [1, {FUSED_MAX_WIDTH}] for the fused kernels, got "
+            f"widths {sizes} (use the unfused layers: cuda.gemm and the activation ops)"
+        )
+
+    hidden = layers - 1
+    names = [activations] * hidden if isinstance(activations, str) else list(activations)
+    if len(names) != hidden:
+        raise ValueError(
+            f"activations: expected one name per hidden layer ({hidden}), got {len(names)}"
+        )
+    if alphas is None or isinstance(alphas, (numbers.Real, DeviceArray)):
+        alpha_list: list[Alpha] = [alphas] * hidden  # type: ignore[list-item]
+    else:
+        alpha_list = list(alphas)  # type: ignore[arg-type]
+        if len(alpha_list) != hidden:
+            raise ValueError(
+                f"alphas: expected one entry per hidden layer ({hidden}), got {len(alpha_list)}"
+            )
+    kinds: list[int] = []
+    values: list[float] = []
+    slopes: list[Any] = []
+    for h, (name, alpha) in enumerate(zip(names, alpha_list)):
+        if isinstance(alpha, DeviceArray):
+            if name != "prelu":
+                raise ValueError(
+                    f"alphas[{h}]: a DeviceArray is a PReLU slope, but hidden layer {h + 1} is "
+                    f"{name!r}"
+                )
+            check_device_f32(alpha, f"alphas[{h}]")
+            if alpha.size != 1:
+                raise ValueError(
+                    f"alphas[{h}]: expected one shared PReLU slope, got shape {alpha.shape}"
+                )
+            kind, value = resolve_activation("prelu", 0.0)  # the kernel reads the slope itself
+            slopes.append(alpha._buf)
+        else:
+            if name == "prelu" and alpha is None:
+                raise ValueError(
+                    f"alphas[{h}]: prelu needs its slope (a float or a (1,) DeviceArray)"
+                )
+            kind, value = resolve_activation(name, alpha)
+            slopes.append(None)
+        kinds.append(kind)
+        values.append(value)
+    return sizes, [w._buf for w in weights], kinds, values, slopes
+
+
+def fused_mlp_forward(
+    x: DeviceArray,
+    weights: Sequence[DeviceArray],
+    biases: Sequence[DeviceArray | None],
+    activations: str | Sequence[str] = "relu",
+    alphas: Alpha | Sequence[Alpha] = None,
+    training: bool = False,
+) -> DeviceArray | tuple[DeviceArray, list[DeviceArray], list[DeviceArray]]:
+    """The forward pass of a narrow MLP in one kernel launch; returns the logits ``(n, D_L)``.
+
+    Layers ``l = 1..L`` (at most :data:`FUSED_MAX_LAYERS`), every width ``D_0..D_L`` at most
+    :data:`FUSED_MAX_WIDTH`; all arguments are float32 DeviceArrays::
+
+        z_l = h_{l-1} @ W_l + b_l     h_0 = x (n, D_0), W_l = weights[l-1] (D_{l-1}, D_l)
+        h_l = a_l = f_l(z_l)          l < L; the last layer is linear: logits = z_L
+
+    ``biases[l-1]`` is ``b_l`` (``(D_l,)``) or None. ``activations`` names each hidden layer's
+    ``f_l`` (one name for all, or a sequence of ``L - 1``; the names of
+    :func:`fastmlp.ops.activation`); ``alphas`` their parameter, one value for all or one per
+    hidden layer: leaky_relu's slope, elu's alpha, PReLU's one shared slope as a float or as a
+    ``(1,)`` DeviceArray read on the device (a learned slope); None takes the defaults.
+
+    The result has the bits of the unfused chain (:func:`gemm` with the bias and activation
+    epilogue, layer by layer), faster because the hidden activations stay in the GPU's shared
+    memory. With ``training=True`` it returns ``(logits, zs, activations_out)``: the ``L - 1``
+    pre-activations ``z_l`` and outputs ``a_l`` ``(n, D_l)``, which :func:`fused_mlp_backward`
+    and the weight gradients need. Raises ``ValueError`` for more layers or wider layers than
+    the limits, or when the net does not fit in this GPU's shared memory.
+    """
+    from .ops._dispatch import check_device_f32
+
+    mod = _module()
+    sizes, wbufs, kinds, values, slopes = _fused_net(weights, activations, alphas)
+    if not isinstance(x, DeviceArray):
+        raise TypeError(f"x: expected a float32 DeviceArray, got {type(x).__name__}")
+    check_device_f32(x, "x", 2)
+    if x.shape[1] != sizes[0]:
+        raise ValueError(
+            f"x: expected {sizes[0]} columns (the rows of weights[0]), got shape {x.shape}"
+        )
+    if isinstance(biases, DeviceArray) or not isinstance(biases, Sequence):
+        raise TypeError("biases: expected a sequence of (D_l,) float32 DeviceArrays or None")
+    if len(biases) != len(weights):
+        raise ValueError(f"biases: expected {len(weights)} (one per layer), got {len(biases)}")
+    bbufs = []
+    for l, b in enumerate(biases):
+        if b is None:
+            bbufs.append(None)
+            continue
+        if not isinstance(b, DeviceArray):
+            raise TypeError(f"biases[{l}]: expected a float32 DeviceArray, got {type(b).__name__}")
+        check_device_f32(b, f"biases[{l}]", 1)
+        if b.shape != (sizes[l + 1],):
+            raise ValueError(f"biases[{l}]: expected shape {(sizes[l + 1],)}, got {b.shape}")
+        bbufs.append(b._buf)
+    n = x.shape[0]
+    logits = empty((n, sizes[-1]))
+    zs = [empty((n, d)) for d in sizes[1:-1]] if training else []
+    outs = [empty((n, d)) for d in sizes[1:-1]] if training else []
+    mod.fused_mlp_forward(
+        logits._buf,
+        x._buf,
+        wbufs,
+        bbufs,
+        sizes,
+        kinds,
+        values,
+        slopes,
+        n,
+        training=bool(training),
+        z=[z._buf for z in zs] if training else None,
+        a=[a._buf for a in outs] if training else None,
+    )
+    if training:
+        return logits, zs, outs
+    return logits
+
+
+def fused_mlp_backward(
+    dlogits: DeviceArray,
+    weights: Sequence[DeviceArray],
+    zs: Sequence[DeviceArray],
+    activations: str | Sequence[str],
+    alphas: Alpha | Sequence[Alpha] = None,
+) -> list[DeviceArray]:
+    """The backward pass through the hidden layers of a narrow MLP in one kernel launch.
+
+    Given ``dlogits = dloss/dlogits`` ``(n, D_L)`` and the ``L - 1`` pre-activations ``zs`` of
+    :func:`fused_mlp_forward` (``training=True``), with the same ``weights``, ``activations``
+    and ``alphas``, returns ``[dZ_1, ..., dZ_{L-1}]`` (each ``(n, D_l)``)::
+
+        dZ_L = dlogits,   dZ_{l-1} = (dZ_l @ W_l^T) * f'_{l-1}(z_{l-1})   for l = L..2
+
+    (the bits of :func:`gemm` NT followed by :func:`fastmlp.ops.activation_backward`). The
+    parameter gradients are the caller's, because they sum over all rows:
+    ``dW_l = h_{l-1}^T @ dZ_l`` (:func:`gemm` with ``trans_a=True``; ``h_0 = x``, ``h_l = a_l``),
+    ``db_l = fastmlp.ops.column_sum(dZ_l)``, and a learned PReLU slope's
+    ``sum(dH_{l-1} * min(z_{l-1}, 0))`` from ``dH_{l-1} = dZ_l @ W_l^T`` (:func:`gemm`,
+    ``trans_b=True``) and :func:`fastmlp.ops.prelu_backward`. An empty list for one layer.
+    """
+    from .ops._dispatch import check_device_f32
+
+    mod = _module()
+    sizes, wbufs, kinds, values, slopes = _fused_net(weights, activations, alphas)
+    if not isinstance(dlogits, DeviceArray):
+        raise TypeError(f"dlogits: expected a float32 DeviceArray, got {type(dlogits).__name__}")
+    check_device_f32(dlogits, "dlogits", 2)
+    n = dlogits.shape[0]
+    if dlogits.shape[1] != sizes[-1]:
+        raise ValueError(
+            f"dlogits: expected {sizes[-1]} columns (the outputs of weights[-1]), "
+            f"got shape {dlogits.shape}"
+        )
+    if isinstance(zs, DeviceArray) or not isinstance(zs, Sequence):
+        raise TypeError("zs: expected a sequence of float32 DeviceArrays (one per hidden layer)")
+    if len(zs) != len(sizes) - 2:
+        raise ValueError(f"zs: expected {len(sizes) - 2} (one per hidden layer), got {len(zs)}")
+    for h, z in enumerate(zs):
+        if not isinstance(z, DeviceArray):
+            raise TypeError(f"zs[{h}]: expected a float32 DeviceArray, got {type(z).__name__}")
+        check_device_f32(z, f"zs[{h}]", 2)
+        if z.shape != (n, sizes[h + 1]):
+            raise ValueError(f"zs[{h}]: expected shape {(n, sizes[h + 1])}, got {z.shape}")
+    dzs = [empty((n, d)) for d in sizes[1:-1]]
+    mod.fused_mlp_backward(
+        [d._buf for d in dzs],
+        dlogits._buf,
+        [z._buf for z in zs],
+        wbufs,
+        sizes,
+        kinds,
+        values,
+        slopes,
+        n,
+    )
+    return dzs
