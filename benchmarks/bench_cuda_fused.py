@@ -35,15 +35,14 @@ import argparse
 import datetime
 import gc
 import json
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 import fastmlp as fm
+from bench_cuda_step import median_step_s
 from fastmlp import cuda
 
 RELU = 1  # fastmlp::Activation::Relu
@@ -59,22 +58,9 @@ ADAM = {
 
 
 def median_s(step: Callable[[], object], sync: Callable[[], None], samples: int) -> float:
-    """Median seconds per call over `samples` batches of back-to-back calls (~20 ms each)."""
-    for _ in range(5):
-        step()
-    sync()
-    t = time.perf_counter()
-    step()
-    sync()
-    per = max(1, int(0.02 / max(time.perf_counter() - t, 1e-6)))
-    out = []
-    for _ in range(samples):
-        t = time.perf_counter()
-        for _ in range(per):
-            step()
-        sync()
-        out.append((time.perf_counter() - t) / per)
-    return statistics.median(out)
+    """Median seconds per call over `samples` batches of back-to-back calls (~20 ms each), as
+    bench_cuda_step.py times its steps."""
+    return median_step_s(step, sync, samples)
 
 
 class Ours:
