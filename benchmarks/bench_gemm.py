@@ -15,7 +15,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from fastmlp import _core, ops
+from fastmlp._bench import cpu_model
 
 # The backprop products of a 784-256 layer at batch 128 (m x n x k, storage of a and b):
 #   forward   z = x @ W            NN  (128,784) @ (784,256)
@@ -35,17 +35,6 @@ MLP_CASES = [
     ("mlp dX  dZ@W^T", 128, 784, 256, False, True),
     ("mlp dW  X^T@dZ", 784, 256, 128, True, False),
 ]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def header() -> dict:

@@ -36,7 +36,8 @@ void bind_cuda_engine(py::module_& m) {
       .def(
           "train_step_device",
           [](CudaNetwork& net, const DeviceBuffer& x, const DeviceBuffer& y, int64_t n, int loss,
-             float label_smoothing, bool training, CudaOptimizerState& optimizer) {
+             float label_smoothing, bool training, CudaOptimizerState& optimizer,
+             bool targets_checked) {
             const LossKind kind = parse_loss(loss);
             check_label_smoothing(kind, label_smoothing);
             FASTMLP_CHECK(n >= 1, "x: empty batch (0 rows)");
@@ -48,10 +49,11 @@ void bind_cuda_engine(py::module_& m) {
               t.values = need_f32(y, n * net.out_features(), "y");
             }
             py::gil_scoped_release release;
-            return net.train_step_device(px, t, n, kind, label_smoothing, training, optimizer);
+            return net.train_step_device(px, t, n, kind, label_smoothing, training, optimizer,
+                                         targets_checked);
           },
           py::arg("x"), py::arg("y"), py::arg("n"), py::arg("loss"), py::arg("label_smoothing"),
-          py::arg("training"), py::arg("optimizer"),
+          py::arg("training"), py::arg("optimizer"), py::arg("targets_checked") = false,
           "train_step on device buffers: x float32 (n, in), y int64 labels (n,) or float32 "
           "targets (n, out), both on this network's device.")
       .def(

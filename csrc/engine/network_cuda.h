@@ -89,8 +89,11 @@ class Network {
 
   // Device-memory step: x (n, D_0) and the targets already on this network's device (labels
   // int64 (n,), values float32 (n, D_L)). Labels are checked on the device (one small reduction).
+  // targets_checked: the caller validated the targets already (the Trainer does, once per fit),
+  // which saves the per-step range check and its synchronisation.
   double train_step_device(const float* x, const Targets& y, int64_t n, LossKind loss,
-                           float label_smoothing, bool training, OptimizerState& optimizer);
+                           float label_smoothing, bool training, OptimizerState& optimizer,
+                           bool targets_checked = false);
 
   // Host copies of the parameters / gradients (P floats); set_parameters checks finiteness.
   void set_parameters(const float* values, int64_t count);

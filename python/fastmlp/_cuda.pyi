@@ -172,6 +172,7 @@ class Network:
         label_smoothing: float,
         training: bool,
         optimizer: OptimizerState,
+        targets_checked: bool = False,
     ) -> float:
         """
         train_step on device buffers: x float32 (n, in), y int64 labels (n,) or float32 targets (n, out), both on this network's device.

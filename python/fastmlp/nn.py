@@ -541,11 +541,19 @@ class MLP:
         return value
 
     def _train_step_device(
-        self, x: Any, y: Any, n: int, loss: str | None, optimizer: Any, label_smoothing: float
+        self,
+        x: Any,
+        y: Any,
+        n: int,
+        loss: str | None,
+        optimizer: Any,
+        label_smoothing: float,
+        targets_checked: bool = False,
     ) -> float:
         """:meth:`train_step` on the first ``n`` rows of device arrays already on this model's
         GPU (``fastmlp.cuda.DeviceArray``: x float32 (rows, in); y int64 labels or float32
-        targets, checked on the device). Used by :class:`fastmlp.Trainer` for CUDA models."""
+        targets, range-checked on the device unless ``targets_checked``: the caller validated
+        them already). Used by :class:`fastmlp.Trainer` for CUDA models."""
         if self._device != "cuda":
             raise ValueError(
                 f"x: device arrays need a model on 'cuda', this one is on {self._device!r}"
@@ -559,7 +567,14 @@ class MLP:
         kind = self._loss_or_default(loss)
         ls = self._label_smoothing(label_smoothing, kind)
         value = self._net.train_step_device(
-            x._buf, y._buf, int(n), LOSSES[kind], ls, self._training, optimizer._state
+            x._buf,
+            y._buf,
+            int(n),
+            LOSSES[kind],
+            ls,
+            self._training,
+            optimizer._state,
+            bool(targets_checked),
         )
         self.loss = kind
         return value

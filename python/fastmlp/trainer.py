@@ -506,8 +506,9 @@ class Trainer:
                         yb = np.take(y, idx, axis=0, out=ybuf[: hi - lo], mode="clip")
                     try:
                         if device_data is not None:
+                            # y was validated once, in _DeviceData (model._y).
                             loss = model._train_step_device(
-                                xb, yb, hi - lo, self.loss, opt, self.label_smoothing
+                                xb, yb, hi - lo, self.loss, opt, self.label_smoothing, True
                             )
                         else:
                             loss = model.train_step(xb, yb, **step_kw)
