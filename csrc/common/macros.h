@@ -11,6 +11,8 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define FASTMLP_RESTRICT __restrict__
+#define FASTMLP_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
 #define FASTMLP_RESTRICT
+#define FASTMLP_ALWAYS_INLINE inline
 #endif

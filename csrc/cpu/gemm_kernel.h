@@ -4,8 +4,9 @@
 //
 //   a: packed MR x kc micro-panel of op(A), column by column: a[p*MR + i] = op(A)(i, p).
 //   b: packed kc x NR micro-panel of op(B), row by row:       b[p*NR + j] = op(B)(p, j).
-//      Rows/columns past the matrix edge are zero in the panels, so the kernel always computes the
-//      full MR x NR product AB and only the write-back looks at mr/nr.
+//      Rows/columns past the matrix edge are zero in the panels, so a kernel may compute the full
+//      MR x NR product AB; only the write-back must look at mr/nr. (The AVX2 kernel skips the
+//      FMAs of rows past mr; gemm.cpp cuts a remainder of 2 rows as 4 + 4 for it.)
 //   Write-back of the valid mr x nr corner (mr <= MR, nr <= NR), with AB = sum_p a[:, p] b[p, :]:
 //      z = alpha * AB + beta * C          (beta == 0: C is not read, so NaN/garbage is harmless)
 //      if epilogue: z += bias;  preactivation <- z (if given);  C <- act(z)
