@@ -399,3 +399,106 @@ def test_nets_beyond_the_limits_raise_value_error(rng) -> None:
             5,
             training=False,
         )
+
+
+# ------------------------------------------------------------------ engine selection (MLP fused=)
+ENGINE_CASES = [
+    ((64, 64, 64, 64, 64, 1), "relu", "mse"),
+    ((128, 128, 128, 128, 16), "tanh", "cross_entropy"),
+    ((5, 100, 33, 3), ["elu", "sigmoid"], "cross_entropy"),
+    ((20, 16, 4), "leaky_relu", "hinge"),
+    ((9, 32, 2), "relu", "bce"),
+]
+
+
+def _targets(rng: np.random.Generator, n: int, out: int, loss: str) -> np.ndarray:
+    if loss in ("cross_entropy", "hinge"):
+        return rng.integers(0, out, size=n)
+    if loss == "bce":
+        return (rng.random((n, out)) < 0.5).astype(np.float32)
+    return rng.standard_normal((n, out)).astype(np.float32)
+
+
+def _pair(sizes, activation, **kwargs):
+    fused = fastmlp.MLP(list(sizes), activation=activation, seed=3, device="cuda", **kwargs)
+    plain = fastmlp.MLP(
+        list(sizes), activation=activation, seed=3, device="cuda", fused=False, **kwargs
+    )
+    return fused, plain
+
+
+@requires_gpu
+@pytest.mark.parametrize(("sizes", "activation", "loss"), ENGINE_CASES)
+def test_engine_picks_fused_path_with_same_results(rng, sizes, activation, loss) -> None:
+    # The fused kernels reproduce the unfused chain (kernels.h), so forward, gradients and ten
+    # Adam steps agree bit for bit between fused=True and fused=False.
+    fused, plain = _pair(sizes, activation)
+    assert fused.uses_fused(training=True) and fused.uses_fused(training=False)
+    assert not plain.uses_fused(training=True) and not plain.uses_fused(training=False)
+    n = 1000  # not a multiple of the 64-row chunk
+    x = rng.standard_normal((n, sizes[0])).astype(np.float32)
+    y = _targets(rng, n, sizes[-1], loss)
+    np.testing.assert_array_equal(fused.eval()(x), plain.eval()(x))
+    fused.train()
+    plain.train()
+    lf, gf = fused.loss_and_gradients(x, y, loss=loss)
+    lp, gp = plain.loss_and_gradients(x, y, loss=loss)
+    assert lf == lp
+    for a, b in zip(gf, gp):
+        np.testing.assert_array_equal(a, b)
+    of = fastmlp.optim.Adam(fused, lr=1e-3)
+    op = fastmlp.optim.Adam(plain, lr=1e-3)
+    for _ in range(10):
+        assert fused.train_step(x, y, loss=loss, optimizer=of) == plain.train_step(
+            x, y, loss=loss, optimizer=op
+        )
+    for a, b in zip(fused.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@requires_gpu
+def test_engine_fused_training_matches_cpu_engine(rng) -> None:
+    sizes = [32, 64, 64, 10]
+    gpu = fastmlp.MLP(sizes, seed=1, device="cuda")
+    cpu = fastmlp.MLP(sizes, seed=1)
+    assert gpu.uses_fused(training=True)
+    x = rng.standard_normal((300, 32)).astype(np.float32)
+    y = rng.integers(0, 10, size=300)
+    lg, gg = gpu.loss_and_gradients(x, y)
+    lc, gc = cpu.loss_and_gradients(x, y)
+    assert lg == pytest.approx(lc, rel=1e-5)
+    for a, b in zip(gg, gc):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
+
+
+@requires_gpu
+def test_engine_falls_back_where_fused_kernels_do_not_apply(rng) -> None:
+    # Too wide, too deep: unfused everywhere. Dropout: unfused in training, fused inference.
+    # PReLU and identity hidden layers: fused inference only (the fused backward overwrites z
+    # and keeps no dH for the PReLU slope).
+    assert not fastmlp.MLP([784, 256, 10], device="cuda").uses_fused(training=False)
+    assert not fastmlp.MLP([8] * 10, device="cuda").uses_fused(training=False)
+    for kwargs in ({"dropout": 0.2}, {"activation": "prelu"}, {"activation": "identity"}):
+        model = fastmlp.MLP([16, 32, 4], device="cuda", **kwargs)
+        assert model.uses_fused(training=False), kwargs
+        assert not model.uses_fused(training=True), kwargs
+    fused, plain = _pair((16, 32, 32, 4), "relu", dropout=0.3)
+    x = rng.standard_normal((130, 16)).astype(np.float32)
+    y = rng.integers(0, 4, size=130)
+    # Training mode with dropout: both unfused, the same masks, the same numbers.
+    assert fused.train().loss_and_gradients(x, y)[0] == plain.train().loss_and_gradients(x, y)[0]
+    np.testing.assert_array_equal(fused.eval()(x), plain.eval()(x))
+
+
+@requires_gpu
+def test_fused_flag_follows_the_model(rng) -> None:
+    model = fastmlp.MLP([8, 16, 2], device="cuda")
+    assert model.fused and model.uses_fused()
+    model.fused = False
+    assert not model.uses_fused()
+    model.to("cpu")
+    assert not model.fused and not model.uses_fused()
+    model.to("cuda")
+    assert not model.uses_fused()
+    model.fused = True
+    assert model.uses_fused()

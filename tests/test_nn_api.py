@@ -490,3 +490,17 @@ def test_threads_can_train_models_concurrently(rng):
     for i in range(3):
         for a, b in zip(sequential[i], concurrent[i]):
             np.testing.assert_array_equal(a, b)
+
+
+def test_fused_flag_on_the_cpu():
+    # fused= only chooses a CUDA path; on the CPU it is kept (for .to("cuda")) and never used.
+    model = fm.MLP([4, 8, 2])
+    assert model.fused is True and model.uses_fused() is False
+    model = fm.MLP([4, 8, 2], fused=False)
+    assert model.fused is False and model.uses_fused(training=False) is False
+    model.fused = True
+    assert model.fused is True
+    with pytest.raises(TypeError, match="fused: expected True or False, got int"):
+        fm.MLP([4, 8, 2], fused=1)
+    with pytest.raises(TypeError, match="fused: expected True or False, got str"):
+        model.fused = "yes"

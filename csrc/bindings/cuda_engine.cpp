@@ -76,6 +76,16 @@ void bind_cuda_engine(py::module_& m) {
             return out;
           },
           "Host copy (P,) of the gradients of the last loss_and_gradients/train_step.")
+      .def_property(
+          "fused", &CudaNetwork::fused,
+          [](CudaNetwork& net, bool on) {
+            py::gil_scoped_release release;  // waits for a step running in another thread
+            net.set_fused(on);
+          },
+          "Whether the fused narrow-MLP kernels may run (engine/network_cuda.h); on by default.")
+      .def("uses_fused", &CudaNetwork::uses_fused, py::arg("training"),
+           "Whether a pass in this mode (training: a step or loss_and_gradients) runs the fused "
+           "kernels now.")
       .def_property_readonly("device", &CudaNetwork::device);
 }
 

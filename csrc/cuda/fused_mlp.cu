@@ -413,6 +413,19 @@ __global__ void __launch_bounds__(kThreads, kBackwardMinBlocks)
 }
 
 // ---------------------------------------------------------------- host side
+// layers, width[] and stride of a net of widths D_0..D_L (already checked against the limits).
+FusedArgs shape_of(const std::vector<int64_t>& widths) {
+  FusedArgs p{};
+  p.layers = static_cast<int>(widths.size()) - 1;
+  int widest = 1;
+  for (int l = 0; l <= p.layers; ++l) {
+    p.width[l] = static_cast<int>(widths[l]);
+    widest = p.width[l] > widest ? p.width[l] : widest;
+  }
+  p.stride = cover(widest) + 4;
+  return p;
+}
+
 // Checks the description and fills the per-layer part of FusedArgs.
 FusedArgs describe(const FusedMlp& net, int64_t n, const char* what) {
   const int64_t layers = static_cast<int64_t>(net.weights.size());
@@ -434,15 +447,8 @@ FusedArgs describe(const FusedMlp& net, int64_t n, const char* what) {
                 "prelu_slopes: expected ", hidden, " entries (or none), got ",
                 net.prelu_slopes.size());
   FASTMLP_CHECK(n >= 0, "n: expected >= 0, got ", n);
-  FusedArgs p{};
-  p.layers = static_cast<int>(layers);
+  FusedArgs p = shape_of(net.widths);
   p.n = n;
-  int widest = 1;
-  for (int64_t l = 0; l <= layers; ++l) {
-    p.width[l] = static_cast<int>(net.widths[l]);
-    widest = p.width[l] > widest ? p.width[l] : widest;
-  }
-  p.stride = cover(widest) + 4;
   for (int64_t l = 0; l < layers; ++l) {
     FASTMLP_CHECK(net.weights[l] != nullptr, "weights: layer ", l + 1, " has no weight matrix");
     p.w[l] = net.weights[l];
@@ -482,12 +488,17 @@ size_t backward_bytes(const FusedArgs& p) {
   return sizeof(float) * static_cast<size_t>(kRows * p.stride + w);
 }
 
-void launch(void (*kernel)(FusedArgs), const FusedArgs& p, size_t bytes, cudaStream_t stream,
-            const char* what) {
+int shared_memory_limit(const char* what) {
   int device = 0;
   check_cuda(cudaGetDevice(&device), what);
   int limit = 0;
   check_cuda(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), what);
+  return limit;
+}
+
+void launch(void (*kernel)(FusedArgs), const FusedArgs& p, size_t bytes, cudaStream_t stream,
+            const char* what) {
+  const int limit = shared_memory_limit(what);
   FASTMLP_CHECK(bytes <= static_cast<size_t>(limit), "widths: ", what, " needs ", bytes,
                 " bytes of shared memory per block for this net, the GPU allows ", limit,
                 " (use the unfused layers)");
@@ -503,6 +514,17 @@ void launch(void (*kernel)(FusedArgs), const FusedArgs& p, size_t bytes, cudaStr
 }
 
 }  // namespace
+
+bool fused_mlp_fits(const std::vector<int64_t>& widths, bool backward) {
+  const int64_t layers = static_cast<int64_t>(widths.size()) - 1;
+  if (layers < 1 || layers > kMaxLayers) return false;
+  for (const int64_t d : widths) {
+    if (d < 1 || d > kFusedMlpMaxWidth) return false;
+  }
+  const FusedArgs p = shape_of(widths);
+  const size_t limit = static_cast<size_t>(shared_memory_limit("fused_mlp_fits"));
+  return forward_bytes(p) <= limit && (!backward || backward_bytes(p) <= limit);
+}
 
 void fused_mlp_forward(float* logits, const std::vector<float*>& z, const std::vector<float*>& a,
                        const float* x, int64_t n, const FusedMlp& net, cudaStream_t stream) {

@@ -152,6 +152,12 @@ struct FusedMlp {
   std::vector<const float*> prelu_slopes;
 };
 
+// Whether the kernels take a net of these widths (D_0..D_L) on the current GPU: the layer and
+// width limits above and the per-block shared memory of the forward kernel (and of the backward
+// one when `backward`). The engine asks before it picks the fused path, so that a net they refuse
+// runs unfused instead of failing.
+bool fused_mlp_fits(const std::vector<int64_t>& widths, bool backward);
+
 // logits (n, D_L) <- forward of x (n, D_0). Inference: z and a empty. Training: z[h] and a[h]
 // (n, D_{h+1}) for each hidden layer h = 0..L-2 receive z and f(z), which the backward and the
 // weight gradients need. Overwrites its outputs.

@@ -167,6 +167,37 @@ Network::Network(std::vector<int64_t> sizes, std::vector<Activation> activations
     }
   }
   check_cuda(cudaStreamSynchronize(kStream), "cuda: network set-up");
+
+  // The fused path's view of the net. Inference takes every activation (a PReLU slope is read
+  // from the parameters on the device); training needs z stored for every hidden layer, which
+  // the fused backward overwrites with dZ in place (the weight gradients read a, not z).
+  float* params = params_.as<float>();
+  fused_net_.widths = sizes_;
+  bool trainable = true;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& layer = layers_[l];
+    fused_net_.weights.push_back(params + layer.w_offset);
+    fused_net_.biases.push_back(params + layer.b_offset);
+    if (l + 1 == layers_.size()) break;
+    fused_net_.activations.push_back(layer.activation);
+    fused_net_.alphas.push_back(layer.alpha);
+    fused_net_.prelu_slopes.push_back(layer.slope_offset >= 0 ? params + layer.slope_offset
+                                                              : nullptr);
+    trainable = trainable && layer.z_row >= 0 && layer.slope_offset < 0;
+    has_dropout_ = has_dropout_ || layer.dropout > 0.0f;
+  }
+  fits_inference_ = fused_mlp_fits(sizes_, false);
+  fits_training_ = trainable && fused_mlp_fits(sizes_, true);
+}
+
+void Network::set_fused(bool on) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  fused_ = on;
+}
+
+bool Network::fused_pass(bool training, bool store_z) const {
+  if (!fused_ || (training && has_dropout_)) return false;
+  return store_z ? fits_training_ : fits_inference_;
 }
 
 void Network::ensure_capacity(int64_t rows) {
@@ -231,6 +262,10 @@ const float* Network::layer_input(int64_t l, const float* x, bool training) cons
 uint64_t Network::forward_rows(float* out, const float* x, int64_t n, bool training, bool store_z,
                                uint64_t rng_offset) {
   const int64_t L = num_layers();
+  if (fused_pass(training, store_z)) {  // no dropout in this pass: rng_offset does not move
+    fused_forward(out != nullptr ? out : ws(layers_.back().a_row), x, n, store_z);
+    return rng_offset;
+  }
   float* params = params_.as<float>();
   for (int64_t l = 0; l < L; ++l) {
     const Layer& layer = layers_[l];
@@ -256,8 +291,46 @@ uint64_t Network::forward_rows(float* out, const float* x, int64_t n, bool train
   return rng_offset;
 }
 
+// The fused forward over all n rows: logits, and z and a of every hidden layer when store_z.
+void Network::fused_forward(float* logits, const float* x, int64_t n, bool store_z) {
+  fused_z_.clear();
+  fused_a_.clear();
+  if (store_z) {
+    for (size_t h = 0; h + 1 < layers_.size(); ++h) {
+      fused_z_.push_back(ws(layers_[h].z_row));
+      fused_a_.push_back(ws(layers_[h].a_row));
+    }
+  }
+  fused_mlp_forward(logits, fused_z_, fused_a_, x, n, fused_net_, kStream);
+}
+
+// The backward of a fused training pass: dZ of every hidden layer in one launch, written over
+// its z, then each layer's weight and bias gradients as in backward().
+void Network::fused_backward(const float* x, int64_t n) {
+  fused_z_.clear();
+  fused_z_in_.clear();
+  for (size_t h = 0; h + 1 < layers_.size(); ++h) {
+    fused_z_.push_back(ws(layers_[h].z_row));
+    fused_z_in_.push_back(ws(layers_[h].z_row));
+  }
+  const float* dlogits = ws(scratch_row_[0]);
+  fused_mlp_backward(fused_z_, dlogits, fused_z_in_, n, fused_net_, kStream);
+  float* grads = grads_.as<float>();
+  for (int64_t l = num_layers() - 1; l >= 0; --l) {
+    const Layer& layer = layers_[l];
+    const float* dz = l + 1 == num_layers() ? dlogits : ws(layer.z_row);
+    gemm(true, false, layer.in, layer.out, n, 1.0f, layer_input(l, x, false), layer.in, dz,
+         layer.out, 0.0f, grads + layer.w_offset, layer.out, GemmEpilogue{}, kStream);
+    column_sum(grads + layer.b_offset, dz, n, layer.out, kStream);
+  }
+}
+
 // fastmlp::Network::backward, kernel for kernel.
 void Network::backward(const float* x, int64_t n, bool training, uint64_t end_offset) {
+  if (fused_pass(training, true)) {
+    fused_backward(x, n);
+    return;
+  }
   float* params = params_.as<float>();
   float* grads = grads_.as<float>();
   float* dz = ws(scratch_row_[0]);

@@ -22,6 +22,14 @@
 // gradients (the update must not run when it is set) and the count of correct predictions. A
 // step captured in a CUDA graph, with these kept on the device, is the next version.
 //
+// Fused narrow nets: when every width is at most 128 (cuda/kernels.h, "fused narrow MLP"), the
+// forward pass runs as one fused_mlp_forward launch and, in training, the backward pass's dZ
+// chain as one fused_mlp_backward launch (weight gradients stay on the GEMM; see kernels.h). The
+// kernels reproduce the unfused chain, so the choice changes speed, not results. Inference passes
+// take any such net; training passes also need every hidden activation to store z (not
+// identity), no PReLU (its slope gradient needs dH, which the fused backward does not keep) and
+// no dropout in the pass. set_fused(false) turns the fused path off.
+//
 // Failure guarantees (as engine/network.h): a step whose loss or gradients are not finite throws
 // NonFiniteError (ValueError naming x or y when the input is the cause) before the optimizer runs,
 // so parameters, optimizer state, its step count and rng_offset are unchanged. A CUDA error
@@ -37,6 +45,7 @@
 #include <vector>
 
 #include "common/activation_math.h"
+#include "cuda/kernels.h"
 #include "cuda/memory.h"
 #include "engine/layout.h"
 #include "engine/optimizer_config.h"
@@ -102,6 +111,12 @@ class Network {
 
   std::pair<int64_t, int64_t> take_train_counts();
 
+  // The fused path (see the header comment): on by default. uses_fused(training) says whether a
+  // pass of that mode runs it now (training: a train_step or loss_and_gradients).
+  void set_fused(bool on);
+  bool fused() const { return fused_; }
+  bool uses_fused(bool training) const { return fused_pass(training, training); }
+
   int64_t num_layers() const { return static_cast<int64_t>(sizes_.size()) - 1; }
   int64_t in_features() const { return sizes_.front(); }
   int64_t out_features() const { return sizes_.back(); }
@@ -134,6 +149,10 @@ class Network {
     return workspace_.as<float>() + row_offset * capacity_rows_;
   }
   const float* layer_input(int64_t l, const float* x, bool training) const;
+  // Whether a pass in this mode runs the fused kernels; store_z: a forward whose backward follows.
+  bool fused_pass(bool training, bool store_z) const;
+  void fused_forward(float* logits, const float* x, int64_t n, bool store_z);
+  void fused_backward(const float* x, int64_t n);
   uint64_t forward_rows(float* out, const float* x, int64_t n, bool training, bool store_z,
                         uint64_t rng_offset);
   void backward(const float* x, int64_t n, bool training, uint64_t end_offset);
@@ -167,6 +186,13 @@ class Network {
   Scratch staged_x_, staged_labels_, staged_values_;
   Scratch flags_;  // small device scratch: finiteness flag and correct-prediction count
   int64_t train_correct_ = 0, train_total_ = 0;
+  // Fused path: the net as the kernels see it (pointers into params_, which never moves), what
+  // it fits, and per-call pointer lists kept to reuse their storage.
+  bool fused_ = true;
+  bool fits_inference_ = false, fits_training_ = false, has_dropout_ = false;
+  FusedMlp fused_net_;
+  std::vector<float*> fused_z_, fused_a_;
+  std::vector<const float*> fused_z_in_;
   std::mutex mutex_;
 };
 

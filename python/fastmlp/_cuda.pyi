@@ -177,12 +177,23 @@ class Network:
         """
         train_step on device buffers: x float32 (n, in), y int64 labels (n,) or float32 targets (n, out), both on this network's device.
         """
+    def uses_fused(self, training: bool) -> bool:
+        """
+        Whether a pass in this mode (training: a step or loss_and_gradients) runs the fused kernels now.
+        """
     def workspace_rows(self) -> int:
         """
         Debug: the batch size the workspace is sized for.
         """
     @property
     def device(self) -> int: ...
+    @property
+    def fused(self) -> bool:
+        """
+        Whether the fused narrow-MLP kernels may run (engine/network_cuda.h); on by default.
+        """
+    @fused.setter
+    def fused(self, arg1: bool) -> None: ...
     @property
     def num_parameters(self) -> int: ...
     @property

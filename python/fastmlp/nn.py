@@ -205,6 +205,10 @@ class MLP:
     loss:
         the default loss of :meth:`train_step`, :meth:`evaluate`, :meth:`predict`, ...; a
         ``train_step`` with an explicit ``loss=`` also sets it.
+    fused:
+        on ``"cuda"``, let the engine run nets whose every width is at most 128 through the
+        fused narrow-MLP kernels (one launch per pass; same results as the layer-by-layer
+        path). ``False`` turns them off. No effect on the CPU. See :attr:`fused`.
 
     Parameters are float32 and laid out as ``get_weights()`` returns them:
     ``[W_1, b_1, ..., W_L, b_L]`` with ``W_l`` of shape ``(in, out)`` and ``b_l`` ``(out,)``,
@@ -226,6 +230,7 @@ class MLP:
         device: str = "cpu",
         activation_alpha: float | Sequence[float | None] | None = None,
         loss: str = "cross_entropy",
+        fused: bool = True,
     ) -> None:
         sizes = _check_sizes(layer_sizes)
         hidden = len(sizes) - 2
@@ -238,7 +243,10 @@ class MLP:
         if not 0 <= int(seed) < 2**64:
             raise ValueError(f"seed: expected an int in [0, 2**64), got {seed}")
         device = _check_device(device)
+        if not isinstance(fused, bool):
+            raise TypeError(f"fused: expected True or False, got {type(fused).__name__}")
         self.loss = loss
+        self._fused = fused
         self._sizes = sizes
         self._activations = names
         self._alphas = alphas
@@ -249,6 +257,8 @@ class MLP:
         self._training = True
         self._kinds = kinds
         self._net = _engine(device).Network(sizes, kinds, alphas, dropouts, self._seed)
+        if device == "cuda":
+            self._net.fused = fused
         # Bound once: one lookup less per step. The CUDA engine has no fast path (its step copies
         # the batch to the device anyway); None sends every call through the checked path.
         self._step_fast = getattr(self._net, "train_step_fast", None)
@@ -303,10 +313,35 @@ class MLP:
         )
         net.set_parameters(np.ascontiguousarray(self._net.parameters(), dtype=np.float32))
         net.rng_offset = int(self._net.rng_offset)
+        if device == "cuda":
+            net.fused = self._fused
         self._net = net
         self._step_fast = getattr(net, "train_step_fast", None)
         self._device = device
         return self
+
+    @property
+    def fused(self) -> bool:
+        """Whether the fused narrow-MLP CUDA kernels may run (see the ``fused`` argument). Which
+        passes do run them on the current device: :meth:`uses_fused`."""
+        return self._fused
+
+    @fused.setter
+    def fused(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"fused: expected True or False, got {type(value).__name__}")
+        self._fused = value
+        if self._device == "cuda":
+            self._net.fused = value
+
+    def uses_fused(self, training: bool = True) -> bool:
+        """Whether a pass runs the fused kernels now: a training step (``training=True``) or an
+        inference pass. Always False on the CPU. Inference takes every net whose widths are at
+        most 128 (up to 8 layers, within the GPU's shared memory); training also needs hidden
+        activations other than identity and PReLU, and no dropout."""
+        if self._device != "cuda":
+            return False
+        return bool(self._net.uses_fused(bool(training)))
 
     @property
     def num_parameters(self) -> int:
