@@ -403,6 +403,7 @@ def test_nets_beyond_the_limits_raise_value_error(rng) -> None:
 
 # ------------------------------------------------------------------ engine selection (MLP fused=)
 ENGINE_CASES = [
+    ((16, 16), "relu", "cross_entropy"),  # no hidden layer: the fused backward has nothing to do
     ((64, 64, 64, 64, 64, 1), "relu", "mse"),
     ((128, 128, 128, 128, 16), "tanh", "cross_entropy"),
     ((5, 100, 33, 3), ["elu", "sigmoid"], "cross_entropy"),
@@ -431,7 +432,8 @@ def _pair(sizes, activation, **kwargs):
 @pytest.mark.parametrize(("sizes", "activation", "loss"), ENGINE_CASES)
 def test_engine_picks_fused_path_with_same_results(rng, sizes, activation, loss) -> None:
     # The fused kernels reproduce the unfused chain (kernels.h), so forward, gradients and ten
-    # Adam steps agree bit for bit between fused=True and fused=False.
+    # Adam steps agree bit for bit between fused=True and fused=False. (The 128-wide net needs
+    # ~99 KB of shared memory per block: every GPU of sm_80 and later allows it.)
     fused, plain = _pair(sizes, activation)
     assert fused.uses_fused(training=True) and fused.uses_fused(training=False)
     assert not plain.uses_fused(training=True) and not plain.uses_fused(training=False)
@@ -488,6 +490,24 @@ def test_engine_falls_back_where_fused_kernels_do_not_apply(rng) -> None:
     # Training mode with dropout: both unfused, the same masks, the same numbers.
     assert fused.train().loss_and_gradients(x, y)[0] == plain.train().loss_and_gradients(x, y)[0]
     np.testing.assert_array_equal(fused.eval()(x), plain.eval()(x))
+    # Eval mode: no dropout in the pass, so the fused backward runs (the dropout buffers unused).
+    lf, gf = fused.eval().loss_and_gradients(x, y)
+    lp, gp = plain.eval().loss_and_gradients(x, y)
+    assert lf == lp
+    for a, b in zip(gf, gp):
+        np.testing.assert_array_equal(a, b)
+    ef = fused.evaluate(x, y, batch_size=100)  # chunks of 100 rows: not multiples of 64
+    assert ef == plain.evaluate(x, y, batch_size=100)
+
+
+@requires_gpu
+@pytest.mark.parametrize("activation", ["prelu", "identity", "elu"])
+def test_engine_fused_inference_of_every_activation(rng, activation) -> None:
+    fused, plain = _pair((12, 40, 24, 5), activation)
+    assert fused.uses_fused(training=False)
+    x = rng.standard_normal((200, 12)).astype(np.float32)
+    np.testing.assert_array_equal(fused.eval()(x), plain.eval()(x))
+    np.testing.assert_array_equal(fused.predict_proba(x), plain.predict_proba(x))
 
 
 @requires_gpu

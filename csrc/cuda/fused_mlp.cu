@@ -502,9 +502,12 @@ void launch(void (*kernel)(FusedArgs), const FusedArgs& p, size_t bytes, cudaStr
   FASTMLP_CHECK(bytes <= static_cast<size_t>(limit), "widths: ", what, " needs ", bytes,
                 " bytes of shared memory per block for this net, the GPU allows ", limit,
                 " (use the unfused layers)");
-  if (bytes > 48 * 1024) {  // the default limit; above it the kernel must opt in
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(bytes)),
+  if (bytes > 48 * 1024) {
+    // Above the default 48 KB the kernel must opt in. The attribute belongs to the kernel, not
+    // the launch, so it is set to the device's limit rather than to this net's need: two threads
+    // launching nets of different sizes would otherwise race (one lowering it between the
+    // other's set and launch, which then fails), while equal writes are harmless.
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit),
                what);
   }
   const int64_t blocks = (p.n + kRows - 1) / kRows;

@@ -38,6 +38,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -111,8 +112,9 @@ class Network {
 
   std::pair<int64_t, int64_t> take_train_counts();
 
-  // The fused path (see the header comment): on by default. uses_fused(training) says whether a
-  // pass of that mode runs it now (training: a train_step or loss_and_gradients).
+  // The fused path (see the header comment): on by default. uses_fused(true): whether a
+  // train_step / loss_and_gradients in training mode runs it now; uses_fused(false): whether an
+  // inference pass (forward in eval mode, evaluate) does.
   void set_fused(bool on);
   bool fused() const { return fused_; }
   bool uses_fused(bool training) const { return fused_pass(training, training); }
@@ -188,7 +190,7 @@ class Network {
   int64_t train_correct_ = 0, train_total_ = 0;
   // Fused path: the net as the kernels see it (pointers into params_, which never moves), what
   // it fits, and per-call pointer lists kept to reuse their storage.
-  bool fused_ = true;
+  std::atomic<bool> fused_{true};  // read without the mutex by fused() / uses_fused()
   bool fits_inference_ = false, fits_training_ = false, has_dropout_ = false;
   FusedMlp fused_net_;
   std::vector<float*> fused_z_, fused_a_;

@@ -335,9 +335,11 @@ class MLP:
             self._net.fused = value
 
     def uses_fused(self, training: bool = True) -> bool:
-        """Whether a pass runs the fused kernels now: a training step (``training=True``) or an
-        inference pass. Always False on the CPU. Inference takes every net whose widths are at
-        most 128 (up to 8 layers, within the GPU's shared memory); training also needs hidden
+        """Whether the fused kernels run now for a training step in training mode
+        (``training=True``: :meth:`train_step`, :meth:`loss_and_gradients`, ``Trainer.fit``) or
+        for inference (``training=False``: eval-mode calls, :meth:`predict`, :meth:`evaluate`).
+        Always False on the CPU. Inference takes every net whose widths are at most 128 (up to 8
+        layers, within the GPU's shared memory per block); training also needs hidden
         activations other than identity and PReLU, and no dropout."""
         if self._device != "cuda":
             return False
