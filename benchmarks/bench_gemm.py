@@ -2,8 +2,11 @@
 
 For every case and thread count, ours and NumPy's calls are timed alternately (so that both see the
 same machine load), each sample long enough (--sample-ms, several calls) to swamp the timer, after
-a warm-up; the table shows the median GFLOP/s = 2 m n k / time and the ratio ours / numpy, then the
-same from the best sample of each (closer to the unloaded speed when the cores are shared).
+a warm-up; the table shows the median GFLOP/s = 2 m n k / time and the ratio ours / numpy, the
+paired ratio (the median over samples i of numpy_i / ours_i, two samples taken back to back: it
+cancels the drifts of this VM's speed over a run, which the ratio of medians does not), then the
+GFLOP/s and ratio of the best sample of each (closer to the unloaded speed when the cores are
+shared).
 Threads: ours through fastmlp._core.set_num_threads, NumPy's BLAS through threadpoolctl.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_gemm.py --threads 1,2
@@ -134,6 +137,7 @@ def run_case(name, m, n, k, trans_a, trans_b, threads, repeat, sample_s, pause_s
         "ours_gflops": flop / statistics.median(s_ours) / 1e9,
         "numpy_gflops": flop / statistics.median(s_np) / 1e9,
         "ratio": statistics.median(s_np) / statistics.median(s_ours),
+        "ratio_paired": statistics.median(t / o for o, t in zip(s_ours, s_np)),
         # Best sample of each: closer to the unloaded speed when other processes share the cores.
         "ours_best_gflops": flop / min(s_ours) / 1e9,
         "numpy_best_gflops": flop / min(s_np) / 1e9,
@@ -199,7 +203,7 @@ def main() -> None:
     print()
     cols = (
         f"| {'case':<16} | {'m x n x k':<16} | op | thr | {'ours GF/s':>9} | {'numpy GF/s':>10} "
-        f"| ratio | {'best: ours':>10} | {'numpy':>5} | ratio |"
+        f"| ratio | paired | {'best: ours':>10} | {'numpy':>5} | ratio |"
     )
     print(cols)
     print("|" + "|".join("-" * (len(c)) for c in cols.split("|")[1:-1]) + "|")
@@ -224,6 +228,7 @@ def main() -> None:
                 print(
                     f"| {r['case']:<16} | {shape:<16} | {r['trans']} | {t:>3} | "
                     f"{r['ours_gflops']:>9.1f} | {r['numpy_gflops']:>10.1f} | {r['ratio']:>5.2f} | "
+                    f"{r['ratio_paired']:>6.2f} | "
                     f"{r['ours_best_gflops']:>10.1f} | {r['numpy_best_gflops']:>5.1f} | "
                     f"{r['ratio_best']:>5.2f} |",
                     flush=True,
