@@ -131,6 +131,27 @@ FASTMLP_ALWAYS_INLINE void store_row(int r, __m256 ab0, __m256 ab1, const MicroT
   store_columns<Full>(c, z0, z1, t.nr);
 }
 
+// One row of the rank-1 update: (lo, hi) += a[0] * (b0, b1).
+FASTMLP_ALWAYS_INLINE void fma_row(const float* a, __m256 b0, __m256 b1, __m256& lo, __m256& hi) {
+  const __m256 ai = _mm256_broadcast_ss(a);
+  lo = _mm256_fmadd_ps(ai, b0, lo);
+  hi = _mm256_fmadd_ps(ai, b1, hi);
+}
+
+// The write-back of the first Rows rows of the tile (row r in c{r}0, c{r}1).
+template <bool Full, int Rows>
+FASTMLP_ALWAYS_INLINE void store_tile(const MicroTile& t, __m256i m0, __m256i m1, __m256 c00,
+                                      __m256 c01, __m256 c10, __m256 c11, __m256 c20, __m256 c21,
+                                      __m256 c30, __m256 c31, __m256 c40, __m256 c41, __m256 c50,
+                                      __m256 c51) {
+  store_row<Full>(0, c00, c01, t, m0, m1);
+  if constexpr (Rows > 1) store_row<Full>(1, c10, c11, t, m0, m1);
+  if constexpr (Rows > 2) store_row<Full>(2, c20, c21, t, m0, m1);
+  if constexpr (Rows > 3) store_row<Full>(3, c30, c31, t, m0, m1);
+  if constexpr (Rows > 4) store_row<Full>(4, c40, c41, t, m0, m1);
+  if constexpr (Rows > 5) store_row<Full>(5, c50, c51, t, m0, m1);
+}
+
 // The tile's first Rows rows (t.mr == Rows): the FMAs of the other rows are not issued, so a short
 // edge panel costs less (4 rows: 8 FMAs per step, at the full rate). a is still the MR-strided
 // packed panel.
@@ -155,34 +176,12 @@ void micro_kernel(int64_t kc, const float* a, const float* b, const MicroTile& t
     _mm_prefetch(reinterpret_cast<const char*>(a + 8 * MR), _MM_HINT_T0);
     const __m256 b0 = _mm256_load_ps(b);
     const __m256 b1 = _mm256_load_ps(b + 8);
-    __m256 ai = _mm256_broadcast_ss(a + 0);
-    c00 = _mm256_fmadd_ps(ai, b0, c00);
-    c01 = _mm256_fmadd_ps(ai, b1, c01);
-    if constexpr (Rows > 1) {
-      ai = _mm256_broadcast_ss(a + 1);
-      c10 = _mm256_fmadd_ps(ai, b0, c10);
-      c11 = _mm256_fmadd_ps(ai, b1, c11);
-    }
-    if constexpr (Rows > 2) {
-      ai = _mm256_broadcast_ss(a + 2);
-      c20 = _mm256_fmadd_ps(ai, b0, c20);
-      c21 = _mm256_fmadd_ps(ai, b1, c21);
-    }
-    if constexpr (Rows > 3) {
-      ai = _mm256_broadcast_ss(a + 3);
-      c30 = _mm256_fmadd_ps(ai, b0, c30);
-      c31 = _mm256_fmadd_ps(ai, b1, c31);
-    }
-    if constexpr (Rows > 4) {
-      ai = _mm256_broadcast_ss(a + 4);
-      c40 = _mm256_fmadd_ps(ai, b0, c40);
-      c41 = _mm256_fmadd_ps(ai, b1, c41);
-    }
-    if constexpr (Rows > 5) {
-      ai = _mm256_broadcast_ss(a + 5);
-      c50 = _mm256_fmadd_ps(ai, b0, c50);
-      c51 = _mm256_fmadd_ps(ai, b1, c51);
-    }
+    fma_row(a + 0, b0, b1, c00, c01);
+    if constexpr (Rows > 1) fma_row(a + 1, b0, b1, c10, c11);
+    if constexpr (Rows > 2) fma_row(a + 2, b0, b1, c20, c21);
+    if constexpr (Rows > 3) fma_row(a + 3, b0, b1, c30, c31);
+    if constexpr (Rows > 4) fma_row(a + 4, b0, b1, c40, c41);
+    if constexpr (Rows > 5) fma_row(a + 5, b0, b1, c50, c51);
     a += MR;
     b += NR;
   }
@@ -190,19 +189,9 @@ void micro_kernel(int64_t kc, const float* a, const float* b, const MicroTile& t
   const __m256i m0 = lane_mask(t.nr < 8 ? t.nr : 8);
   const __m256i m1 = lane_mask(t.nr > 8 ? t.nr - 8 : 0);
   if (t.nr == NR) {
-    store_row<true>(0, c00, c01, t, m0, m1);
-    if constexpr (Rows > 1) store_row<true>(1, c10, c11, t, m0, m1);
-    if constexpr (Rows > 2) store_row<true>(2, c20, c21, t, m0, m1);
-    if constexpr (Rows > 3) store_row<true>(3, c30, c31, t, m0, m1);
-    if constexpr (Rows > 4) store_row<true>(4, c40, c41, t, m0, m1);
-    if constexpr (Rows > 5) store_row<true>(5, c50, c51, t, m0, m1);
+    store_tile<true, Rows>(t, m0, m1, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51);
   } else {
-    store_row<false>(0, c00, c01, t, m0, m1);
-    if constexpr (Rows > 1) store_row<false>(1, c10, c11, t, m0, m1);
-    if constexpr (Rows > 2) store_row<false>(2, c20, c21, t, m0, m1);
-    if constexpr (Rows > 3) store_row<false>(3, c30, c31, t, m0, m1);
-    if constexpr (Rows > 4) store_row<false>(4, c40, c41, t, m0, m1);
-    if constexpr (Rows > 5) store_row<false>(5, c50, c51, t, m0, m1);
+    store_tile<false, Rows>(t, m0, m1, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51);
   }
 }
 
