@@ -142,7 +142,14 @@ def test_results_do_not_depend_on_thread_count(rng):
     # results are bit-identical; the shapes are split over rows (m >= n) and over columns.
     old = _core.get_num_threads()
     try:
-        for m, n, k in [(1031, 97, 257), (128, 784, 256), (150, 33, 129), (6, 4097, 20)]:
+        # (128, 20, 300): 2 threads split the rows 66 + 62, and 62 ends in two 4-row panels.
+        for m, n, k in [
+            (1031, 97, 257),
+            (128, 784, 256),
+            (150, 33, 129),
+            (6, 4097, 20),
+            (128, 20, 300),
+        ]:
             a, b = random_operands(rng, m, n, k, False, False)
             results = []
             for t in (1, 2, 3, 7):  # 7: more threads than cores and a prime grid
