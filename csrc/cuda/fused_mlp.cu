@@ -40,9 +40,12 @@
 // that the next layer multiplies by zero-padded weight rows) and are never stored.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <mutex>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "common/activation_math.h"
@@ -496,20 +499,31 @@ int shared_memory_limit(const char* what) {
   return limit;
 }
 
+// Above the default 48 KB of shared memory per block a kernel must opt in. The attribute
+// belongs to the kernel on the current device, not to a launch, so it is set once per (kernel,
+// device), to the device's limit: setting it to each net's need would let two threads race (one
+// lowering it between the other's set and launch, which then fails), and setting it per launch
+// costs a driver call per step.
+void opt_in_to_shared_memory(void (*kernel)(FusedArgs), int limit, const char* what) {
+  static std::mutex mutex;
+  static std::vector<std::pair<void (*)(FusedArgs), int>> done;
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), what);
+  std::lock_guard<std::mutex> lock(mutex);
+  const std::pair<void (*)(FusedArgs), int> key(kernel, device);
+  if (std::find(done.begin(), done.end(), key) != done.end()) return;
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit),
+             what);
+  done.push_back(key);
+}
+
 void launch(void (*kernel)(FusedArgs), const FusedArgs& p, size_t bytes, cudaStream_t stream,
             const char* what) {
   const int limit = shared_memory_limit(what);
   FASTMLP_CHECK(bytes <= static_cast<size_t>(limit), "widths: ", what, " needs ", bytes,
                 " bytes of shared memory per block for this net, the GPU allows ", limit,
                 " (use the unfused layers)");
-  if (bytes > 48 * 1024) {
-    // Above the default 48 KB the kernel must opt in. The attribute belongs to the kernel, not
-    // the launch, so it is set to the device's limit rather than to this net's need: two threads
-    // launching nets of different sizes would otherwise race (one lowering it between the
-    // other's set and launch, which then fails), while equal writes are harmless.
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit),
-               what);
-  }
+  if (bytes > 48 * 1024) opt_in_to_shared_memory(kernel, limit, what);
   const int64_t blocks = (p.n + kRows - 1) / kRows;
   FASTMLP_CHECK(blocks <= INT_MAX, "n: ", p.n, " rows exceed the grid limit of ", what);
   kernel<<<static_cast<unsigned>(blocks), kThreads, bytes, stream>>>(p);

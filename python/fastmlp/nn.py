@@ -243,10 +243,7 @@ class MLP:
         if not 0 <= int(seed) < 2**64:
             raise ValueError(f"seed: expected an int in [0, 2**64), got {seed}")
         device = _check_device(device)
-        if not isinstance(fused, bool):
-            raise TypeError(f"fused: expected True or False, got {type(fused).__name__}")
         self.loss = loss
-        self._fused = fused
         self._sizes = sizes
         self._activations = names
         self._alphas = alphas
@@ -257,8 +254,7 @@ class MLP:
         self._training = True
         self._kinds = kinds
         self._net = _engine(device).Network(sizes, kinds, alphas, dropouts, self._seed)
-        if device == "cuda":
-            self._net.fused = fused
+        self.fused = fused  # checks it and passes it to a CUDA engine
         # Bound once: one lookup less per step. The CUDA engine has no fast path (its step copies
         # the batch to the device anyway); None sends every call through the checked path.
         self._step_fast = getattr(self._net, "train_step_fast", None)
@@ -313,11 +309,10 @@ class MLP:
         )
         net.set_parameters(np.ascontiguousarray(self._net.parameters(), dtype=np.float32))
         net.rng_offset = int(self._net.rng_offset)
-        if device == "cuda":
-            net.fused = self._fused
         self._net = net
         self._step_fast = getattr(net, "train_step_fast", None)
         self._device = device
+        self.fused = self._fused
         return self
 
     @property
