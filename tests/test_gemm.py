@@ -143,12 +143,18 @@ def test_results_do_not_depend_on_thread_count(rng):
     old = _core.get_num_threads()
     try:
         # (128, 20, 300): 2 threads split the rows 66 + 62, and 62 ends in two 4-row panels.
+        # (128, 200, 140): the threads pack op(A) together in chunks of 7 row panels, and one
+        # chunk ends between the two 4-row panels that end the block. (300, 700, 600): shared
+        # op(A) over 3 row blocks and 3 k-blocks. (700, 300, 600): shared op(B), 3 k-blocks.
         for m, n, k in [
             (1031, 97, 257),
             (128, 784, 256),
             (150, 33, 129),
             (6, 4097, 20),
             (128, 20, 300),
+            (128, 200, 140),
+            (300, 700, 600),
+            (700, 300, 600),
         ]:
             a, b = random_operands(rng, m, n, k, False, False)
             results = []
@@ -159,6 +165,26 @@ def test_results_do_not_depend_on_thread_count(rng):
                 assert np.array_equal(results[0], r), (m, n, k, t)
     finally:
         _core.set_num_threads(old)
+
+
+def test_shared_packing_over_several_column_blocks(rng):
+    # Rows split between threads that pack op(B) together, with n > NC = 4080: the shared blocks
+    # are walked over two column blocks. k = 2 keeps it cheap; C is 4104 x 4090.
+    m, n, k = 4104, 4090, 2
+    a, b = random_operands(rng, m, n, k, False, False)
+    old = _core.get_num_threads()
+    try:
+        _core.set_num_threads(1)
+        one = ops.matmul(a, b)
+        _core.set_num_threads(2)
+        two = ops.matmul(a, b)
+    finally:
+        _core.set_num_threads(old)
+    assert np.array_equal(one, two)
+    rows = slice(0, m, 97)
+    want = reference.matmul(a[rows], b)
+    tol = gemm_tol(k, abs_scale(a[rows], b, False, False))
+    assert_close(two[rows], want, tol, "every 97th row")
 
 
 @pytest.mark.parametrize(("m", "n", "k"), [(3, 5, 7), (300, 200, 300)])

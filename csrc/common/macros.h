@@ -12,7 +12,9 @@
 #if defined(__GNUC__) || defined(__clang__)
 #define FASTMLP_RESTRICT __restrict__
 #define FASTMLP_ALWAYS_INLINE inline __attribute__((always_inline))
+#define FASTMLP_NOINLINE __attribute__((noinline))
 #else
 #define FASTMLP_RESTRICT
 #define FASTMLP_ALWAYS_INLINE inline
+#define FASTMLP_NOINLINE
 #endif

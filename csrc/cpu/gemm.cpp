@@ -19,13 +19,15 @@
 //
 // Threads (OpenMP, fastmlp::num_threads()): C is cut into one block per thread, along m (the ic
 // loop is split) when m >= n and along n (the jc/jr loops are split) when m < n, as MLP batches
-// of 32-128 rows need; each thread runs the five loops on its block with its own packing buffers.
-// Unlike BLIS, which packs op(B) once for all threads, each row block packs its own copy (and each
-// column block its own op(A)). Packing op(B) takes ~7/m of a one-thread run (perf: 5.3% at
-// m = 128), so the copies cost ~7/m extra at 2 threads (0.7% at m = 1024, 2.7% at m = 256; ~4%
-// for the op(A) copies of the 128x256x784 MLP product), about what the ~3 barriers per k-block of
-// the shared scheme cost, and they remove every barrier: on a machine whose cores are shared, a
-// thread that loses its core only delays its own block instead of stalling the others.
+// of 32-128 rows need; each thread runs the five loops on its block. The operand that every
+// thread reads whole (op(B) for a row split, op(A) for a column split) is packed once, by all
+// the threads together, in chunks each claims in turn (SharedPacking): there is no barrier, a
+// thread only waits for the last chunks of the block it is about to use, and a thread that starts
+// late (or loses its core) finds its share packed by the others. The other operand, each thread
+// packs for its own block. Packing one copy per thread instead, as this file did before, cost
+// 1-3% at 2 threads on the MLP products (paired runs, 128x256x784, 128x784x256, 784x256x128).
+// Shared blocks are all kept for the call, so sharing stops above kSharedPackMax floats, where
+// each thread packs its own copy again (~7/m of the time for op(B): 0.7% at m = 1024).
 // Problems below kParallelMinWork run on the calling thread without a parallel region, and the
 // packing buffers are thread-local and only grow, so repeated calls allocate nothing.
 //
@@ -33,9 +35,11 @@
 #include "cpu/gemm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <new>
+#include <thread>
 
 #include "common/errors.h"
 #include "common/threading.h"
@@ -47,6 +51,7 @@
 #include <omp.h>
 #endif
 #if defined(__SSE__) || defined(_M_X64)
+#include <emmintrin.h>
 #include <xmmintrin.h>
 #endif
 
@@ -185,6 +190,26 @@ int64_t full_row_panels_end(int64_t mc) {
   return mc % MR == 2 && mc > MR ? mc - MR - 2 : mc / MR * MR;
 }
 
+// Row panels of a block of mc rows (the 4 + 4 cut keeps the count of MR-row panels).
+int64_t row_panels(int64_t mc) {
+  return ceil_div(mc, MR);
+}
+
+// First row of row panel q of a block of mc rows; mc for q = row_panels(mc).
+int64_t panel_first_row(int64_t mc, int64_t q) {
+  const int64_t whole = full_row_panels_end(mc) / MR;
+  if (q <= whole) return q * MR;
+  if (q >= row_panels(mc)) return mc;
+  return whole * MR + 4;  // between the two 4-row panels of panel_rows' 4 + 4 cut
+}
+
+// Rows of the blocks of A that a thread owning `rows` rows packs: the rows are cut into equal
+// blocks of at most MC (rounded up to MR), so no block is a thin remainder that pays the C
+// write-back for little work.
+int64_t row_block_step(int64_t rows) {
+  return ceil_div(ceil_div(rows, ceil_div(rows, MC)), MR) * MR;
+}
+
 // Packs `lanes` lanes of depth kc into W-lane micro-panels (panel q at dst + q*W*kc, zero-padded
 // past its last lane): lane l, depth p at src[l*lane_stride + p*depth_stride]. Every panel holds W
 // lanes except the ones from lane `tail` on, whose sizes panel_lanes(lanes, l) gives.
@@ -226,14 +251,105 @@ void pack_a(const Problem& P, float* dst, int64_t ic, int64_t mc, int64_t pc, in
                  full_row_panels_end(mc), kc, panel_rows);
 }
 
+// Packs row panels [q0, q1) of that block to dst (where panel q0 goes): a chunk of shared A.
+void pack_a_panels(const Problem& P, float* dst, int64_t ic, int64_t mc, int64_t pc, int64_t kc,
+                   int64_t q0, int64_t q1) {
+  const int64_t r0 = panel_first_row(mc, q0), rows = panel_first_row(mc, q1) - r0;
+  const int64_t whole_end = std::clamp<int64_t>(full_row_panels_end(mc) - r0, 0, rows);
+  pack_block<MR>(dst, P.a + (ic + r0) * P.a_row + pc * P.a_col, P.a_row, P.a_col, rows, whole_end,
+                 kc, [mc, r0](int64_t, int64_t done) { return panel_rows(mc, r0 + done); });
+}
+
+int panel_cols(int64_t cols, int64_t done) {
+  return static_cast<int>(std::min<int64_t>(NR, cols - done));
+}
+
 // Packs op(B)[pc:pc+kc, jc:jc+nc] into NR-column micro-panels.
 void pack_b(const Problem& P, float* dst, int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
-  const auto panel_cols = [](int64_t cols, int64_t done) {
-    return static_cast<int>(std::min<int64_t>(NR, cols - done));
-  };
   pack_block<NR>(dst, P.b + pc * P.b_row + jc * P.b_col, P.b_col, P.b_row, nc, nc / NR * NR, kc,
                  panel_cols);
 }
+
+// Packs column panels [q0, q1) of that block to dst (where panel q0 goes): a chunk of shared B.
+void pack_b_panels(const Problem& P, float* dst, int64_t jc, int64_t nc, int64_t pc, int64_t kc,
+                   int64_t q0, int64_t q1) {
+  pack_b(P, dst, jc + q0 * NR, std::min(q1 * NR, nc) - q0 * NR, pc, kc);
+}
+
+void cpu_relax() {
+#if defined(__SSE2__) || defined(_M_X64)
+  _mm_pause();
+#endif
+}
+
+// Waits until counter >= target: spinning first (the threads of one call run at the same time,
+// so what they wait for is a few microseconds of packing away), then yielding the core, so that
+// a thread whose partner lost its core lets the scheduler run it.
+void wait_until_reaches(const std::atomic<int64_t>& counter, int64_t target) {
+  constexpr int kSpinsBeforeYield = 1024;  // ~27 us: PAUSE takes ~26 ns on this Zen 3
+  for (int spin = 0; counter.load(std::memory_order_acquire) < target; ++spin) {
+    if (spin < kSpinsBeforeYield) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
+// The packed blocks of the operand that every thread of a call reads whole: op(A) when the
+// threads split C's columns (MLP batches against wide layers), op(B) when they split its rows.
+// Instead of each thread packing its own copy, the threads pack it once together: every block is
+// cut into chunks of a few panels that the threads claim in turn, so a thread that starts late
+// (a sleeping OpenMP worker takes 5-11 us to wake) finds its share already packed by the others
+// instead of holding them up. Every block of the call is kept (no buffer is reused within it),
+// so the only wait is for the chunks of the block a thread is about to use.
+class SharedPacking {
+ public:
+  // Where a thread is in the sequence of blocks, which every thread visits in the same order.
+  struct Cursor {
+    int64_t first_ticket = 0;  // tickets (chunks) of the earlier blocks
+    int64_t offset = 0;        // floats of the earlier blocks
+  };
+
+  explicit SharedPacking(float* data) : data_(data) {}
+
+  // The cursor's block of `panels` panels of `panel_floats` floats, packed: this thread packs
+  // the chunks no thread has claimed yet (pack(dst, q0, q1) packs panels [q0, q1) to dst), then
+  // waits for the rest. Advances the cursor to the next block.
+  template <typename PackPanels>
+  const float* next_block(Cursor* cursor, int64_t panels, int64_t panel_floats,
+                          const PackPanels& pack) {
+    const int64_t chunk = std::max<int64_t>(1, kChunkFloats / panel_floats);
+    const int64_t first = cursor->first_ticket;
+    const int64_t end = first + ceil_div(panels, chunk);
+    float* block = data_ + cursor->offset;
+    // Tickets are claimed in block order and a thread moves on only once its block is packed,
+    // so the next free ticket is never below this block's first.
+    int64_t ticket = next_ticket_.load(std::memory_order_relaxed);
+    while (ticket < end) {
+      if (!next_ticket_.compare_exchange_weak(ticket, ticket + 1, std::memory_order_relaxed)) {
+        continue;  // ticket now holds the current value
+      }
+      const int64_t q0 = (ticket - first) * chunk, q1 = std::min(panels, q0 + chunk);
+      pack(block + q0 * panel_floats, q0, q1);
+      packed_.fetch_add(1, std::memory_order_release);
+      ticket = next_ticket_.load(std::memory_order_relaxed);
+    }
+    wait_until_reaches(packed_, end);
+    cursor->first_ticket = end;
+    cursor->offset += panels * panel_floats;
+    return block;
+  }
+
+ private:
+  // A chunk of ~24 KiB: packing it takes a few microseconds, so the last chunk of a block keeps
+  // its waiters little, and a block has enough chunks to share (128 x 196 of A: 5 chunks).
+  static constexpr int64_t kChunkFloats = 6144;
+
+  float* data_;
+  alignas(64) std::atomic<int64_t> next_ticket_{0};
+  alignas(64) std::atomic<int64_t> packed_{0};
+};
 
 // The 2nd and 1st loops: every MR x NR tile of the mc x nc block of C at (ic, jc).
 void macro_kernel(const Problem& P, const float* packed_a, const float* packed_b, int64_t ic,
@@ -264,10 +380,29 @@ void macro_kernel(const Problem& P, const float* packed_a, const float* packed_b
   }
 }
 
-// The five loops on the block C[i0:i1, j0:j1], with packing buffers of this block's own. A thread
-// runs one such block from start to end, so threads never wait for each other.
+// The shared blocks op(A)[ic:ic+mc, pc:pc+kc] and op(B)[pc:pc+kc, jc:jc+nc], packed. Kept out of
+// line: inlined, they made gemm_block's one-thread path 2-4% slower on the tiny products of
+// narrow layers (paired runs, 32x16x2).
+FASTMLP_NOINLINE const float* shared_a_block(const Problem& P, SharedPacking* shared,
+                                             SharedPacking::Cursor* cursor, int64_t ic, int64_t mc,
+                                             int64_t pc, int64_t kc) {
+  return shared->next_block(
+      cursor, row_panels(mc), MR * kc,
+      [&](float* dst, int64_t q0, int64_t q1) { pack_a_panels(P, dst, ic, mc, pc, kc, q0, q1); });
+}
+
+FASTMLP_NOINLINE const float* shared_b_block(const Problem& P, SharedPacking* shared,
+                                             SharedPacking::Cursor* cursor, int64_t jc, int64_t nc,
+                                             int64_t pc, int64_t kc) {
+  return shared->next_block(
+      cursor, ceil_div(nc, NR), NR * kc,
+      [&](float* dst, int64_t q0, int64_t q1) { pack_b_panels(P, dst, jc, nc, pc, kc, q0, q1); });
+}
+
+// The five loops on the block C[i0:i1, j0:j1]. op(A) is packed into packed_a, or taken from
+// shared_a when given (all threads own every row), op(B) likewise (all threads own every column).
 void gemm_block(const Problem& P, int64_t i0, int64_t i1, int64_t j0, int64_t j1, float* packed_a,
-                float* packed_b) {
+                float* packed_b, SharedPacking* shared_a, SharedPacking* shared_b) {
   if (i0 >= i1 || j0 >= j1) return;
   // alpha == 0 reads neither A nor B (as BLAS), so inf/NaN there cannot leak into C.
   const int64_t k = P.alpha == 0.0f ? 0 : P.k;
@@ -276,12 +411,15 @@ void gemm_block(const Problem& P, int64_t i0, int64_t i1, int64_t j0, int64_t j1
   // work. The k-blocks depend on k only, so every element of C sees the same summation order
   // whatever the thread count.
   const int64_t kc_step = k > 0 ? ceil_div(k, ceil_div(k, KC)) : 0;
-  const int64_t rows = i1 - i0;
-  const int64_t mc_step = ceil_div(ceil_div(rows, ceil_div(rows, MC)), MR) * MR;
+  const int64_t mc_step = row_block_step(i1 - i0);
 
+  SharedPacking::Cursor b_cursor;  // blocks of op(B), one per (jc, pc)
   // 5th loop around the micro-kernel: NC-column blocks of C.
   for (int64_t jc = j0; jc < j1; jc += NC) {
     const int64_t nc = std::min(NC, j1 - jc);
+    // Blocks of op(A), one per (pc, ic): they do not depend on jc, so each column block walks
+    // the same shared ones again.
+    SharedPacking::Cursor a_cursor;
     // 4th loop around the micro-kernel: KC-deep slices of k, each packing op(B)[pc:pc+kc,
     // jc:jc+nc]. It runs once when k == 0, with kc = 0, so that beta and the epilogue still apply.
     int64_t pc = 0;
@@ -289,12 +427,22 @@ void gemm_block(const Problem& P, int64_t i0, int64_t i1, int64_t j0, int64_t j1
       const int64_t kc = std::min(kc_step, k - pc);
       const bool first = pc == 0;
       const bool last = pc + kc >= k;
-      pack_b(P, packed_b, jc, nc, pc, kc);
+      const float* b_block = packed_b;
+      if (shared_b != nullptr) {
+        b_block = shared_b_block(P, shared_b, &b_cursor, jc, nc, pc, kc);
+      } else {
+        pack_b(P, packed_b, jc, nc, pc, kc);
+      }
       // 3rd loop around the micro-kernel: MC-row blocks, each packing op(A)[ic:ic+mc, pc:pc+kc].
       for (int64_t ic = i0; ic < i1; ic += mc_step) {
         const int64_t mc = std::min(mc_step, i1 - ic);
-        pack_a(P, packed_a, ic, mc, pc, kc);
-        macro_kernel(P, packed_a, packed_b, ic, mc, jc, nc, kc, first, last);
+        const float* a_block = packed_a;
+        if (shared_a != nullptr) {
+          a_block = shared_a_block(P, shared_a, &a_cursor, ic, mc, pc, kc);
+        } else {
+          pack_a(P, packed_a, ic, mc, pc, kc);
+        }
+        macro_kernel(P, a_block, b_block, ic, mc, jc, nc, kc, first, last);
       }
       pc += kc;
     } while (pc < k);
@@ -336,6 +484,67 @@ void block_range(int64_t size, int64_t panel, int index, int count, int64_t* beg
   *end = std::min(panels * (index + 1) / count * panel, size);
 }
 
+// gemm() on a grid of more than one thread: per thread one MC x KC block of A and one KC x (its
+// columns, at most NC) block of B, except for an operand that the threads share.
+void gemm_parallel(const Problem& P, ThreadGrid grid) {
+  const int64_t m = P.m, n = P.n, k = P.k;
+  const int nt = grid.rows * grid.cols;
+  const int64_t kc_max = std::max<int64_t>(1, std::min(KC, k));
+  // The operand that every thread reads whole is packed once, by all of them (SharedPacking):
+  // op(A) when the threads split the columns, op(B) when they split the rows. All its blocks are
+  // kept, which takes its whole packed size; above kSharedPackMax floats (products far from MLP
+  // sizes, whose packing is a small part of the time) each thread packs its own copy instead.
+  const int64_t k_packed = P.alpha == 0.0f ? 0 : k;  // gemm_block reads no A or B when alpha == 0
+  int64_t shared_a_size = 0, shared_b_size = 0;
+  if (k_packed > 0 && grid.rows == 1) {
+    const int64_t step = row_block_step(m);
+    for (int64_t ic = 0; ic < m; ic += step)
+      shared_a_size += row_panels(std::min(step, m - ic)) * MR * k_packed;
+  } else if (k_packed > 0 && grid.cols == 1) {
+    shared_b_size = ceil_div(n, NR) * NR * k_packed;
+  }
+  if (std::max(shared_a_size, shared_b_size) > gemm_blocking::kSharedPackMax)
+    shared_a_size = shared_b_size = 0;
+  const int64_t a_size = shared_a_size > 0 ? 0 : MC * kc_max;
+  const int64_t b_size =
+      shared_b_size > 0 ? 0 : kc_max * std::min(NC, ceil_div(ceil_div(n, NR), grid.cols) * NR);
+  float* packed_a = tl_pack_a.get(std::max(shared_a_size, nt * a_size));
+  float* packed_b = tl_pack_b.get(std::max(shared_b_size, nt * b_size));
+
+  SharedPacking shared_a(packed_a), shared_b(packed_b);
+  SharedPacking* use_shared_a = shared_a_size > 0 ? &shared_a : nullptr;
+  SharedPacking* use_shared_b = shared_b_size > 0 ? &shared_b : nullptr;
+  std::atomic<int> workers_done{0};
+#pragma omp parallel num_threads(nt)
+  {
+#ifdef _OPENMP
+    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+    const int tid = 0, team = 1;
+#endif
+    // One block per thread; the loop only matters if OpenMP gave a smaller team than asked for.
+    for (int blk = tid; blk < nt; blk += team) {
+      int64_t i0, i1, j0, j1;
+      block_range(m, MR, blk / grid.cols, grid.rows, &i0, &i1);
+      block_range(n, NR, blk % grid.cols, grid.cols, &j0, &j1);
+      gemm_block(P, i0, i1, j0, j1, packed_a + blk * a_size, packed_b + blk * b_size, use_shared_a,
+                 use_shared_b);
+    }
+    // The calling thread arrives last at the region's closing barrier when it can: under the
+    // passive wait policy, a thread that arrives first sleeps there and takes 5-10 us to be woken,
+    // which is on the caller's path only if the caller is the sleeper. So it spins a little for
+    // the workers (paired runs, 2 threads: 128x256x784 +1%, 128x64x64 1.6x faster).
+    if (tid != 0) {
+      workers_done.fetch_add(1, std::memory_order_release);
+    } else {
+      constexpr int kEndSpins = 1024;  // ~27 us, then the barrier's own (passive) wait
+      for (int spin = 0;
+           spin < kEndSpins && workers_done.load(std::memory_order_acquire) < team - 1; ++spin)
+        cpu_relax();
+    }
+  }
+}
+
 }  // namespace
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
@@ -368,36 +577,17 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   const ThreadGrid grid = work < static_cast<double>(gemm_blocking::kParallelMinWork)
                               ? ThreadGrid{}
                               : choose_grid(m, n, num_threads());
-  const int nt = grid.rows * grid.cols;
 
-  // Every buffer is allocated here, before any parallel region, so that a bad_alloc reaches the
-  // caller as an exception: per thread one MC x KC block of A and one KC x (its columns, at most
-  // NC) block of B.
-  const int64_t kc_max = std::max<int64_t>(1, std::min(KC, k));
-  const int64_t a_size = MC * kc_max;
-  const int64_t b_size = kc_max * std::min(NC, ceil_div(ceil_div(n, NR), grid.cols) * NR);
-  float* packed_a = tl_pack_a.get(nt * a_size);
-  float* packed_b = tl_pack_b.get(nt * b_size);
-
-  if (nt == 1) {
-    gemm_block(P, 0, m, 0, n, packed_a, packed_b);
+  // Every buffer is allocated before any parallel region, so that a bad_alloc reaches the caller
+  // as an exception.
+  if (grid.rows * grid.cols == 1) {
+    const int64_t kc_max = std::max<int64_t>(1, std::min(KC, k));
+    float* packed_a = tl_pack_a.get(MC * kc_max);
+    float* packed_b = tl_pack_b.get(kc_max * std::min(NC, ceil_div(n, NR) * NR));
+    gemm_block(P, 0, m, 0, n, packed_a, packed_b, nullptr, nullptr);
     return;
   }
-#pragma omp parallel num_threads(nt)
-  {
-#ifdef _OPENMP
-    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-    const int tid = 0, team = 1;
-#endif
-    // One block per thread; the loop only matters if OpenMP gave a smaller team than asked for.
-    for (int blk = tid; blk < nt; blk += team) {
-      int64_t i0, i1, j0, j1;
-      block_range(m, MR, blk / grid.cols, grid.rows, &i0, &i1);
-      block_range(n, NR, blk % grid.cols, grid.cols, &j0, &j1);
-      gemm_block(P, i0, i1, j0, j1, packed_a + blk * a_size, packed_b + blk * b_size);
-    }
-  }
+  gemm_parallel(P, grid);
 }
 
 }  // namespace fastmlp

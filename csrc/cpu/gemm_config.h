@@ -44,4 +44,8 @@ constexpr int64_t kParallelMinWork = int64_t{64} * 64 * 64;
 // 128x1024x1024 NN ran at 0.83x OpenBLAS.
 constexpr int64_t kRowOrderPackMin = 8192;
 
+// Largest operand, in floats, that the threads of a call pack together (gemm.cpp, SharedPacking):
+// it covers the MLP products (784-1024-1024-10 at batch 256: 256 x 1024 of A) and 512^3.
+constexpr int64_t kSharedPackMax = int64_t{1} << 20;
+
 }  // namespace fastmlp::gemm_blocking
