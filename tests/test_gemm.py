@@ -371,3 +371,13 @@ def test_core_checks_arguments_again():
         _core.gemm(square, square, square)
     with pytest.raises(ValueError, match=r"^preactivation: may share memory with c only"):
         _core.gemm(c, a, b, activation="relu", preactivation=c)
+    # _core.matmul: ops.matmul's fast path, which allocates the result itself.
+    with pytest.raises(TypeError, match=r"^b: expected a float32"):
+        _core.matmul(a, b.astype(np.float64), False, False, 1.0)
+    with pytest.raises(ValueError, match=r"^a: expected a C-contiguous"):
+        _core.matmul(np.ones((3, 2), np.float32).T, b, False, False, 1.0)
+    with pytest.raises(ValueError, match=r"^a: expected a 2-D array"):
+        _core.matmul(np.ones(3, np.float32), b, False, False, 1.0)
+    with pytest.raises(ValueError, match=r"^b: expected 3 rows"):
+        _core.matmul(a, b, False, True, 1.0)
+    assert np.array_equal(_core.matmul(a, b, False, False, 2.0), np.full((2, 4), 6, np.float32))

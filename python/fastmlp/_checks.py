@@ -29,6 +29,13 @@ def _shape_str(shape: Sequence[int]) -> str:
 
 def as_float_input(x: object, name: str, ndim: int | None = None) -> np.ndarray:
     """Return ``x`` as a C-contiguous float32 array, checking its dtype kind and ``ndim``."""
+    if (
+        type(x) is np.ndarray
+        and x.dtype == np.float32
+        and x.flags.c_contiguous
+        and (ndim is None or x.ndim == ndim)
+    ):
+        return x  # already what is asked for (the common case, checked first for speed)
     if not isinstance(x, np.ndarray):
         if isinstance(x, (list, tuple)) or np.isscalar(x):
             x = np.asarray(x)

@@ -27,6 +27,7 @@ __all__: list[str] = [
     "get_num_threads",
     "log_softmax_backward",
     "log_softmax_forward",
+    "matmul",
     "mse_loss",
     "multiclass_hinge_loss",
     "prelu_backward",
@@ -285,6 +286,13 @@ def log_softmax_backward(
 def log_softmax_forward(x: numpy.ndarray) -> numpy.typing.NDArray[numpy.float32]:
     """
     Row-wise log-softmax of a 2-D float32 array.
+    """
+
+def matmul(
+    a: numpy.ndarray, b: numpy.ndarray, trans_a: bool, trans_b: bool, alpha: float
+) -> numpy.typing.NDArray[numpy.float32]:
+    """
+    alpha * op(a) @ op(b) as a new float32 array; a and b are C-contiguous float32, op(x) is x.T when trans_x. Arguments are positional for speed (see fastmlp.ops.matmul).
     """
 
 def mse_loss(pred: numpy.ndarray, target: numpy.ndarray, need_grad: bool = True) -> tuple:

@@ -49,7 +49,14 @@ def matmul(
 
     ``device="cuda"`` (or DeviceArray inputs) runs it on the GPU: see :mod:`fastmlp.cuda`.
     """
-    if _dispatch.use_cuda(device, a, b, out):
+    # NumPy arrays only and no device= cannot mean the GPU: skip the DeviceArray checks.
+    host_only = (
+        device is None
+        and type(a) is np.ndarray
+        and type(b) is np.ndarray
+        and (out is None or type(out) is np.ndarray)
+    )
+    if not host_only and _dispatch.use_cuda(device, a, b, out):
         return _dispatch.matmul(a, b, trans_a, trans_b, alpha, out, beta)
     a = as_float_input(a, "a", 2)
     b = as_float_input(b, "b", 2)
@@ -59,15 +66,12 @@ def matmul(
     if out is None:
         if beta != 0.0:
             raise ValueError(f"beta: {beta} scales out, so out= must be given")
-        out = np.empty((m, n), dtype=np.float32)
-    else:
-        out = as_inplace(out, "out", 2)
-        if out.shape != (m, n):
-            raise ValueError(
-                f"out: expected shape {_shape_str((m, n))}, got {_shape_str(out.shape)}"
-            )
-        if np.may_share_memory(out, a) or np.may_share_memory(out, b):
-            raise ValueError("out: must not share memory with a or b")
+        return _core.matmul(a, b, bool(trans_a), bool(trans_b), alpha)
+    out = as_inplace(out, "out", 2)
+    if out.shape != (m, n):
+        raise ValueError(f"out: expected shape {_shape_str((m, n))}, got {_shape_str(out.shape)}")
+    if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+        raise ValueError("out: must not share memory with a or b")
     _core.gemm(out, a, b, trans_a=bool(trans_a), trans_b=bool(trans_b), alpha=alpha, beta=beta)
     return out
 
