@@ -36,6 +36,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <new>
@@ -484,6 +485,28 @@ void block_range(int64_t size, int64_t panel, int index, int count, int64_t* beg
   *end = std::min(panels * (index + 1) / count * panel, size);
 }
 
+// Called by the calling thread when its own blocks are done: waits a little for the workers, so
+// that it arrives last at the region's closing barrier. Under the passive wait policy a thread
+// that arrives there first sleeps and takes 5-10 us to be woken, which is on the caller's path
+// only if the caller is the sleeper. The spin lasts at most half the time the caller has spent in
+// the region (and 25 us): long enough for a worker that started a few microseconds late, short
+// enough to cost little when a worker has lost its core to another process. Paired runs against
+// no spin, 2 threads, 128x64x64 NT / 64^3 TN: 1.08x / 1.06x on the quiet machine and 0.95x /
+// 0.96x with one busy process beside; a fixed 27 us spin gave 1.25x / 1.06x and 0.85x / 0.78x,
+// a spin as long as the caller's own time 1.09x / 1.08x and 0.89x / 0.88x. 128x256x784: +1%.
+void wait_for_workers(const std::atomic<int>& workers_done, int workers,
+                      std::chrono::steady_clock::time_point start) {
+  using std::chrono::steady_clock;
+  if (workers_done.load(std::memory_order_acquire) >= workers) return;
+  const auto now = steady_clock::now();
+  const auto deadline =
+      now + std::min<steady_clock::duration>((now - start) / 2, std::chrono::microseconds(25));
+  while (workers_done.load(std::memory_order_acquire) < workers) {
+    for (int i = 0; i < 16; ++i) cpu_relax();  // ~0.4 us between clock reads
+    if (steady_clock::now() >= deadline) return;
+  }
+}
+
 // gemm() on a grid of more than one thread: per thread one MC x KC block of A and one KC x (its
 // columns, at most NC) block of B, except for an operand that the threads share.
 void gemm_parallel(const Problem& P, ThreadGrid grid) {
@@ -515,6 +538,7 @@ void gemm_parallel(const Problem& P, ThreadGrid grid) {
   SharedPacking* use_shared_a = shared_a_size > 0 ? &shared_a : nullptr;
   SharedPacking* use_shared_b = shared_b_size > 0 ? &shared_b : nullptr;
   std::atomic<int> workers_done{0};
+  const auto start = std::chrono::steady_clock::now();
 #pragma omp parallel num_threads(nt)
   {
 #ifdef _OPENMP
@@ -530,17 +554,10 @@ void gemm_parallel(const Problem& P, ThreadGrid grid) {
       gemm_block(P, i0, i1, j0, j1, packed_a + blk * a_size, packed_b + blk * b_size, use_shared_a,
                  use_shared_b);
     }
-    // The calling thread arrives last at the region's closing barrier when it can: under the
-    // passive wait policy, a thread that arrives first sleeps there and takes 5-10 us to be woken,
-    // which is on the caller's path only if the caller is the sleeper. So it spins a little for
-    // the workers (paired runs, 2 threads: 128x256x784 +1%, 128x64x64 1.6x faster).
     if (tid != 0) {
       workers_done.fetch_add(1, std::memory_order_release);
     } else {
-      constexpr int kEndSpins = 1024;  // ~27 us, then the barrier's own (passive) wait
-      for (int spin = 0;
-           spin < kEndSpins && workers_done.load(std::memory_order_acquire) < team - 1; ++spin)
-        cpu_relax();
+      wait_for_workers(workers_done, team - 1, start);
     }
   }
 }
