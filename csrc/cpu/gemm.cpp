@@ -288,8 +288,10 @@ void cpu_relax() {
 // a thread whose partner lost its core lets the scheduler run it.
 void wait_until_reaches(const std::atomic<int64_t>& counter, int64_t target) {
   constexpr int kSpinsBeforeYield = 1024;  // ~27 us: PAUSE takes ~26 ns on this Zen 3
-  for (int spin = 0; counter.load(std::memory_order_acquire) < target; ++spin) {
-    if (spin < kSpinsBeforeYield) {
+  int spins = 0;
+  while (counter.load(std::memory_order_acquire) < target) {
+    if (spins < kSpinsBeforeYield) {
+      ++spins;
       cpu_relax();
     } else {
       std::this_thread::yield();
@@ -491,9 +493,10 @@ void block_range(int64_t size, int64_t panel, int index, int count, int64_t* beg
 // only if the caller is the sleeper. The spin lasts at most half the time the caller has spent in
 // the region (and 25 us): long enough for a worker that started a few microseconds late, short
 // enough to cost little when a worker has lost its core to another process. Paired runs against
-// no spin, 2 threads, 128x64x64 NT / 64^3 TN: 1.08x / 1.06x on the quiet machine and 0.95x /
-// 0.96x with one busy process beside; a fixed 27 us spin gave 1.25x / 1.06x and 0.85x / 0.78x,
-// a spin as long as the caller's own time 1.09x / 1.08x and 0.89x / 0.88x. 128x256x784: +1%.
+// the code before it (no spin, no shared packing), 2 threads, 128x64x64 NT / 64^3 TN: 1.08x / 1.06x
+// on the quiet machine and 0.95x / 0.96x with one busy process beside; a fixed 27 us spin
+// gave 1.25x / 1.06x and 0.85x / 0.78x, a spin as long as the caller's own time 1.09x / 1.08x and
+// 0.89x / 0.88x. 128x256x784: +1%.
 void wait_for_workers(const std::atomic<int>& workers_done, int workers,
                       std::chrono::steady_clock::time_point start) {
   using std::chrono::steady_clock;
