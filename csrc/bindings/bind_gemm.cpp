@@ -48,19 +48,35 @@ bool overlaps(const py::array& x, const py::array& y) {
   return x.nbytes() > 0 && y.nbytes() > 0 && x0 < y0 + y.nbytes() && y0 < x0 + x.nbytes();
 }
 
+// a and b checked as 2-D C-contiguous float32 whose op()s can be multiplied: op(a) (m, k) and
+// op(b) (k, n).
+struct Operands {
+  const float* a;
+  const float* b;
+  int64_t m, n, k;
+};
+
+Operands check_operands(const py::array& a, const py::array& b, bool trans_a, bool trans_b) {
+  Operands ab;
+  ab.a = in_f32(a, "a", 2);
+  ab.b = in_f32(b, "b", 2);
+  ab.m = trans_a ? a.shape(1) : a.shape(0);
+  ab.k = trans_a ? a.shape(0) : a.shape(1);
+  const int64_t kb = trans_b ? b.shape(1) : b.shape(0);
+  ab.n = trans_b ? b.shape(0) : b.shape(1);
+  FASTMLP_CHECK(kb == ab.k, "b: expected ", ab.k,
+                " rows in op(b) to match the columns of op(a), got ", kb);
+  return ab;
+}
+
 void gemm_py(py::array c, const py::array& a, const py::array& b, bool trans_a, bool trans_b,
              float alpha, float beta, const std::optional<py::array>& bias,
              const std::string& activation, float activation_alpha,
              std::optional<py::array> preactivation) {
-  const float* pa = in_f32(a, "a", 2);
-  const float* pb = in_f32(b, "b", 2);
+  const Operands ab = check_operands(a, b, trans_a, trans_b);
   float* pc = out_f32(c, "c", 2);
-  const int64_t m = trans_a ? a.shape(1) : a.shape(0);
-  const int64_t k = trans_a ? a.shape(0) : a.shape(1);
-  const int64_t kb = trans_b ? b.shape(1) : b.shape(0);
-  const int64_t n = trans_b ? b.shape(0) : b.shape(1);
-  FASTMLP_CHECK(kb == k, "b: expected ", k, " rows in op(b) to match the columns of op(a), got ",
-                kb);
+  const int64_t m = ab.m, n = ab.n, k = ab.k;
+  const float *pa = ab.a, *pb = ab.b;
   check_shape(c, "c", {m, n});
   FASTMLP_CHECK(!overlaps(c, a) && !overlaps(c, b), "c: must not share memory with a or b");
 
@@ -91,20 +107,13 @@ void gemm_py(py::array c, const py::array& a, const py::array& b, bool trans_a, 
 // Python cost ~3 us of the ~9 us that gemm with out= took from ops.matmul; NumPy's is ~2 us).
 py::array_t<float> matmul_py(const py::array& a, const py::array& b, bool trans_a, bool trans_b,
                              float alpha) {
-  const float* pa = in_f32(a, "a", 2);
-  const float* pb = in_f32(b, "b", 2);
-  const int64_t m = trans_a ? a.shape(1) : a.shape(0);
-  const int64_t k = trans_a ? a.shape(0) : a.shape(1);
-  const int64_t kb = trans_b ? b.shape(1) : b.shape(0);
-  const int64_t n = trans_b ? b.shape(0) : b.shape(1);
-  FASTMLP_CHECK(kb == k, "b: expected ", k, " rows in op(b) to match the columns of op(a), got ",
-                kb);
-  py::array_t<float> c({m, n});
+  const Operands ab = check_operands(a, b, trans_a, trans_b);
+  py::array_t<float> c({ab.m, ab.n});
   float* pc = c.mutable_data();
   {
     py::gil_scoped_release release;
-    gemm(trans_a, trans_b, m, n, k, alpha, pa, a.shape(1), pb, b.shape(1), 0.0f, pc, n,
-         GemmEpilogue{});
+    gemm(trans_a, trans_b, ab.m, ab.n, ab.k, alpha, ab.a, a.shape(1), ab.b, b.shape(1), 0.0f, pc,
+         ab.n, GemmEpilogue{});
   }
   return c;
 }
