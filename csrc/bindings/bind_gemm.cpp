@@ -75,9 +75,7 @@ void gemm_py(py::array c, const py::array& a, const py::array& b, bool trans_a, 
              std::optional<py::array> preactivation) {
   const Operands ab = check_operands(a, b, trans_a, trans_b);
   float* pc = out_f32(c, "c", 2);
-  const int64_t m = ab.m, n = ab.n, k = ab.k;
-  const float *pa = ab.a, *pb = ab.b;
-  check_shape(c, "c", {m, n});
+  check_shape(c, "c", {ab.m, ab.n});
   FASTMLP_CHECK(!overlaps(c, a) && !overlaps(c, b), "c: must not share memory with a or b");
 
   GemmEpilogue epi;
@@ -85,21 +83,21 @@ void gemm_py(py::array c, const py::array& a, const py::array& b, bool trans_a, 
   epi.activation_alpha = activation_alpha;
   if (bias) {
     epi.bias = in_f32(*bias, "bias", 1);
-    check_shape(*bias, "bias", {n});
+    check_shape(*bias, "bias", {ab.n});
     FASTMLP_CHECK(!overlaps(c, *bias), "bias: must not share memory with c");
   }
   if (preactivation) {
     epi.preactivation = out_f32(*preactivation, "preactivation", 2);
-    check_shape(*preactivation, "preactivation", {m, n});
+    check_shape(*preactivation, "preactivation", {ab.m, ab.n});
     FASTMLP_CHECK(!overlaps(*preactivation, a) && !overlaps(*preactivation, b),
                   "preactivation: must not share memory with a or b");
     FASTMLP_CHECK(epi.activation == Activation::Identity || !overlaps(*preactivation, c),
                   "preactivation: may share memory with c only for the identity activation");
   }
   // The kernel reads C only when beta != 0; with beta == 0 it may hold anything.
-  const int64_t lda = a.shape(1), ldb = b.shape(1), ldc = n;
   py::gil_scoped_release release;
-  gemm(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, epi);
+  gemm(trans_a, trans_b, ab.m, ab.n, ab.k, alpha, ab.a, a.shape(1), ab.b, b.shape(1), beta, pc,
+       ab.n, epi);
 }
 
 // The plain product alpha * op(a) @ op(b) into a new array: fastmlp.ops.matmul's common call in
