@@ -346,7 +346,7 @@ def test_rejects_beta_without_out():
 
 
 def test_rejects_unknown_activation():
-    msg = "^activation: unknown 'swish'; known: 'identity', 'relu'"
+    msg = "^activation: unknown 'swish'; known: identity, relu"
     with pytest.raises(ValueError, match=msg):
         ops.linear(np.ones((2, 3)), np.ones((3, 2)), activation="swish")
 
@@ -354,6 +354,38 @@ def test_rejects_unknown_activation():
 def test_prelu_needs_alpha():
     with pytest.raises(ValueError, match=r"^alpha: prelu needs"):
         ops.linear(np.ones((2, 3)), np.ones((3, 2)), activation="prelu")
+
+
+@pytest.mark.parametrize(
+    ("activation", "alpha", "error", "pattern"),
+    [
+        ("leaky_relu", -1.0, ValueError, r"^alpha: leaky_relu expects alpha >= 0"),
+        ("elu", 0.0, ValueError, r"^alpha: elu expects alpha > 0"),
+        ("leaky_relu", float("nan"), ValueError, r"^alpha: expected a finite value"),
+        ("prelu", float("inf"), ValueError, r"^alpha: expected a finite value"),
+        ("relu", 0.1, ValueError, r"^alpha: activation 'relu' takes no alpha"),
+        ("elu", "1", TypeError, r"^alpha: expected a real number"),
+        (3, None, TypeError, r"^activation: expected a name \(str\), got int"),
+    ],
+)
+def test_linear_checks_alpha_as_activation_does(activation, alpha, error, pattern):
+    with pytest.raises(error, match=pattern):
+        ops.linear(np.ones((2, 3)), np.ones((3, 2)), activation=activation, alpha=alpha)
+
+
+@pytest.mark.parametrize("m", [1, 7, 40])  # 40 x 300 x 33: several k-blocks, an edge panel
+def test_fused_relu_propagates_nan(rng, threads, m):
+    """relu(NaN) is NaN in the epilogue, as in ops.relu, np.maximum and PyTorch: a NaN mapped to
+    0 there would hide a diverged layer behind finite outputs."""
+    x = rng.standard_normal((m, 300)).astype(np.float32)
+    w = rng.standard_normal((300, 33)).astype(np.float32)
+    x[m // 2, 5] = np.nan
+    y, z = ops.linear(x, w, activation="relu", return_preactivation=True)
+    assert np.isnan(y[m // 2]).all() and np.isnan(z[m // 2]).all()
+    others = np.delete(np.arange(m), m // 2)
+    assert np.isfinite(y[others]).all()
+    np.testing.assert_array_equal(np.isnan(ops.relu(z)), np.isnan(z))
+    np.testing.assert_array_equal(np.isnan(reference.relu(z)), np.isnan(z))
 
 
 def test_core_checks_arguments_again():

@@ -180,6 +180,46 @@ def test_huge_logits_give_finite_loss_and_gradient():
     np.testing.assert_allclose(ds, ref_ds, rtol=1.2e-7)
 
 
+@pytest.mark.parametrize(
+    "scores",
+    [[np.nan, 1.0, 2.0], [1.0, np.nan, 2.0], [np.inf, np.inf, 0.0]],
+    ids=["nan-label-score", "nan-other-score", "inf-minus-inf"],
+)
+def test_hinge_propagates_nan_margins_as_the_reference(scores):
+    """A NaN margin used to fail `m > 0` and drop out of the sum: loss 0 for a NaN score."""
+    s = np.array([scores], np.float32)
+    loss, ds = ops.multiclass_hinge_loss(s, [0])
+    with np.errstate(invalid="ignore"):  # inf - inf
+        ref_loss, ref_ds = reference.multiclass_hinge_loss(s, [0])
+    assert math.isnan(loss) and math.isnan(ref_loss)
+    np.testing.assert_array_equal(ds, ref_ds)  # NaN margins count as not violated
+
+
+def test_mse_gradient_that_fits_float32_does_not_overflow():
+    """p - t = 6e38 overflows float32, 2 (p - t) / 4 = 3e38 does not."""
+    p = np.array([[3e38, 0, 0, 0]], np.float32)
+    t = np.array([[-3e38, 0, 0, 0]], np.float32)
+    _, dp = ops.mse_loss(p, t)
+    _, ref_dp = reference.mse_loss(p, t)
+    np.testing.assert_allclose(dp, ref_dp, rtol=1e-7)
+    assert np.isfinite(dp).all()
+
+
+def test_minus_inf_logit_off_the_label():
+    """p_j = 0 for a class that is not the label costs nothing (the reference used to give
+    0 * -inf = NaN); with label smoothing that class has q_j > 0 and the loss is inf."""
+    z = np.array([[-np.inf, 0.0, 1.0]], np.float32)
+    loss, dz = ops.softmax_cross_entropy(z, [2])
+    ref_loss, ref_dz = reference.softmax_cross_entropy(z, [2])
+    expected = math.log(1.0 + math.e) - 1.0  # -log(e / (1 + e))
+    assert loss == pytest.approx(expected, rel=1e-7) and ref_loss == pytest.approx(expected)
+    np.testing.assert_allclose(dz, ref_dz, rtol=1e-6, atol=1e-7)
+    with np.errstate(invalid="ignore"):
+        smoothed, _ = reference.softmax_cross_entropy(z, [2], label_smoothing=0.1)
+    assert smoothed == math.inf
+    assert ops.softmax_cross_entropy(z, [2], label_smoothing=0.1)[0] == math.inf
+
+
 # ---------------------------------------------------------------- thread-count independence
 
 

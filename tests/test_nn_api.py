@@ -504,3 +504,17 @@ def test_fused_flag_on_the_cpu():
         fm.MLP([4, 8, 2], fused=1)
     with pytest.raises(TypeError, match="fused: expected True or False, got str"):
         model.fused = "yes"
+
+
+def test_probabilities_that_round_to_one_in_float32_are_refused_as_given():
+    """0.99999999 < 1, but the kernels take float32 and would see 1.0: refused in Python, with
+    the value the user wrote (the C++ check could only say "got 1")."""
+    p = 0.99999999
+    note = r"0\.99999999 \(1\.0 in float32"
+    with pytest.raises(ValueError, match=rf"^dropout: entry 0 is {note}"):
+        fm.MLP([3, 4, 2], dropout=p)
+    model = fm.MLP([3, 4, 2])
+    with pytest.raises(ValueError, match=rf"^betas\[1\]: expected a value in \[0, 1\), got {note}"):
+        fm.optim.Adam(model, betas=(0.9, p))
+    with pytest.raises(ValueError, match=rf"^p: expected a probability in \[0, 1\), got {note}"):
+        fm.ops.dropout(np.ones((2, 2), np.float32), p, seed=0)

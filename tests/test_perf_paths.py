@@ -108,9 +108,8 @@ def test_declined_inputs_still_get_their_errors(rng):
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("n", [11, 200])  # 200 rows on 2 threads: the batch-parallel passes
 def test_non_finite_x_raises_naming_x_and_changes_nothing(rng, activation, loss, bad, n):
-    """No Python pass over x any more: with relu a NaN input can leave the loss finite (relu maps
-    NaN to 0 here), so this exercises the diagnosis after the gradient check as well as the one
-    after the loss check (identity)."""
+    """No Python pass over x any more: the engine looks at x once the loss or the gradients come
+    out non-finite (an activation or dropout could also hide a NaN), and then blames x."""
     d = 5 if n == 11 else 64  # 200 x (64*96 + 96*3) multiply-adds: above the serial cap
     model = fm.MLP([d, 96, 3], activation=activation, seed=0, loss=loss, dropout=0.2)
     opt = fm.optim.Adam(model)

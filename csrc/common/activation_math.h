@@ -9,6 +9,8 @@
 //   tanh        f(x) = tanh(x)                             f'(x) = 1 - f(x)^2
 //
 // At x == 0 the derivative is the left one (relu'(0) = 0, leaky'(0) = alpha), as in PyTorch.
+// NaN passes through every forward (relu included); a sign test is false for NaN (f'(NaN) is the
+// x <= 0 branch, as PyTorch's).
 // The derivative takes both the input x and the output y = f(x) and uses whichever gives it
 // exactly and cheaply (y for sigmoid, tanh, elu; x for the sign tests).
 #pragma once
@@ -44,7 +46,10 @@ FASTMLP_HD float activation_forward(Activation kind, float x, float alpha) {
     case Activation::Identity:
       return x;
     case Activation::Relu:
-      return x > 0.0f ? x : 0.0f;
+      // Written so that NaN passes through (as np.maximum and PyTorch): a NaN mapped to 0 here
+      // would hide a diverged layer behind a finite loss. The AVX2 epilogue's max(0, z) is the
+      // same function, -0 included.
+      return x < 0.0f ? 0.0f : x;
     case Activation::LeakyRelu:
     case Activation::Prelu:
       return x > 0.0f ? x : alpha * x;

@@ -30,8 +30,9 @@ inline __m256i lane_mask(int n) {
 FASTMLP_ALWAYS_INLINE __m256 activate(__m256 z, Activation act, __m256 slope) {
   switch (act) {
     case Activation::Relu:
-      // max(z, 0) returns its second operand for NaN z: 0, as the scalar `z > 0 ? z : 0`.
-      return _mm256_max_ps(z, _mm256_setzero_ps());
+      // MAXPS returns its second operand unless the first is greater: max(0, z) is the scalar
+      // `z < 0 ? 0 : z` (activation_forward), NaN and -0 passed through.
+      return _mm256_max_ps(_mm256_setzero_ps(), z);
     case Activation::LeakyRelu:
     case Activation::Prelu: {
       const __m256 positive = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_GT_OQ);

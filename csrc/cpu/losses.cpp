@@ -98,7 +98,7 @@ double mse_loss(float* dpred, const float* pred, const float* target, int64_t ba
                 int64_t features) {
   if (batch <= 0 || features <= 0) return 0.0;
   const double inv_n = 1.0 / (static_cast<double>(batch) * static_cast<double>(features));
-  const float grad_scale = static_cast<float>(2.0 * inv_n);
+  const double grad_scale = 2.0 * inv_n;
   const double total = sum_rows_in_order(batch, batch * features, kCheapGrain, [&](int64_t i) {
     const float* p = pred + i * features;
     const float* t = target + i * features;
@@ -108,7 +108,9 @@ double mse_loss(float* dpred, const float* pred, const float* target, int64_t ba
       for (int64_t j = 0; j < features; ++j) {
         const double diff = static_cast<double>(p[j]) - t[j];
         acc += diff * diff;
-        d[j] = static_cast<float>(diff) * grad_scale;
+        // Scaled in double, then rounded once: |p - t| may exceed float's range (3e38 - -3e38)
+        // while the gradient fits.
+        d[j] = static_cast<float>(diff * grad_scale);
       }
     } else {
       for (int64_t j = 0; j < features; ++j) {
@@ -143,10 +145,10 @@ double multiclass_hinge_loss(float* dscores, const float* scores, const int64_t*
     for (int64_t j = 0; j < classes; ++j) {
       const double m = (static_cast<double>(s[j]) - s_y) + delta;
       const bool on = j != y && m > 0.0;
-      if (on) {
-        acc += m;
-        ++violated;
-      }
+      // max(0, m) as the reference's np.maximum: a NaN margin (NaN or inf - inf in the scores)
+      // makes the loss NaN instead of dropping out of the sum; its gradient term stays 0.
+      if (j != y && !(m <= 0.0)) acc += m;
+      violated += on;
       if (d != nullptr) d[j] = on ? g : 0.0f;
     }
     if (d != nullptr) d[y] = static_cast<float>(-static_cast<double>(violated) * inv_batch);

@@ -71,7 +71,7 @@ __global__ void __launch_bounds__(kThreads)
 // loss_i = sum_j (p - t)^2 (in double);  d = 2 (p - t) / (B F).
 __global__ void __launch_bounds__(kThreads)
     mse_kernel(double* partial, float* dpred, const float* pred, const float* target, int64_t batch,
-               int64_t features, float grad_scale) {
+               int64_t features, double grad_scale) {
   const int lane = threadIdx.x % kWarp;
   const int64_t row = int64_t{blockIdx.x} * kRowsPerBlock + threadIdx.x / kWarp;
   if (row >= batch) return;
@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t j = lane; j < features; j += kWarp) {
     const double diff = static_cast<double>(p[j]) - t[j];
     acc += diff * diff;
-    if (d != nullptr) d[j] = static_cast<float>(diff) * grad_scale;
+    if (d != nullptr) d[j] = static_cast<float>(diff * grad_scale);  // one rounding, as the CPU
   }
   acc = warp_sum(acc);
   if (lane == 0) partial[row] = acc;
@@ -107,10 +107,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t j = lane; j < classes; j += kWarp) {
     const double m = (static_cast<double>(s[j]) - s_y) + delta;
     const bool on = j != y && m > 0.0;
-    if (on) {
-      acc += m;
-      ++violated;
-    }
+    if (j != y && !(m <= 0.0)) acc += m;  // a NaN margin makes the loss NaN, as on the CPU
+    violated += on;
     if (d != nullptr) d[j] = on ? g : 0.0f;
   }
   acc = warp_sum(acc);
@@ -228,7 +226,7 @@ double mse_loss(float* dpred, const float* pred, const float* target, int64_t ba
                 int64_t features, cudaStream_t stream) {
   if (batch <= 0 || features <= 0) return 0.0;
   const double inv_n = 1.0 / (static_cast<double>(batch) * static_cast<double>(features));
-  const float grad_scale = static_cast<float>(2.0 * inv_n);
+  const double grad_scale = 2.0 * inv_n;
   const double total =
       reduce_rows(batch, stream, "mse_loss", [&](unsigned blocks, double* partial) {
         mse_kernel<<<blocks, kThreads, 0, stream>>>(partial, dpred, pred, target, batch, features,

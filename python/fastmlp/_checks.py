@@ -99,10 +99,21 @@ def check_finite(x: np.ndarray, name: str) -> None:
         raise ValueError(f"{name}: contains NaN or infinite values")
 
 
+def float32_rounding_note(value: float) -> str:
+    """`` (1.0 in float32, ...)`` for a value below 1 that the kernels, which take float32, would
+    see as 1; else ``""``. Appended to the message of a check that requires ``value < 1``."""
+    if value < 1.0 and np.float32(value) == 1.0:
+        return " (1.0 in float32, the precision the kernels use)"
+    return ""
+
+
 def check_probability(p: float, name: str, *, allow_one: bool = False) -> float:
-    """Check ``0 <= p < 1`` (or ``<= 1``) and return it as a float."""
+    """Check ``0 <= p < 1`` (or ``<= 1``), also in float32, and return it as a float."""
     p = float(p)
-    if not (0.0 <= p < 1.0 or (allow_one and p == 1.0)):
+    below_one = p < 1.0 and np.float32(p) < 1.0
+    if not (0.0 <= p and (below_one or (allow_one and p <= 1.0))):
         upper = "1]" if allow_one else "1)"
-        raise ValueError(f"{name}: expected a probability in [0, {upper}, got {p}")
+        raise ValueError(
+            f"{name}: expected a probability in [0, {upper}, got {p}{float32_rounding_note(p)}"
+        )
     return p

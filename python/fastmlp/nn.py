@@ -33,7 +33,13 @@ from typing import Any, Union
 import numpy as np
 
 from . import _core
-from ._checks import as_float_input, as_labels, check_finite, check_nonempty
+from ._checks import (
+    as_float_input,
+    as_labels,
+    check_finite,
+    check_nonempty,
+    float32_rounding_note,
+)
 from .ops._activations import DEFAULT_ALPHA, resolve_activation
 from .optim import Optimizer
 
@@ -149,8 +155,11 @@ def _check_dropouts(dropout: object, hidden: int) -> list[float]:
     for i, p in enumerate(ps):
         if isinstance(p, bool) or not isinstance(p, numbers.Real):
             raise TypeError(f"dropout: entry {i} is {p!r}, expected a float")
-        if not 0.0 <= float(p) < 1.0:
-            raise ValueError(f"dropout: entry {i} is {p}, expected a probability in [0, 1)")
+        if not 0.0 <= float(p) < 1.0 or float32_rounding_note(float(p)):
+            raise ValueError(
+                f"dropout: entry {i} is {p}{float32_rounding_note(float(p))}, "
+                "expected a probability in [0, 1)"
+            )
     return [float(p) for p in ps]
 
 

@@ -25,6 +25,7 @@ import numbers
 from typing import Any
 
 from . import _core
+from ._checks import float32_rounding_note
 
 __all__ = ["SGD", "AdaGrad", "Adam", "AdamW", "Optimizer", "RMSProp"]
 
@@ -54,8 +55,10 @@ def _positive(value: object, name: str) -> float:
 
 def _unit(value: object, name: str, *, allow_one: bool = False) -> float:
     v = _real(value, name)
-    if not (0.0 <= v < 1.0 or (allow_one and v == 1.0)):
-        raise ValueError(f"{name}: expected a value in [0, 1{']' if allow_one else ')'}, got {v}")
+    note = "" if allow_one else float32_rounding_note(v)
+    if not (0.0 <= v < 1.0 or (allow_one and v == 1.0)) or note:
+        upper = "]" if allow_one else ")"
+        raise ValueError(f"{name}: expected a value in [0, 1{upper}, got {v}{note}")
     return v
 
 

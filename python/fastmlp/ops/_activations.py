@@ -96,6 +96,16 @@ def resolve_activation(name: str, alpha: float | None = None) -> tuple[int, floa
     return ACTIVATIONS[name], a
 
 
+def resolve_linear_activation(name: object, alpha: float | None) -> tuple[int, float]:
+    """:func:`resolve_activation` for ``linear``: the name must be a str, and prelu has no default
+    slope there (the layer's slope is a parameter the caller owns)."""
+    if not isinstance(name, str):
+        raise TypeError(f"activation: expected a name (str), got {type(name).__name__}")
+    if name == "prelu" and alpha is None:
+        raise ValueError("alpha: prelu needs its slope alpha")
+    return resolve_activation(name, alpha)
+
+
 def activation(
     x: np.ndarray, name: str, alpha: float | None = None, *, device: str | None = None
 ) -> np.ndarray:

@@ -135,15 +135,12 @@ def linear(
     alpha: float | None,
     return_preactivation: bool,
 ) -> Array | tuple[Array, Array]:
-    from ._activations import ACTIVATIONS
+    from ._activations import resolve_linear_activation
 
     call = _Call(x, weight, bias)
     dx = call.f32(x, "x", 2)
     dw = call.f32(weight, "weight", 2)
-    if not isinstance(activation, str):
-        raise TypeError(f"activation: expected a name (str), got {type(activation).__name__}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation: unknown '{activation}'; known: {', '.join(ACTIVATIONS)}")
+    kind, alpha = resolve_linear_activation(activation, alpha)
     if dw.shape[0] != dx.shape[1]:
         raise ValueError(
             f"weight: expected {dx.shape[1]} rows (x has {dx.shape[1]} features), "
@@ -155,10 +152,6 @@ def linear(
         db = call.f32(bias, "bias", 1)
         if db.shape[0] != n:
             raise ValueError(f"bias: expected shape {_shape_str((n,))}, got {_shape_str(db.shape)}")
-    if alpha is None:
-        if activation == "prelu":
-            raise ValueError("alpha: prelu needs its slope alpha")
-        alpha = {"leaky_relu": 0.01, "elu": 1.0}.get(activation, 0.0)
     y = empty((m, n))
     z = empty((m, n)) if return_preactivation else None
     _module().gemm(
@@ -169,8 +162,8 @@ def linear(
         n,
         k,
         bias=None if db is None else db._buf,
-        activation=ACTIVATIONS[activation],
-        activation_alpha=float(alpha),
+        activation=kind,
+        activation_alpha=alpha,
         preactivation=None if z is None else z._buf,
     )
     if z is not None:

@@ -7,11 +7,11 @@ import numpy as np
 from .. import _core
 from .._checks import _shape_str, as_float_input, as_inplace
 from . import _dispatch
+from ._activations import resolve_linear_activation
 
 __all__ = ["linear", "matmul"]
 
 # Slope (leaky_relu) or scale (elu) used when ``alpha`` is not given; prelu has no default.
-_DEFAULT_ALPHA = {"leaky_relu": 0.01, "elu": 1.0}
 
 
 def _inner_dims(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) -> tuple[int, int, int]:
@@ -91,17 +91,16 @@ def linear(
     ``x`` is (batch, in_features), ``weight`` (in_features, out_features), ``bias``
     (out_features,) or None. ``activation`` is one of "identity", "relu", "leaky_relu", "prelu",
     "elu", "sigmoid", "tanh"; ``alpha`` is the negative slope of leaky_relu (default 0.01) and
-    prelu (required, one slope shared by all units) or the scale of elu (default 1.0), and is
-    ignored by the others. With ``return_preactivation`` the result is ``(y, z)`` with
-    ``z = x @ weight + bias``, the value backprop needs. ``device="cuda"`` (or DeviceArray
-    inputs) runs it on the GPU's FP32 GEMM: see :mod:`fastmlp.cuda`.
+    prelu (required, one slope shared by all units) or the scale of elu (default 1.0), checked
+    as by :func:`activation` (the others take none). With ``return_preactivation`` the result
+    is ``(y, z)`` with ``z = x @ weight + bias``, the value backprop needs. ``device="cuda"``
+    (or DeviceArray inputs) runs it on the GPU's FP32 GEMM: see :mod:`fastmlp.cuda`.
     """
     if _dispatch.use_cuda(device, x, weight, bias):
         return _dispatch.linear(x, weight, bias, activation, alpha, return_preactivation)
     x = as_float_input(x, "x", 2)
     weight = as_float_input(weight, "weight", 2)
-    if not isinstance(activation, str):
-        raise TypeError(f"activation: expected a name (str), got {type(activation).__name__}")
+    _, alpha = resolve_linear_activation(activation, alpha)
     if weight.shape[0] != x.shape[1]:
         raise ValueError(
             f"weight: expected {x.shape[1]} rows (x has {x.shape[1]} features), "
@@ -114,10 +113,6 @@ def linear(
             raise ValueError(
                 f"bias: expected shape {_shape_str((n,))}, got {_shape_str(bias.shape)}"
             )
-    if alpha is None:
-        if activation == "prelu":
-            raise ValueError("alpha: prelu needs its slope alpha")
-        alpha = _DEFAULT_ALPHA.get(activation, 0.0)
     y = np.empty((m, n), dtype=np.float32)
     z = np.empty((m, n), dtype=np.float32) if return_preactivation else None
     _core.gemm(
@@ -126,7 +121,7 @@ def linear(
         weight,
         bias=bias,
         activation=activation,
-        activation_alpha=float(alpha),
+        activation_alpha=alpha,
         preactivation=z,
     )
     return (y, z) if return_preactivation else y

@@ -10,7 +10,8 @@ Each activation is a pair (f, f'), written as in the course notes::
     sigmoid     f(x) = 1 / (1 + e^-x)                    f'(x) = f(x) (1 - f(x))
     tanh        f(x) = tanh(x)                           f'(x) = 1 - tanh(x)^2
 
-At x == 0 the derivative is the left one (relu'(0) = 0), as in PyTorch. Unlike the kernels, the
+At x == 0 the derivative is the left one (relu'(0) = 0), as in PyTorch. NaN passes through
+every forward, relu included (as ``np.maximum``). Unlike the kernels, the
 reference derivative is written in x alone; ``activation_backward`` ignores ``y``.
 """
 
@@ -53,7 +54,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 _FORWARD: dict[str, Fn] = {
     "identity": lambda x, a: x.copy(),
-    "relu": lambda x, a: np.where(x > 0, x, 0.0),
+    # x < 0 rather than x > 0 lets NaN through, as np.maximum and PyTorch do.
+    "relu": lambda x, a: np.where(x < 0, 0.0, x),
     "leaky_relu": lambda x, a: np.where(x > 0, x, a * x),
     "prelu": lambda x, a: np.where(x > 0, x, a * x),
     # expm1 of min(x, 0): the x > 0 branch is discarded, and this keeps exp from overflowing on it.

@@ -44,7 +44,12 @@ def softmax_cross_entropy(
     onehot = np.zeros((n, c))
     onehot[np.arange(n), labels] = 1.0
     q = (1.0 - eps) * onehot + eps / c
-    loss = float(-(q * log_softmax(z)).sum() / n)
+    # Only the classes with q > 0 contribute: a logit of -inf elsewhere has log p = -inf, and
+    # 0 * -inf would make the loss NaN.
+    terms = np.zeros_like(z)
+    used = q > 0
+    terms[used] = q[used] * log_softmax(z)[used]
+    loss = float(-terms.sum() / n)
     if not need_grad:
         return loss, None
     return loss, (softmax(z) - q) / n
