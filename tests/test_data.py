@@ -353,6 +353,29 @@ def test_load_mnist_rejects_corrupt_files(tmp_path):
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(good_img)[:-8])
     with pytest.raises(ValueError, match=r"gzip"):  # truncated stream
         data.load_mnist(tmp_path)
+    corrupt = bytearray(gzip.compress(good_img))
+    corrupt[10] = 0xFF  # the first byte of the deflate stream: an invalid block type (zlib.error)
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(bytes(corrupt))
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz: cannot read it as gzip"):
+        data.load_mnist(tmp_path)
+
+
+@pytest.mark.parametrize("shape", [(0, 28, 28), (5, 0, 3)])
+def test_load_mnist_rejects_files_with_no_data(tmp_path, shape):
+    _write_mnist(tmp_path, "train")
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(_idx_bytes(np.zeros(shape, np.uint8)))
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte: holds no data"):
+        data.load_mnist(tmp_path)
+
+
+def test_load_mnist_huge_header_dimensions_report_the_true_size(tmp_path):
+    _write_mnist(tmp_path, "train")
+    head = struct.pack(">IIII", 0x0803, 2**32 - 1, 2**32 - 1, 2**32 - 1)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(head + b"\0" * 10)
+    with pytest.raises(
+        ValueError, match=rf"\({(2**32 - 1) ** 3} bytes of data\) but the file holds 10"
+    ):
+        data.load_mnist(tmp_path)
 
 
 def test_public_names():

@@ -572,6 +572,36 @@ def test_model_and_fit_errors(circles):
             fm.EarlyStopping(**kw)
 
 
+def test_fit_checks_all_its_data_before_the_first_step(circles):
+    """Bad values anywhere in the training or validation set fail fit() before any step (the
+    engine alone would find them at the batch that holds them, and name "x" or "y")."""
+    Xtr, ytr, Xv, yv = circles
+    bad_x, bad_labels = Xtr.copy(), ytr.copy()
+    bad_x[-1, 1] = np.nan
+    bad_labels[-1] = 2
+    bad_xv, bad_yv = Xv.copy(), yv.copy()
+    bad_xv[-1, 0] = np.inf
+    bad_yv[-1] = -1
+    for X, y, validation, match in [
+        (bad_x, ytr, None, r"^X: contains NaN or infinite values"),
+        (Xtr, bad_labels, None, r"^y: label 2 is out of range \[0, 2\)"),
+        (Xtr, ytr, (bad_xv, yv), r"^X_val: contains NaN or infinite values"),
+        (Xtr, ytr, (Xv, bad_yv), r"^y_val: label -1 is out of range \[0, 2\)"),
+        (Xtr, ytr, (Xv, yv.astype(np.float32)), r"^y_val: expected integer class labels"),
+    ]:
+        model = _model()
+        opt = fm.optim.SGD(model, lr=0.1)
+        before = model.get_weights()
+        with pytest.raises(ValueError if "integer" not in match else TypeError, match=match):
+            fm.Trainer(model, opt, epochs=2, batch_size=16, verbose=0).fit(X, y, validation)
+        assert opt.step_count == 0
+        assert _same_weights(model.get_weights(), before)
+    targets = np.eye(2, dtype=np.float32)[ytr]
+    targets[5, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^y: contains NaN"):
+        fm.Trainer(_model(loss="mse"), epochs=1, verbose=0).fit(Xtr, targets)
+
+
 _CTRL_C_SCRIPT = """
 import os, signal, threading
 import numpy as np

@@ -94,9 +94,15 @@ def check_nonempty(x: np.ndarray, name: str) -> None:
 
 
 def check_finite(x: np.ndarray, name: str) -> None:
-    """Raise ValueError if ``x`` holds NaN or infinity."""
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name}: contains NaN or infinite values")
+    """Raise ValueError if ``x`` holds NaN or infinity.
+
+    Large arrays are checked a block of rows at a time, so that checking a whole data set
+    needs no boolean array of its size."""
+    rows = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
+    step = max(1, (1 << 16) // max(1, rows.shape[1]))
+    for r0 in range(0, rows.shape[0], step):
+        if not np.isfinite(rows[r0 : r0 + step]).all():
+            raise ValueError(f"{name}: contains NaN or infinite values")
 
 
 def float32_rounding_note(value: float) -> str:

@@ -12,7 +12,9 @@ Nothing here downloads anything: :func:`load_digits` uses scikit-learn's bundled
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -373,7 +375,8 @@ def _read_idx(folder: Path, prefix: str, what: str, ndim: int) -> np.ndarray:
                 raw = f.read()
         else:
             raw = path.read_bytes()
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError; truncated gzip is EOFError
+    # gzip.BadGzipFile is an OSError, a truncated gzip an EOFError, a corrupt stream a zlib.error.
+    except (OSError, EOFError, zlib.error) as exc:
         raise ValueError(
             f"{path}: cannot read it as {'gzip' if name.endswith('.gz') else 'a file'} ({exc})"
         ) from exc
@@ -388,12 +391,14 @@ def _read_idx(folder: Path, prefix: str, what: str, ndim: int) -> np.ndarray:
             f"(unsigned-byte IDX with {ndim} dimension{'s' if ndim > 1 else ''})"
         )
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    size = int(np.prod(dims, dtype=np.int64))
+    size = math.prod(dims)  # Python ints: four 32-bit dimensions can overflow int64
     if len(raw) - header != size:
         raise ValueError(
             f"{path}: header says dimensions {tuple(dims)} ({size} bytes of data) but the file "
             f"holds {len(raw) - header}"
         )
+    if 0 in dims:
+        raise ValueError(f"{path}: holds no data (dimensions {tuple(dims)})")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 

@@ -462,20 +462,22 @@ class MLP:
         check_nonempty(x, "x")
         return x
 
-    def _y(self, y: object, loss: str, n: int) -> np.ndarray:
+    def _y(self, y: object, loss: str, n: int, name: str = "y") -> np.ndarray:
         out = self._sizes[-1]
         if loss in _LABEL_LOSSES:
             if out < 2:
                 raise ValueError(f"loss: {loss!r} needs at least 2 outputs (classes), got {out}")
-            return as_labels(y, "y", n, out)
-        t = as_float_input(y, "y")
+            return as_labels(y, name, n, out)
+        t = as_float_input(y, name)
         if t.ndim == 1 and out == 1:
             t = t.reshape(-1, 1)
         if t.ndim != 2 or t.shape != (n, out):
-            raise ValueError(f"y: expected shape ({n}, {out}) for loss {loss!r}, got {t.shape}")
-        check_finite(t, "y")
+            raise ValueError(
+                f"{name}: expected shape ({n}, {out}) for loss {loss!r}, got {t.shape}"
+            )
+        check_finite(t, name)
         if loss == "bce" and (t.min() < 0.0 or t.max() > 1.0):
-            raise ValueError("y: bce targets must lie in [0, 1]")
+            raise ValueError(f"{name}: bce targets must lie in [0, 1]")
         return t
 
     def _label_smoothing(self, label_smoothing: object, loss: str) -> float:

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_float_input, check_nonempty
+from ._checks import as_float_input, check_finite, check_nonempty
 from .schedules import Schedule, make_schedule
 
 __all__ = ["EarlyStopping", "History", "Trainer"]
@@ -387,6 +387,12 @@ class Trainer:
             raise ValueError(
                 f"{yname}: expected {X.shape[0]} rows (one per row of {xname}), got shape {y.shape}"
             )
+        # Checked once per fit, before the first step: the engine would only find a bad value at
+        # the step whose batch holds it, part way through training (and blame "x" or "y").
+        check_finite(X, xname)
+        check_targets = getattr(self.model, "_y", None)  # fastmlp.MLP's own target check
+        if check_targets is not None:
+            return X, check_targets(y, self.loss, X.shape[0], yname)
         # Once per fit, so that no batch needs a conversion (the engine reads int64 labels and
         # float32 targets); other dtypes are left for the model to accept or refuse.
         if y.dtype.kind in "iu":
