@@ -96,6 +96,11 @@ def test_train_save_and_load(capsys, tmp_path):
     again = fm.load(path)
     for a, b in zip(model.get_weights(), again.get_weights()):
         np.testing.assert_array_equal(a, b)
+    rc, out, _ = run(
+        capsys, "train", "--save", str(tmp_path / "m"), "--n-samples", "200", "--epochs", "1"
+    )
+    assert rc == 0 and (tmp_path / "m.npz").is_file()
+    assert f"saved the model to {tmp_path / 'm.npz'}" in out  # the file np.savez wrote
 
 
 def test_train_plot(capsys, tmp_path):
@@ -168,6 +173,9 @@ def test_train_mnist_errors(capsys, tmp_path):
         (["--schedule", "step:size=3"], "--schedule"),
         (["--dropout", "1.5"], "dropout"),
         (["--device", "tpu"], "device"),
+        (["--seed", "-1"], "argument --seed: expected an int >= 0, got '-1'"),
+        (["--hidden", "0", "--dropout", "0.5"], "--dropout: the model has no hidden layer"),
+        (["--save", "/nonexistent-folder/m"], "--save: folder /nonexistent-folder does not exist"),
         (["--unknown"], "unrecognized arguments"),
     ],
 )

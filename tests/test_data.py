@@ -215,6 +215,18 @@ def test_standardizer_zero_variance_columns_are_safe():
     np.testing.assert_allclose(s.inverse_transform(Z), X, atol=1e-6)
 
 
+def test_standardizer_scales_small_spreads_and_catches_constant_columns(rng):
+    """A column of spread 1e-8 around 0 is data (float32 holds it exactly) and is scaled to
+    unit variance, as scikit-learn does; a constant column of 0.1 (whose float64 mean is off by
+    rounding) is still constant."""
+    X = rng.standard_normal((100, 3)) * [1e-8, 1.0, 0.0]
+    X[:, 2] = 0.1
+    X = X.astype(np.float32)
+    s = data.Standardizer().fit(X)
+    np.testing.assert_allclose(s.transform(X)[:, :2].std(axis=0), 1.0, rtol=1e-5)
+    assert s.scale_[2] == 1.0 and not s.transform(X)[:, 2].any()
+
+
 def test_standardizer_global_scale_for_images(rng):
     X = rng.uniform(0.0, 1.0, (50, 6)).astype(np.float32)
     X[:, 0] = 0.0

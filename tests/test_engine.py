@@ -177,6 +177,11 @@ def test_gradcheck_samples_a_subset_of_a_larger_model(rng):
     x, y = make_data(rng, 16, 30, 10, "cross_entropy")
     # 5 random entries per tensor instead of all 1650; float32 vs float64 as above.
     assert fm.gradcheck(model, x, y, samples=5) < 1e-4
+    assert fm.gradcheck(model, x, y, samples=np.int64(2)) < 1e-4
+    with pytest.raises(ValueError, match=r"^samples: expected >= 1"):
+        fm.gradcheck(model, x, y, samples=0)  # would check nothing and report 0.0
+    with pytest.raises(TypeError, match=r"^samples: expected an int"):
+        fm.gradcheck(model, x, y, samples=2.5)
 
 
 def test_gradcheck_needs_dropout_off(rng):

@@ -3,7 +3,9 @@ inference per loss, persistence, modes, and one test per argument rule."""
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 import threading
 
 import numpy as np
@@ -265,6 +267,42 @@ def test_save_adds_npz_and_load_finds_it(tmp_path):
         np.testing.assert_array_equal(fm.load(path).get_weights()[0], model.get_weights()[0])
 
 
+def test_save_refuses_a_diverged_model_that_load_could_not_read(tmp_path):
+    """An update can overflow with a finite loss and gradient (lr = 1e30 here); the next step
+    would raise, but save() must not write a file that load() rejects."""
+    model = fm.MLP([4, 3], loss="mse")
+    opt = fm.optim.SGD(model, lr=1e30)
+    model.train_step(np.full((2, 4), 1e10, np.float32), np.zeros((2, 3), np.float32), optimizer=opt)
+    assert not all(np.isfinite(w).all() for w in model.get_weights())
+    with pytest.raises(ValueError, match=r"^model: weights\[0\] contains NaN or infinite"):
+        model.save(tmp_path / "diverged")
+    assert not (tmp_path / "diverged.npz").exists()
+
+
+def test_deepcopy_and_pickle_snapshot_the_model(rng):
+    model = fm.MLP([5, 7, 6, 3], activation=["prelu", "elu"], dropout=0.3, seed=4, loss="hinge")
+    x = rng.standard_normal((8, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 8)
+    opt = fm.optim.Adam(model, lr=1e-2)
+    model.train_step(x, y, optimizer=opt)
+    for copy_of in (copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))):
+        snap = copy_of(model)
+        assert type(snap) is fm.MLP and snap._net is not model._net
+        for a, b in zip(snap.get_weights(), model.get_weights()):
+            np.testing.assert_array_equal(a, b)
+        assert (snap.loss, snap.training, snap.rng_offset) == ("hinge", True, model.rng_offset)
+        assert (snap.activations, snap.dropout) == (model.activations, model.dropout)
+        # Independent from here on, and the same steps give the same bits (dropout included).
+        before = [w.copy() for w in snap.get_weights()]
+        a = model.train_step(x, y, optimizer=fm.optim.SGD(model, lr=0.1))
+        for w, w0 in zip(snap.get_weights(), before):
+            np.testing.assert_array_equal(w, w0)
+        model.set_weights(before)
+        model.rng_offset = snap.rng_offset
+        b = snap.train_step(x, y, optimizer=fm.optim.SGD(snap, lr=0.1))
+        assert a == b
+
+
 def test_load_rejects_other_files(tmp_path):
     path = tmp_path / "other.npz"
     np.savez(path, a=np.zeros(3))
@@ -334,6 +372,11 @@ def test_optimizer_needs_a_model():
 # ---------------------------------------------------------------- argument rules
 
 
+def test_layer_sizes_from_numpy():
+    assert fm.MLP(np.array([4, 8, 2])).layer_sizes == [4, 8, 2]
+    assert fm.MLP([np.int64(4), np.int32(2)]).layer_sizes == [4, 2]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "pattern"),
     [
@@ -341,6 +384,7 @@ def test_optimizer_needs_a_model():
         ({"layer_sizes": [4, 0, 2]}, ValueError, "^layer_sizes: entry 1 is 0"),
         ({"layer_sizes": [4, 2.5, 2]}, TypeError, "^layer_sizes: entry 1"),
         ({"layer_sizes": "784,10"}, TypeError, "^layer_sizes: "),
+        ({"layer_sizes": np.array([4.0, 3.0])}, TypeError, "^layer_sizes: entry 0"),
         ({"activation": "swish"}, ValueError, "^activation: unknown 'swish'"),
         ({"activation": ["relu"]}, ValueError, "^activation: expected 2 entries"),
         ({"dropout": 1.0}, ValueError, "^dropout: entry 0 is 1.0"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from fastmlp import schedules as S
@@ -109,10 +110,23 @@ def test_reduce_on_plateau_needs_reset_and_checks_arguments():
         ({"patience": -1}, "patience"),
         ({"threshold_mode": "x"}, "threshold_mode"),
         ({"min_lr": -1}, "min_lr"),
-        ({"cooldown": 1.5}, "cooldown"),
+        ({"monitor": "val_acc"}, "monitor: expected one of train_loss"),  # at construction
     ]:
         with pytest.raises(ValueError, match=f"^{name}"):
             S.ReduceLROnPlateau(**kw)
+    for kw, name in [({"cooldown": 1.5}, "cooldown"), ({"factor": "x"}, "factor")]:
+        with pytest.raises(TypeError, match=f"^{name}"):
+            S.ReduceLROnPlateau(**kw)
+
+
+def test_numpy_integers_are_accepted_as_ints():
+    """As everywhere else in the API (epoch counts often come out of NumPy arithmetic)."""
+    three, ten = np.int64(3), np.int32(10)
+    assert S.StepLR(three).lr_at(3, 1.0) == pytest.approx(0.1)
+    assert S.MultiStepLR([three]).milestones == [3]
+    assert S.CosineAnnealingLR(ten).lr_at(10, 1.0) == pytest.approx(0.0, abs=1e-12)
+    assert S.PolynomialLR(ten).lr_at(0, 1.0) == 1.0
+    assert S.ReduceLROnPlateau(patience=three, cooldown=np.int8(1)).patience == 3
 
 
 @pytest.mark.parametrize(

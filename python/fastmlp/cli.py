@@ -103,6 +103,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
+    return value
+
+
+def _output_path(path: str | None, option: str, suffix: str = "") -> str | None:
+    """``path`` (with ``suffix`` added when missing), after checking that its folder exists, so
+    that a typo fails before training rather than after it."""
+    if path is None:
+        return None
+    if suffix and not path.endswith(suffix):
+        path += suffix
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CLIError(f"{option}: folder {folder} does not exist")
+    return path
+
+
 def _split_top_level(text: str) -> list[str]:
     """Split on commas outside brackets: ``milestones=[10,20],gamma=0.5`` -> two parts."""
     parts, depth, start = [], 0, 0
@@ -307,6 +330,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     batch_size = None if batch_size == "full" else batch_size
     if args.plot:
         _check_plot_available()
+    if args.dropout > 0.0 and not hidden:
+        raise CLIError("--dropout: the model has no hidden layer to apply it to (--hidden 0)")
+    save_path = _output_path(args.save, "--save", ".npz")  # the suffix np.savez adds
+    plot_path = _output_path(args.plot, "--plot")
     if args.threads is not None:
         fm.set_num_threads(args.threads)
     schedule = parse_schedule(args.schedule, epochs) if args.schedule else None
@@ -366,14 +393,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"test: loss {test_eval['loss']:.4f}  accuracy {100 * acc:.2f}% ({len(yte)} samples); "
         f"{len(history)} epochs in {elapsed:.2f}s{how}"
     )
-    if args.save:
-        model.save(args.save)
+    if save_path:
+        model.save(save_path)
         if not args.quiet:
-            print(f"saved the model to {args.save}")
-    if args.plot:
-        save_plot(args.plot, history, model, ds, f"{args.data}: test accuracy {100 * acc:.2f}%")
+            print(f"saved the model to {save_path}")
+    if plot_path:
+        save_plot(plot_path, history, model, ds, f"{args.data}: test accuracy {100 * acc:.2f}%")
         if not args.quiet:
-            print(f"saved the plot to {args.plot}")
+            print(f"saved the plot to {plot_path}")
     return 0
 
 
@@ -543,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--seed",
-        type=int,
+        type=_seed,
         default=0,
         help="seeds the data, the split, the weights and the shuffling (default 0)",
     )
@@ -571,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest relative error that passes (default 1e-4: fastmlp.gradcheck's bound for a "
         "correct engine; errors are float32 rounding, ~1e-7, and a wrong formula gives ~1)",
     )
-    g.add_argument("--seed", type=int, default=0, help="seed of the weights and data (default 0)")
+    g.add_argument("--seed", type=_seed, default=0, help="seed of the weights and data (default 0)")
     g.set_defaults(func=cmd_gradcheck)
 
     i = sub.add_parser(

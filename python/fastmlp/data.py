@@ -295,8 +295,13 @@ class Standardizer:
         axis = 0 if self.per_feature else None
         mean = np.broadcast_to(X.mean(axis=axis), X.shape[1:]).copy()
         std = np.broadcast_to(X.std(axis=axis), X.shape[1:]).copy()
-        # Columns whose spread is at rounding level of their magnitude are constant in practice.
-        tiny = std <= 1e-7 * np.maximum(np.abs(mean), 1.0)
+        # Constant columns: a variance no larger than the rounding error of computing it (the
+        # bound scikit-learn's StandardScaler uses), so a constant column whose float64 mean is
+        # off by an ulp is caught, while a genuinely small spread (1e-8 around 0) is scaled.
+        n = X.shape[0] if self.per_feature else X.size
+        eps = np.finfo(np.float64).eps
+        var = std**2
+        tiny = var <= n * eps * var + (n * mean * eps) ** 2
         self.mean_ = mean
         self.scale_ = np.where(tiny, 1.0, std)
         return self

@@ -73,6 +73,8 @@ def _per_hidden(value: object, name: str, hidden: int) -> list:
 
 
 def _check_sizes(layer_sizes: object) -> list[int]:
+    if isinstance(layer_sizes, np.ndarray) and layer_sizes.ndim == 1:
+        layer_sizes = layer_sizes.tolist()  # NumPy integers become ints, anything else fails below
     if isinstance(layer_sizes, (str, bytes)) or not isinstance(layer_sizes, Sequence):
         raise TypeError(
             f"layer_sizes: expected a list of ints like [784, 256, 10], "
@@ -685,11 +687,27 @@ class MLP:
             "rng_offset": self.rng_offset,
         }
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # pickle and copy.deepcopy (a snapshot of the model, as PyTorch users take one): an MLP
+        # with the same config, weights, mode, dropout offset and device, its C++ engine rebuilt.
+        return _restore, (self._config(), self.get_weights(), self.device, self.fused)
+
     def save(self, path: PathLike) -> None:
         """Write the weights and a JSON config to an ``.npz`` file (NumPy adds the suffix when
         missing). :func:`load` restores the model exactly: same weights bit for bit, same
-        architecture, loss, mode and dropout offset. Optimizer state is not saved."""
-        arrays = {f"param_{i}": w for i, w in enumerate(self.get_weights())}
+        architecture, loss, mode and dropout offset. Optimizer state is not saved.
+
+        Raises ``ValueError`` if a weight is NaN or infinite (a diverged run): :func:`load`, like
+        :meth:`set_weights`, accepts finite weights only, so such a file could not be read back.
+        """
+        weights = self.get_weights()
+        for i, w in enumerate(weights):
+            if not np.isfinite(w).all():
+                raise ValueError(
+                    f"model: weights[{i}] contains NaN or infinite values (training diverged); "
+                    "not saved, as load() could not restore it"
+                )
+        arrays = {f"param_{i}": w for i, w in enumerate(weights)}
         np.savez(path, config=np.array(json.dumps(self._config())), **arrays)
 
 
@@ -707,17 +725,33 @@ def load(path: PathLike) -> MLP:
                 f"path: unsupported model format {config.get('format')!r} "
                 f"version {config.get('version')!r}"
             )
-        model = MLP(
-            config["layer_sizes"],
-            activation=config["activation"],
-            dropout=config["dropout"],
-            init=config["init"],
-            seed=config["seed"],
-            activation_alpha=config["activation_alpha"],
-            loss=config["loss"],
-        )
-        n = len(model.get_weights())
-        model.set_weights([f[f"param_{i}"] for i in range(n)])
+        weights = [f[f"param_{i}"] for i in range(_weight_count(config))]
+    return _restore(config, weights)
+
+
+def _weight_count(config: dict[str, Any]) -> int:
+    """Arrays in ``get_weights()`` of the model a config describes: W and b per layer, plus one
+    slope per PReLU layer."""
+    layers = len(config["layer_sizes"]) - 1
+    return 2 * layers + sum(name == "prelu" for name in config["activation"])
+
+
+def _restore(
+    config: dict[str, Any], weights: list[np.ndarray], device: str = "cpu", fused: bool = True
+) -> MLP:
+    """The model a ``_config()`` and ``get_weights()`` describe (load and unpickling)."""
+    model = MLP(
+        config["layer_sizes"],
+        activation=config["activation"],
+        dropout=config["dropout"],
+        init=config["init"],
+        seed=config["seed"],
+        activation_alpha=config["activation_alpha"],
+        loss=config["loss"],
+        device=device,
+        fused=fused,
+    )
+    model.set_weights(weights)
     model.train(config["training"])
     model.rng_offset = config["rng_offset"]
     return model

@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import bisect
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any, Union
+
+import numpy as np
 
 __all__ = [
     "CosineAnnealingLR",
@@ -51,15 +54,30 @@ def _check_epoch(epoch: int) -> int:
     return int(epoch)
 
 
-def _positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+def _is_int(value: object) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _int_at_least(value: object, name: str, lo: int) -> int:
+    if not _is_int(value):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name}: expected >= 1, got {value}")
-    return value
+    if value < lo:
+        raise ValueError(f"{name}: expected an int >= {lo}, got {value}")
+    return int(value)
+
+
+def _positive_int(value: int, name: str) -> int:
+    return _int_at_least(value, name, 1)
+
+
+# The history entries a metric schedule or early stopping can follow.
+MONITORS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
 def _finite(value: float, name: str, lo: float | None = None, hi: float | None = None) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
     value = float(value)
     if (
         not math.isfinite(value)
@@ -127,11 +145,11 @@ class MultiStepLR(EpochSchedule):
         super().__init__(base_lr)
         ms = list(milestones)
         for m in ms:
-            if isinstance(m, bool) or not isinstance(m, int):
+            if not _is_int(m):
                 raise TypeError(f"milestones: expected ints, got {type(m).__name__}")
             if m < 1:
                 raise ValueError(f"milestones: expected epochs >= 1, got {m}")
-        self.milestones = sorted(ms)
+        self.milestones = sorted(int(m) for m in ms)
         self.gamma = _finite(gamma, "gamma", lo=0.0)
 
     def _lr(self, epoch: int, base_lr: float) -> float:
@@ -214,28 +232,24 @@ class ReduceLROnPlateau:
         eps: float = 1e-8,
         monitor: str = "val_loss",
     ) -> None:
-        if not isinstance(monitor, str):
-            raise TypeError(f"monitor: expected a string, got {type(monitor).__name__}")
+        if monitor not in MONITORS:
+            raise ValueError(f"monitor: expected one of {', '.join(MONITORS)}, got {monitor!r}")
         if mode is None:
             mode = "max" if "acc" in monitor else "min"
         if mode not in ("min", "max"):
             raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
         if threshold_mode not in ("rel", "abs"):
             raise ValueError(f"threshold_mode: expected 'rel' or 'abs', got {threshold_mode!r}")
-        factor = float(factor)
+        factor = _finite(factor, "factor")
         if not 0.0 < factor < 1.0:
             raise ValueError(f"factor: expected 0 < factor < 1, got {factor}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"patience: expected an int >= 0, got {patience!r}")
-        if isinstance(cooldown, bool) or not isinstance(cooldown, int) or cooldown < 0:
-            raise ValueError(f"cooldown: expected an int >= 0, got {cooldown!r}")
         self.monitor = monitor
         self.mode = mode
         self.factor = factor
-        self.patience = patience
+        self.patience = _int_at_least(patience, "patience", 0)
         self.threshold = _finite(threshold, "threshold", lo=0.0)
         self.threshold_mode = threshold_mode
-        self.cooldown = cooldown
+        self.cooldown = _int_at_least(cooldown, "cooldown", 0)
         self.min_lr = _finite(min_lr, "min_lr", lo=0.0)
         self.eps = _finite(eps, "eps", lo=0.0)
         self.lr: float | None = None

@@ -44,12 +44,11 @@ from typing import Any
 import numpy as np
 
 from ._checks import as_float_input, check_finite, check_nonempty
-from .schedules import Schedule, make_schedule
+from .schedules import MONITORS, Schedule, make_schedule
 
 __all__ = ["EarlyStopping", "History", "Trainer"]
 
 LOSSES = ("cross_entropy", "mse", "hinge", "bce")
-_MONITORS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 Callback = Callable[["History", int], Any]
 
@@ -73,7 +72,7 @@ class History:
 
     KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "time")
 
-    def __init__(self, monitor: str = "train_loss") -> None:
+    def __init__(self, monitor: str = "train_loss", mode: str | None = None) -> None:
         self.epoch: list[int] = []
         self.train_loss: list[float] = []
         self.train_accuracy: list[float | None] = []
@@ -82,6 +81,7 @@ class History:
         self.lr: list[float] = []
         self.time: list[float] = []
         self.monitor = monitor
+        self.mode = _mode_for(monitor) if mode is None else mode
         self.stopped_early = False
         self.interrupted = False
         self.n_steps = 0
@@ -105,14 +105,15 @@ class History:
 
     @property
     def best_epoch(self) -> int | None:
-        """0-based epoch with the best ``monitor`` value (lowest loss, highest accuracy); the
-        first one on ties; ``None`` if no epoch has a finite value."""
+        """0-based epoch with the best ``monitor`` value (``mode``: "min" by default for a loss,
+        "max" for an accuracy, or early stopping's mode); the first one on ties; ``None`` if no
+        epoch has a finite value."""
         values = [
             (i, v) for i, v in enumerate(self[self.monitor]) if v is not None and math.isfinite(v)
         ]
         if not values:
             return None
-        if _mode_for(self.monitor) == "max":
+        if self.mode == "max":
             return max(values, key=lambda iv: (iv[1], -iv[0]))[0]
         return min(values, key=lambda iv: (iv[1], iv[0]))[0]
 
@@ -149,12 +150,9 @@ class EarlyStopping:
         restore_best: bool = True,
         mode: str | None = None,
     ) -> None:
-        if monitor not in _MONITORS:
-            raise ValueError(f"monitor: expected one of {', '.join(_MONITORS)}, got {monitor!r}")
-        if isinstance(patience, bool) or not isinstance(patience, int):
-            raise TypeError(f"patience: expected an int, got {type(patience).__name__}")
-        if patience < 1:
-            raise ValueError(f"patience: expected >= 1, got {patience}")
+        if monitor not in MONITORS:
+            raise ValueError(f"monitor: expected one of {', '.join(MONITORS)}, got {monitor!r}")
+        patience = _check_int(patience, "patience", 1)
         min_delta = float(min_delta)
         if not (min_delta >= 0.0 and math.isfinite(min_delta)):
             raise ValueError(f"min_delta: expected a finite value >= 0, got {min_delta}")
@@ -465,7 +463,9 @@ class Trainer:
             if self.early_stopping is not None
             else ("val_loss" if has_val else "train_loss")
         )
-        history = History(monitor=monitor)
+        history = History(
+            monitor=monitor, mode=self.early_stopping.mode if self.early_stopping else None
+        )
         es = self.early_stopping
         if es is not None:
             es.reset()
