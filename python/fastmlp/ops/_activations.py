@@ -10,6 +10,9 @@ Formulas (``csrc/common/activation_math.h``; at ``x == 0`` the left derivative, 
     sigmoid     f(x) = 1 / (1 + e^-x)                    f'(x) = f(x) (1 - f(x))
     tanh        f(x) = tanh(x)                           f'(x) = 1 - f(x)^2
 
+NaN passes through every forward, relu included (as ``np.maximum`` and PyTorch's relu); the
+sign tests are false for NaN.
+
 Every function takes float arrays (converted to C-contiguous float32) and returns new float32
 arrays; with ``device="cuda"`` or DeviceArray inputs they run on the GPU (:mod:`fastmlp.cuda`).
 ``ACTIVATIONS`` (name -> ``fastmlp::Activation`` enum value) and ``DEFAULT_ALPHA`` are the

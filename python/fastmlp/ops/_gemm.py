@@ -11,8 +11,6 @@ from ._activations import resolve_linear_activation
 
 __all__ = ["linear", "matmul"]
 
-# Slope (leaky_relu) or scale (elu) used when ``alpha`` is not given; prelu has no default.
-
 
 def _inner_dims(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) -> tuple[int, int, int]:
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
@@ -44,8 +42,9 @@ def matmul(
     ``a`` is (m, k) or, with ``trans_a``, (k, m); ``b`` is (k, n) or, with ``trans_b``, (n, k).
     The result is written into ``out`` (float32, C-contiguous, writable, shape (m, n)) when given,
     else into a new array. ``beta != 0`` needs ``out``; with ``beta == 0`` the old contents of
-    ``out`` are never read (NaN there does not propagate). ``out`` may not share memory with
-    ``a`` or ``b``.
+    ``out`` are never read (NaN there does not propagate). As in BLAS, ``alpha == 0`` reads
+    neither ``a`` nor ``b`` (the result is ``beta * out``, even where they hold NaN or inf).
+    ``out`` may not share memory with ``a`` or ``b``.
 
     ``device="cuda"`` (or DeviceArray inputs) runs it on the GPU: see :mod:`fastmlp.cuda`.
     """
