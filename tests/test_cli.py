@@ -114,7 +114,7 @@ def test_train_plot(capsys, tmp_path):
 def test_train_plot_without_matplotlib(capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     rc, _, err = run(capsys, "train", "--plot", str(tmp_path / "x.png"), *SMALL)
-    assert_one_line_error(rc, err, "pip install fastmlp[plot]")
+    assert_one_line_error(rc, err, "pip install matplotlib")
     assert not (tmp_path / "x.png").exists()
 
 
@@ -128,7 +128,7 @@ def test_train_digits_without_sklearn(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     rc, _, err = run(capsys, "train", "--data", "digits", "--epochs", "1", "--quiet")
-    assert_one_line_error(rc, err, "pip install fastmlp[datasets]")
+    assert_one_line_error(rc, err, "pip install scikit-learn")
 
 
 def _write_idx(path, arr):
@@ -287,3 +287,19 @@ def test_python_m_fastmlp_error_has_no_traceback(tmp_path):
     proc = _subprocess("train", "--data", "mnist", "--data-dir", str(tmp_path / "missing"))
     assert proc.returncode == 2
     assert_one_line_error(proc.returncode, proc.stderr, "does not exist")
+
+
+def test_output_into_a_closed_pipe_stops_quietly():
+    """`fastmlp info | head -1`: the reader closes the pipe; no "Broken pipe" error is printed."""
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastmlp", "info"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    proc.stdout.close()  # before the interpreter has started: its first write fails
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 1
+    assert err == ""

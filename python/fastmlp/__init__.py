@@ -70,7 +70,8 @@ def build_info() -> dict[str, Any]:
     """How this fastmlp was built and what it sees on this machine.
 
     Keys: ``version``, ``compiler``, ``simd`` (the SIMD level the CPU kernels use: ``"avx2+fma"``
-    or ``"generic"``), ``openmp`` (bool), ``num_threads`` (threads the kernels use),
+    or ``"generic"``), ``avx512f_cpu`` (whether the CPU has AVX-512F; the kernels use AVX2 on
+    it too), ``openmp`` (bool), ``num_threads`` (threads the kernels use),
     ``cuda_compiled`` (bool), ``cuda_devices`` (names of the GPUs it sees), and ``cuda_error``
     (why no GPU is usable, or ``""``).
     """

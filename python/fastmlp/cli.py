@@ -267,7 +267,9 @@ def _check_plot_available() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise CLIError("--plot needs matplotlib: pip install fastmlp[plot]") from None
+        raise CLIError(
+            "--plot needs matplotlib: pip install matplotlib (the [plot] extra)"
+        ) from None
 
 
 def save_plot(path: str, history: Any, model: Any, ds: dict[str, Any], title: str) -> None:
@@ -654,6 +656,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside Trainer.fit, which handles its own Ctrl-C
         print(f"fastmlp {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `fastmlp info | head -2`: the reader left; stop quietly
+        # Later writes (the interpreter flushes stdout at exit) go nowhere instead of raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except _USER_ERRORS as exc:
         if os.environ.get("FASTMLP_TRACEBACK"):
             raise

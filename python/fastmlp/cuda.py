@@ -107,22 +107,27 @@ class DeviceArray:
     # ---------------------------------------------------------------- description
     @property
     def shape(self) -> tuple[int, ...]:
+        """The array's shape, as NumPy's."""
         return self._shape
 
     @property
     def dtype(self) -> np.dtype:
+        """The element type (float32, or int64 for labels)."""
         return self._dtype
 
     @property
     def ndim(self) -> int:
+        """Number of dimensions."""
         return len(self._shape)
 
     @property
     def size(self) -> int:
+        """Number of elements."""
         return int(np.prod(self._shape, dtype=np.int64))
 
     @property
     def nbytes(self) -> int:
+        """Bytes of device memory the elements take."""
         return self.size * self._dtype.itemsize
 
     @property

@@ -341,13 +341,13 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 
     Returns ``X`` float32 ``(1797, 64)`` with the pixel counts 0..16 divided by 16 (so in
     ``[0, 1]``) and ``y`` int64 in ``[0, 10)``.
-    Needs scikit-learn: ``pip install fastmlp[datasets]``.
+    Needs scikit-learn: ``pip install scikit-learn`` (the ``[datasets]`` extra).
     """
     try:
         from sklearn.datasets import load_digits as _sk_load_digits
     except ImportError as exc:
         raise ImportError(
-            "load_digits needs scikit-learn: pip install fastmlp[datasets] (or scikit-learn)"
+            "load_digits needs scikit-learn: pip install scikit-learn (the [datasets] extra)"
         ) from exc
     bunch = _sk_load_digits()
     X = (np.asarray(bunch.data, dtype=np.float64) / 16.0).astype(np.float32)

@@ -297,10 +297,12 @@ class MLP:
 
     @property
     def seed(self) -> int:
+        """The seed of the initial weights and of the dropout masks."""
         return self._seed
 
     @property
     def init(self) -> str:
+        """The initialisation the weights were drawn with ("he", "xavier", ...)."""
         return self._init
 
     @property

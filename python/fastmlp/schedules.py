@@ -305,6 +305,7 @@ class ReduceLROnPlateau:
         return self.lr
 
 
+# What Trainer(schedule=...) takes besides a name: an epoch schedule or a metric schedule.
 Schedule = Union[EpochSchedule, ReduceLROnPlateau]
 
 _NAMES: dict[str, type] = {

@@ -95,6 +95,7 @@ class History:
         return len(self.epoch)
 
     def keys(self) -> tuple[str, ...]:
+        """The metric names, as a dict's keys (``history[key]`` is the list of one)."""
         return self.KEYS
 
     def _truncate(self) -> None:
