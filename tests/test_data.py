@@ -275,7 +275,7 @@ def test_load_digits():
 def test_load_digits_without_sklearn_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)  # makes `import sklearn...` raise
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
-    with pytest.raises(ImportError, match=r"pip install fastmlp\[datasets\]"):
+    with pytest.raises(ImportError, match=r"pip install scikit-learn \(the \[datasets\] extra\)"):
         data.load_digits()
 
 
