@@ -70,6 +70,20 @@ def test_train_every_optimizer(capsys, optimizer):
     assert rc == 0
 
 
+def test_cli_names_agree_with_the_library():
+    from fastmlp import nn, trainer
+    from fastmlp.ops import ACTIVATIONS
+
+    assert set(cli.ACTIVATIONS) == set(ACTIVATIONS)
+    assert set(cli.INITS) == set(nn.INITS) and set(cli.LOSSES) == set(trainer.LOSSES)
+
+
+@pytest.mark.parametrize("init", cli.INITS)
+def test_train_every_init(capsys, init):
+    rc, out, _ = run(capsys, "train", "--init", init, *SMALL)
+    assert rc == 0 and out.startswith("test:")
+
+
 @pytest.mark.parametrize("loss", cli.LOSSES)
 def test_train_every_loss(capsys, loss):
     rc, out, _ = run(capsys, "train", "--loss", loss, *SMALL)

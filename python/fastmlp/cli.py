@@ -24,6 +24,7 @@ import numpy as np
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "sigmoid", "tanh", "identity")
 LOSSES = ("cross_entropy", "mse", "hinge", "bce")
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "adagrad", "rmsprop")
+INITS = ("he", "xavier", "normal", "uniform")
 DATASETS = ("circles", "moons", "spirals", "xor", "digits", "mnist")
 
 # Per-data-set defaults for the options left unset. Data: the toy sets (2000 points) and digits
@@ -349,6 +350,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         sizes,
         activation=args.activation,
         dropout=args.dropout,
+        init=args.init,
         seed=args.seed,
         device=args.device,
     )
@@ -525,6 +527,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer (default adam)"
     )
+    t.add_argument(
+        "--init",
+        choices=INITS,
+        default="he",
+        help="weight initialisation (default he; normal is the course notes' N(0, 0.01^2))",
+    )
     t.add_argument("--lr", type=_nonneg_float, help="learning rate")
     t.add_argument(
         "--momentum",
@@ -543,7 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dropout",
         type=_nonneg_float,
         default=0.0,
-        help="dropout probability on hidden layers (default 0)",
+        help="probability of dropping a hidden unit (default 0; the course notes' keep "
+        "probability p is 1 - p here)",
     )
     t.add_argument(
         "--weight-decay", type=_nonneg_float, default=0.0, help="L2 weight decay (default 0)"

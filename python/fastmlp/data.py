@@ -76,7 +76,8 @@ def make_circles(
 
     A point of class ``k`` is ``r_k (cos t, sin t) + noise * e`` with ``t ~ U[0, 2 pi)``,
     ``e ~ N(0, I_2)``, ``r_0 = 1`` and ``r_1 = factor`` (scikit-learn's ``make_circles``
-    convention: ``noise`` is the standard deviation added to each coordinate).
+    convention: ``noise`` is the standard deviation added to each coordinate). The course notes
+    show the data but give no radii, noise or size: these defaults are fastmlp's choice.
 
     The default ``noise=0.13`` makes the rings overlap near the boundary on purpose: the Bayes
     classifier (which knows the generating distributions) is right about 97.2% of the time

@@ -198,8 +198,10 @@ class MLP:
         ``"sigmoid"``, ``"tanh"`` or ``"identity"``, or a list with one name per hidden layer.
         The output layer is always linear.
     dropout:
-        inverted-dropout probability of each hidden layer's output (a float for all, or a list),
-        applied in training mode only.
+        probability of *dropping* each unit of a hidden layer's output (a float for all, or a
+        list), applied in training mode only, with the kept units scaled by ``1 / (1 - p)``
+        (inverted dropout, PyTorch's convention). The course notes' ``p`` is the probability of
+        keeping a unit and scales at test time instead: their ``p = 0.8`` is ``dropout=0.2``.
     init:
         weight initialisation, drawn with ``np.random.default_rng(seed)``; biases are 0:
         ``"he"`` N(0, 2/fan_in) (He et al., 2015), ``"xavier"`` U(+-sqrt(6/(fan_in+fan_out)))

@@ -12,10 +12,16 @@ rate. Every rule first folds regularisation into the gradient (coupled L2 and L1
 
     g' = g + weight_decay * p + l1 * sign(p)
 
-(AdamW instead decays the weights directly.) ``opt.lr`` may be changed between steps (that is how
-:mod:`fastmlp.schedules` works); the other hyperparameters are fixed at construction and listed in
-``opt.defaults``. ``opt.step_count`` counts the updates applied; a step that raises
-``FloatingPointError`` is not counted and changes nothing.
+that is, the gradient of ``loss + (weight_decay / 2) * sum(p^2) + l1 * sum(|p|)``, where ``loss``
+is the mean over the batch (the course notes' ``lambda R(W)`` with ``R = sum(W^2)`` is
+``weight_decay = 2 * lambda`` when their loss is a mean too). (AdamW instead decays the weights
+directly.) AdaGrad, RMSProp and Adam are PyTorch's (squared gradients, square roots, Adam's bias
+correction), not the course slides' simplified ``|g|`` forms: see :mod:`fastmlp.reference.optim`.
+
+``opt.lr`` may be changed between steps (that is how :mod:`fastmlp.schedules` works); the other
+hyperparameters are fixed at construction and listed in ``opt.defaults``. ``opt.step_count``
+counts the updates applied; a step that raises ``FloatingPointError`` is not counted and changes
+nothing.
 """
 
 from __future__ import annotations

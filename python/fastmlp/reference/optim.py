@@ -8,11 +8,14 @@ regularisation folded into the gradient first::
 
     g' = g + weight_decay * p + l1 * sign(p)        (L2 "weight decay" and L1, coupled)
 
-Relation to the course slides: SGD, momentum and Adam match them up to naming (a velocity written
+Relation to the course slides: SGD and momentum match them up to naming (a velocity written
 ``v = mu v - lr g; p += v`` is PyTorch's ``b = mu b + g; p -= lr b`` with ``v = -lr b`` while lr is
-constant and dampening is 0). The course's AdaGrad and RMSProp accumulate ``|g|``; we follow
-PyTorch and accumulate ``g^2`` (and divide by its square root) deliberately, so that results can be
-compared with torch.optim and the usual published hyper-parameters apply.
+constant and dampening is 0). The slides' AdaGrad, RMSProp and Adam are simplified forms that
+accumulate ``|g|`` and divide by it (Adam there: ``m = gamma m + (1 - gamma) |g|`` with
+``gamma = 0.99``, no bias correction). We follow PyTorch (and Adam's paper) deliberately: they
+accumulate ``g^2`` and divide by its square root, Adam with ``beta2 = 0.999`` and bias correction,
+so that results can be compared with torch.optim and the usual published hyper-parameters apply.
+At equal ``lr`` the steps differ from the slides' rules.
 """
 
 from __future__ import annotations
