@@ -8,8 +8,9 @@ median wall time of the epoch over --repeats runs, the speed-up (peer time / fas
 accuracy, and peak resident memory (VmHWM of /proc/self/status, which counts C++ and BLAS
 allocations, unlike tracemalloc, and unlike ``ru_maxrss`` does not inherit the parent's peak)
 minus the resident memory after the imports, as a multiple of (data set + model parameters) bytes.
-The parent never imports fastmlp before starting the workers (fastmlp sets OMP_WAIT_POLICY in
-its own process, see fastmlp/__init__.py, which must not leak into the peers' environment).
+The workers get the user's environment as it was before the parent imported fastmlp (fastmlp
+sets OMP_WAIT_POLICY in its own process, see fastmlp/__init__.py, which must not leak into the
+peers' environment).
 
 Data: 10 Gaussian classes in 784 dimensions (class means drawn N(0, 0.15^2), unit noise), float32;
 hard enough that one epoch does not reach 100% test accuracy.
@@ -195,7 +196,9 @@ def main() -> int:
             env[k] = str(a.threads)
     head = _bench.header({"requested": a.threads or "default (all cores)"})
     head["env"] = {
-        k: v for k, v in env.items() if k.startswith(("OMP_", "GOMP_", "OPENBLAS_", "MKL_"))
+        k: v
+        for k, v in env.items()
+        if k.startswith(("OMP_", "GOMP_", "OPENBLAS_", "MKL_", "MALLOC_"))
     }
     names = [n.strip() for n in a.contenders.split(",") if n.strip()]
     results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
