@@ -24,6 +24,9 @@ errors accumulate: 10 x the one-step bound, so rtol = 2e-5 and atol = 2e-5 * max
 from __future__ import annotations
 
 import inspect
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -504,3 +507,60 @@ def test_bad_input_leaves_param_untouched() -> None:
     with pytest.raises(ValueError):
         ops.adam_step(p, g, m, v, 1, betas=(0.9, 1.5))
     np.testing.assert_array_equal(p, 1.0)
+
+
+_PATHS_SCRIPT = """
+import sys
+import numpy as np
+from fastmlp import _core, ops
+CASES = {cases!r}
+out = {{"simd": np.array(_core._build_info()["simd"])}}
+for opt, cfgs in CASES.items():
+    for cfg, kwargs in cfgs.items():
+        rng = np.random.default_rng(5)
+        param = rng.standard_normal(1031).astype(np.float32)  # a tail past the vector width
+        zeros = np.zeros_like(param)
+        if opt == "sgd":
+            state = [zeros.copy() if kwargs.get("momentum") else None]
+        elif opt == "rmsprop":
+            state = [zeros.copy()] + [
+                zeros.copy() if kwargs.get(k) else None for k in ("momentum", "centered")
+            ]
+        else:
+            state = [zeros.copy() for _ in range(1 if opt == "adagrad" else 2)]
+        fn = getattr(ops, opt + "_step")
+        for step in (1, 2, 3):
+            grad = rng.standard_normal(param.shape).astype(np.float32)
+            if opt in ("adam", "adamw"):
+                fn(param, grad, *state, step, **kwargs)
+            else:
+                fn(param, grad, *state, step=step, **kwargs)
+        for i, a in enumerate([param, *state]):
+            if a is not None:
+                out[f"{{opt}}__{{cfg}}__{{i}}"] = a
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_simd_and_generic_paths_are_bit_identical(tmp_path) -> None:
+    """The AVX copy of the update loops (cpu/optim_avx2.cpp) rounds exactly like the baseline one:
+    same operations, no FMA contraction. FASTMLP_SIMD=generic is read once per process, so each
+    path runs in its own interpreter."""
+    script = _PATHS_SCRIPT.format(cases=CASES)
+    results = {}
+    for label, env_value in [("generic", "generic"), ("native", None)]:
+        env = dict(os.environ)
+        env.pop("FASTMLP_SIMD", None)
+        if env_value is not None:
+            env["FASTMLP_SIMD"] = env_value
+        path = tmp_path / f"{label}.npz"
+        subprocess.run([sys.executable, "-c", script, str(path)], env=env, check=True)
+        with np.load(path) as data:
+            results[label] = dict(data)
+    assert str(results["generic"]["simd"]) == "generic"
+    if str(results["native"]["simd"]) == "generic":
+        pytest.skip("this CPU has no AVX2/FMA: only the generic path exists")
+    assert results["generic"].keys() == results["native"].keys()
+    for key, value in results["generic"].items():
+        if key != "simd":
+            np.testing.assert_array_equal(results["native"][key], value, err_msg=key)

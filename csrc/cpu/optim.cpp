@@ -16,6 +16,10 @@
 #include "common/optim_math.h"
 #include "common/optim_scalars.h"
 #include "common/threading.h"
+#include "cpu/cpu_features.h"
+
+#define FASTMLP_OPTIM_ISA baseline
+#include "cpu/optim_loops.h"
 
 namespace fastmlp {
 namespace {
@@ -34,42 +38,12 @@ void for_each_chunk(int64_t n, const Chunk& chunk) {
   parallel_ranges(n, threads_for(n, kGrain), chunk, /*align=*/16);
 }
 
-// The loops below take the *Scalars by value and fix the rule's flags as template arguments: the
-// flags then fold away and no float store through param can alias a hyper-parameter, which is
-// what lets the compiler vectorise the shared scalar rule.
-template <bool kMomentum, bool kNesterov, bool kFirst>
-void sgd_loop(float* param, float* buf, const float* grad, int64_t n, SgdScalars s) {
-  s.use_momentum = kMomentum;
-  s.nesterov = kNesterov;
-  s.first_step = kFirst;
-  for_each_chunk(n, [=](int64_t begin, int64_t end) {
-    const SgdScalars c = s;
-    if (kMomentum) {
-      for (int64_t i = begin; i < end; ++i) sgd_update(param[i], buf[i], grad[i], c);
-    } else {
-      for (int64_t i = begin; i < end; ++i) {
-        float unused = 0.0f;
-        sgd_update(param[i], unused, grad[i], c);
-      }
-    }
-  });
-}
-
-template <bool kCentered, bool kMomentum>
-void rmsprop_loop(float* param, float* square_avg, float* buf, float* grad_avg, const float* grad,
-                  int64_t n, RmspropScalars s) {
-  s.centered = kCentered;
-  s.use_momentum = kMomentum;
-  for_each_chunk(n, [=](int64_t begin, int64_t end) {
-    const RmspropScalars c = s;
-    for (int64_t i = begin; i < end; ++i) {
-      // Absent buffers are replaced by a dummy the rule never reads (its flag is off).
-      float b_dummy = 0.0f, a_dummy = 0.0f;
-      float& b = kMomentum ? buf[i] : b_dummy;
-      float& a = kCentered ? grad_avg[i] : a_dummy;
-      rmsprop_update(param[i], square_avg[i], b, a, grad[i], c);
-    }
-  });
+// The loops for this CPU: AVX where it has AVX2 (and FASTMLP_SIMD does not force the generic
+// path), else the baseline copy. Both give the same bits (cpu/optim_loops.h).
+const OptimLoops& loops() {
+  static const OptimLoops baseline_loops = baseline::make_optim_loops();
+  static const OptimLoops& chosen = cpu_has_avx2_fma() ? optim_loops_avx2() : baseline_loops;
+  return chosen;
 }
 
 // ---------------------------------------------------------------- buffer checks
@@ -93,20 +67,10 @@ void sgd_step(float* param, float* momentum_buffer, const float* grad, int64_t n
   const bool use_momentum = s.use_momentum;
   if (use_momentum) check_buffer(momentum_buffer, n, "momentum_buffer", "when momentum != 0");
 
-  if (!use_momentum) {
-    sgd_loop<false, false, false>(param, nullptr, grad, n, s);
-  } else if (step == 1) {
-    // On the first step b = g' whatever the flavour; Nesterov still looks ahead.
-    if (config.nesterov) {
-      sgd_loop<true, true, true>(param, momentum_buffer, grad, n, s);
-    } else {
-      sgd_loop<true, false, true>(param, momentum_buffer, grad, n, s);
-    }
-  } else if (config.nesterov) {
-    sgd_loop<true, true, false>(param, momentum_buffer, grad, n, s);
-  } else {
-    sgd_loop<true, false, false>(param, momentum_buffer, grad, n, s);
-  }
+  // On the first step b = g' whatever the flavour; Nesterov still looks ahead.
+  const auto loop = loops().sgd[use_momentum][use_momentum && config.nesterov][step == 1];
+  for_each_chunk(
+      n, [=](int64_t begin, int64_t end) { loop(param, momentum_buffer, grad, begin, end, s); });
 }
 
 // s += g'^2;  p -= clr * g' / (sqrt(s) + eps); see cpu/optim.h.
@@ -115,10 +79,8 @@ void adagrad_step(float* param, float* sum_sq, const float* grad, int64_t n,
   const AdagradScalars c = adagrad_scalars(config, step);
   check_tensors(param, grad, n);
   check_buffer(sum_sq, n, "sum_sq", "(the sum of squared gradients)");
-  for_each_chunk(n, [=](int64_t begin, int64_t end) {
-    const AdagradScalars cc = c;
-    for (int64_t i = begin; i < end; ++i) adagrad_update(param[i], sum_sq[i], grad[i], cc);
-  });
+  const auto loop = loops().adagrad;
+  for_each_chunk(n, [=](int64_t begin, int64_t end) { loop(param, sum_sq, grad, begin, end, c); });
 }
 
 // v = alpha v + (1 - alpha) g'^2, optional centring and momentum; see cpu/optim.h.
@@ -131,17 +93,10 @@ void rmsprop_step(float* param, float* square_avg, float* momentum_buffer, float
   if (use_momentum) check_buffer(momentum_buffer, n, "momentum_buffer", "when momentum != 0");
   if (config.centered) check_buffer(grad_avg, n, "grad_avg", "when centered");
 
-  if (config.centered) {
-    if (use_momentum) {
-      rmsprop_loop<true, true>(param, square_avg, momentum_buffer, grad_avg, grad, n, c);
-    } else {
-      rmsprop_loop<true, false>(param, square_avg, nullptr, grad_avg, grad, n, c);
-    }
-  } else if (use_momentum) {
-    rmsprop_loop<false, true>(param, square_avg, momentum_buffer, nullptr, grad, n, c);
-  } else {
-    rmsprop_loop<false, false>(param, square_avg, nullptr, nullptr, grad, n, c);
-  }
+  const auto loop = loops().rmsprop[config.centered][use_momentum];
+  for_each_chunk(n, [=](int64_t begin, int64_t end) {
+    loop(param, square_avg, momentum_buffer, grad_avg, grad, begin, end, c);
+  });
 }
 
 // m, v moments with bias correction; AdamW decays p before the update; see cpu/optim.h.
@@ -151,10 +106,9 @@ void adam_step(float* param, float* exp_avg, float* exp_avg_sq, const float* gra
   check_tensors(param, grad, n);
   check_buffer(exp_avg, n, "exp_avg", "(the first moment m)");
   check_buffer(exp_avg_sq, n, "exp_avg_sq", "(the second moment v)");
+  const auto loop = loops().adam;
   for_each_chunk(n, [=](int64_t begin, int64_t end) {
-    const AdamScalars cc = c;
-    for (int64_t i = begin; i < end; ++i)
-      adam_update(param[i], exp_avg[i], exp_avg_sq[i], grad[i], cc);
+    loop(param, exp_avg, exp_avg_sq, grad, begin, end, c);
   });
 }
 
