@@ -7,10 +7,6 @@ the kernels' own rounding errors (float32 unit roundoff u = 2^-24 ~ 6e-8).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -540,21 +536,8 @@ np.savez(sys.argv[1], **out)
 """
 
 
-def test_simd_and_generic_paths_are_bit_identical(tmp_path):
-    # FASTMLP_SIMD=generic is read once per process, so each path runs in its own interpreter.
-    results = {}
-    for label, env_value in [("generic", "generic"), ("native", None)]:
-        env = dict(os.environ)
-        env.pop("FASTMLP_SIMD", None)
-        if env_value is not None:
-            env["FASTMLP_SIMD"] = env_value
-        path = tmp_path / f"{label}.npz"
-        subprocess.run([sys.executable, "-c", _PATHS_SCRIPT, str(path)], env=env, check=True)
-        with np.load(path) as data:
-            results[label] = dict(data)
-    assert str(results["generic"]["simd"]) == "generic"
-    if str(results["native"]["simd"]) == "generic":
-        pytest.skip("this CPU has no AVX2/FMA: only the generic path exists")
+def test_simd_and_generic_paths_are_bit_identical(run_simd_paths):
+    results = run_simd_paths(_PATHS_SCRIPT)
     for key, value in results["generic"].items():
         if key != "simd":
             # Same float operations on both paths: bit-identical, NaN included.

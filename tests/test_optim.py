@@ -24,9 +24,6 @@ errors accumulate: 10 x the one-step bound, so rtol = 2e-5 and atol = 2e-5 * max
 from __future__ import annotations
 
 import inspect
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -542,24 +539,11 @@ np.savez(sys.argv[1], **out)
 """
 
 
-def test_simd_and_generic_paths_are_bit_identical(tmp_path) -> None:
+def test_simd_and_generic_paths_are_bit_identical(run_simd_paths) -> None:
     """The AVX copy of the update loops (cpu/optim_avx2.cpp) rounds exactly like the baseline one:
     same operations, no FMA contraction. FASTMLP_SIMD=generic is read once per process, so each
     path runs in its own interpreter."""
-    script = _PATHS_SCRIPT.format(cases=CASES)
-    results = {}
-    for label, env_value in [("generic", "generic"), ("native", None)]:
-        env = dict(os.environ)
-        env.pop("FASTMLP_SIMD", None)
-        if env_value is not None:
-            env["FASTMLP_SIMD"] = env_value
-        path = tmp_path / f"{label}.npz"
-        subprocess.run([sys.executable, "-c", script, str(path)], env=env, check=True)
-        with np.load(path) as data:
-            results[label] = dict(data)
-    assert str(results["generic"]["simd"]) == "generic"
-    if str(results["native"]["simd"]) == "generic":
-        pytest.skip("this CPU has no AVX2/FMA: only the generic path exists")
+    results = run_simd_paths(_PATHS_SCRIPT.format(cases=CASES))
     assert results["generic"].keys() == results["native"].keys()
     for key, value in results["generic"].items():
         if key != "simd":
