@@ -608,6 +608,7 @@ import numpy as np
 import fastmlp as fm
 
 X, y = fm.data.make_circles(n_samples=3000, seed=0)
+EPOCHS = 100_000
 
 
 class StopAt(fm.MLP):
@@ -625,13 +626,15 @@ def run(stop_at=None, signal_after=None):
     model.stop_at = stop_at
     if signal_after is not None:
         threading.Timer(signal_after, os.kill, (os.getpid(), signal.SIGINT)).start()
-    h = fm.Trainer(model, fm.optim.Adam(model, lr=1e-3), batch_size=1, epochs=50, seed=0,
+    # Far more epochs than 0.5 s can run (a step takes a few us), so the SIGINT always lands
+    # mid-run however fast the machine; the replay stops at the same step either way.
+    h = fm.Trainer(model, fm.optim.Adam(model, lr=1e-3), batch_size=1, epochs=EPOCHS, seed=0,
                    verbose=0).fit(X, y)
     return model, h
 
 
 model, h = run(signal_after=0.5)  # a real SIGINT, mid-epoch
-assert h.interrupted and 0 < h.n_steps < 50 * len(X), h
+assert h.interrupted and 0 < h.n_steps < EPOCHS * len(X), h
 replay, h2 = run(stop_at=h.n_steps + 1)  # the same run stopped right after step n_steps
 assert h2.interrupted and h2.n_steps == h.n_steps
 same = all(np.array_equal(a, b) for a, b in zip(model.get_weights(), replay.get_weights()))
