@@ -460,10 +460,13 @@ struct ThreadGrid {
   int cols = 1;
 };
 
-// The grid of at most nt threads that packs the least: every block packs its own rows of op(A)
+// The grid of at most nt threads: without shared packing every block packs its own rows of op(A)
 // and columns of op(B), so a rows x cols grid packs op(A) cols times and op(B) rows times, i.e.
-// cost ~ cols * m + rows * n. For 2 threads that splits the rows when m >= n (large batches, the
-// dW = X^T dZ product) and the columns when m < n (MLP batches of 32-128 rows against wide layers).
+// cost ~ cols * m + rows * n, which this minimises. For 2 threads that splits the rows when
+// m >= n (large batches, the dW = X^T dZ product) and the columns when m < n (MLP batches of
+// 32-128 rows against wide layers). With shared packing (gemm_parallel) both 2-thread grids pack
+// (m + n) k floats, and the choice was measured instead: the other split gave 0.97-1.00x on the
+// three MLP products (benchmarks/RESULTS.md).
 ThreadGrid choose_grid(int64_t m, int64_t n, int nt) {
   const int64_t m_panels = ceil_div(m, MR), n_panels = ceil_div(n, NR);
   for (int t = nt; t > 1; --t) {
