@@ -607,6 +607,9 @@ import os, signal, threading
 import numpy as np
 import fastmlp as fm
 
+# A shell that starts a command in the background without job control makes it ignore SIGINT,
+# and the child Python then never raises KeyboardInterrupt: restore Python's own handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 X, y = fm.data.make_circles(n_samples=3000, seed=0)
 EPOCHS = 100_000
 
@@ -626,8 +629,8 @@ def run(stop_at=None, signal_after=None):
     model.stop_at = stop_at
     if signal_after is not None:
         threading.Timer(signal_after, os.kill, (os.getpid(), signal.SIGINT)).start()
-    # Far more epochs than 0.5 s can run (a step takes a few us), so the SIGINT always lands
-    # mid-run however fast the machine; the replay stops at the same step either way.
+    # Far more epochs than 0.5 s can run, so the SIGINT lands mid-run however fast the machine;
+    # the replay stops at the same step either way.
     h = fm.Trainer(model, fm.optim.Adam(model, lr=1e-3), batch_size=1, epochs=EPOCHS, seed=0,
                    verbose=0).fit(X, y)
     return model, h
