@@ -562,3 +562,21 @@ def test_probabilities_that_round_to_one_in_float32_are_refused_as_given():
         fm.optim.Adam(model, betas=(0.9, p))
     with pytest.raises(ValueError, match=rf"^p: expected a probability in \[0, 1\), got {note}"):
         fm.ops.dropout(np.ones((2, 2), np.float32), p, seed=0)
+
+
+def test_forward_with_dropout_draws_the_training_masks(rng):
+    """forward(x, dropout=True): the masks a training step would draw at rng_offset (checked
+    against the reference), the offset advancing; the default stays eval mode in either mode."""
+    model = fm.MLP([5, 16, 3], dropout=0.5, seed=2)
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    plain = model.forward(x)
+    offset = model.rng_offset
+    noisy = model.forward(x, dropout=True)
+    assert model.rng_offset == offset + 4 * 16 and not np.array_equal(noisy, plain)
+    w1, b1, w2, b2 = model.get_weights()
+    h = np.maximum(x @ w1 + b1, 0) * fm.reference.dropout_mask((4, 16), 0.5, seed=2, offset=offset)
+    np.testing.assert_allclose(noisy, h @ w2 + b2, rtol=1e-5, atol=1e-6)
+    model.train()
+    np.testing.assert_array_equal(model.forward(x), plain)  # training mode alone: no dropout
+    with pytest.raises(TypeError, match=r"^dropout: expected a bool"):
+        model.forward(x, dropout=1)

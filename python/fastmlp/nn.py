@@ -499,9 +499,14 @@ class MLP:
         return ls
 
     # ------------------------------------------------------------------ inference
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Raw outputs (logits) ``(n, out)`` float32, in eval mode (no dropout)."""
-        return self._net.forward(self._x(x), False)
+    def forward(self, x: np.ndarray, *, dropout: bool = False) -> np.ndarray:
+        """Raw outputs (logits) ``(n, out)`` float32, in eval mode (no dropout) whatever the
+        model's mode. ``dropout=True`` applies the training-mode dropout masks instead (drawn at
+        :attr:`rng_offset`, which then advances, as a training step's would): averaging several
+        such passes is Monte-Carlo dropout, the course notes' alternative to the expectation."""
+        if not isinstance(dropout, (bool, np.bool_)):
+            raise TypeError(f"dropout: expected a bool, got {type(dropout).__name__}")
+        return self._net.forward(self._x(x), bool(dropout))
 
     __call__ = forward
 
