@@ -44,6 +44,20 @@ inline int threads_for(int64_t work, int64_t grain) {
 // on the calling thread when nt == 1, so small problems never open a parallel region. Piece
 // boundaries are multiples of `align`, which keeps each element in the same position of a
 // vectorised loop (main body or remainder) whatever the thread count: bit-identical results.
+// Inside an OpenMP parallel region: this thread's index and the team's size ({0, 1} in a build
+// without OpenMP, where the region runs on the calling thread alone).
+struct TeamSlot {
+  int thread;
+  int team;
+};
+inline TeamSlot team_slot() {
+#ifdef _OPENMP
+  return {omp_get_thread_num(), omp_get_num_threads()};
+#else
+  return {0, 1};
+#endif
+}
+
 template <typename Body>
 void parallel_ranges(int64_t n, int nt, const Body& body, int64_t align = 1) {
   if (nt <= 1 || n <= 1) {
@@ -52,13 +66,8 @@ void parallel_ranges(int64_t n, int nt, const Body& body, int64_t align = 1) {
   }
 #pragma omp parallel num_threads(nt)
   {
-#ifdef _OPENMP
-    const int64_t t = omp_get_thread_num();
-    const int64_t team = omp_get_num_threads();
-#else
-    const int64_t t = 0;
-    const int64_t team = 1;
-#endif
+    const TeamSlot slot = team_slot();
+    const int64_t t = slot.thread, team = slot.team;
     const int64_t per = ((n + team - 1) / team + align - 1) / align * align;
     const int64_t begin = std::min(n, t * per);
     body(begin, std::min(n, begin + per));

@@ -48,9 +48,6 @@
 #include "cpu/gemm_config.h"
 #include "cpu/gemm_kernel.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #if defined(__SSE__) || defined(_M_X64)
 #include <emmintrin.h>
 #include <xmmintrin.h>
@@ -549,11 +546,7 @@ void gemm_parallel(const Problem& P, ThreadGrid grid) {
   const auto start = std::chrono::steady_clock::now();
 #pragma omp parallel num_threads(nt)
   {
-#ifdef _OPENMP
-    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-    const int tid = 0, team = 1;
-#endif
+    const auto [tid, team] = team_slot();
     // One block per thread; the loop only matters if OpenMP gave a smaller team than asked for.
     for (int blk = tid; blk < nt; blk += team) {
       int64_t i0, i1, j0, j1;

@@ -1,10 +1,6 @@
 // The CPU training engine. Shapes and buffer layouts: engine/network.h.
 #include "engine/network.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -168,11 +164,7 @@ uint64_t Network::forward_parallel(float* out, const float* x, int64_t n, bool t
   FirstError error;
 #pragma omp parallel num_threads(nt)
   {
-#ifdef _OPENMP
-    const int t = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-    const int t = 0, team = 1;
-#endif
+    const auto [t, team] = team_slot();
     ScopedThreadLimit one(1);
     int64_t r0, r1;
     split_aligned(n, gemm_blocking::MR, t, team, &r0, &r1);
@@ -309,11 +301,7 @@ bool Network::backward_parallel(const float* x, int64_t n, bool training, uint64
   std::atomic<bool> finite{true};
 #pragma omp parallel num_threads(nt)
   {
-#ifdef _OPENMP
-    const int t = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-    const int t = 0, team = 1;
-#endif
+    const auto [t, team] = team_slot();
     ScopedThreadLimit one(1);
     int64_t r0, r1;  // this thread's batch rows
     split_aligned(n, gemm_blocking::MR, t, team, &r0, &r1);
