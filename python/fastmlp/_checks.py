@@ -16,6 +16,7 @@ and the message starts with the argument's name.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -93,6 +94,23 @@ def check_nonempty(x: np.ndarray, name: str) -> None:
         raise ValueError(f"{name}: empty batch (0 rows)")
 
 
+def check_int(value: object, name: str, minimum: int) -> int:
+    """``value`` as an int, checked: a Python or NumPy integer (not a bool) ``>= minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected >= {minimum}, got {value}")
+    return int(value)
+
+
+def in_unit_interval(value: float, *, allow_one: bool = False) -> bool:
+    """``0 <= value < 1`` (``<= 1`` with ``allow_one``), the bound checked in float32 too: the
+    kernels take float32, where 0.99999999 is 1 (see :func:`float32_rounding_note`)."""
+    if allow_one:
+        return 0.0 <= value <= 1.0
+    return 0.0 <= value < 1.0 and np.float32(value) < 1.0
+
+
 def check_finite(x: np.ndarray, name: str) -> None:
     """Raise ValueError if ``x`` holds NaN or infinity.
 
@@ -116,8 +134,7 @@ def float32_rounding_note(value: float) -> str:
 def check_probability(p: float, name: str, *, allow_one: bool = False) -> float:
     """Check ``0 <= p < 1`` (or ``<= 1``), also in float32, and return it as a float."""
     p = float(p)
-    below_one = p < 1.0 and np.float32(p) < 1.0
-    if not (0.0 <= p and (below_one or (allow_one and p <= 1.0))):
+    if not in_unit_interval(p, allow_one=allow_one):
         upper = "1]" if allow_one else "1)"
         raise ValueError(
             f"{name}: expected a probability in [0, {upper}, got {p}{float32_rounding_note(p)}"

@@ -96,10 +96,10 @@ def _nonneg_float(text: str) -> float:
 
 def _int_at_least(text: str, lo: int) -> int:
     try:
-        value = int(text)
+        value: int | None = int(text)
     except ValueError:
-        value = lo - 1
-    if value < lo:
+        value = None
+    if value is None or value < lo:
         raise argparse.ArgumentTypeError(f"expected an int >= {lo}, got {text!r}")
     return value
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
+from ._checks import check_int
 from .reference.network import ReferenceMLP
 
 __all__ = ["gradcheck"]
@@ -55,11 +55,8 @@ def gradcheck(
     eps = float(eps)
     if not eps > 0.0:
         raise ValueError(f"eps: expected a step > 0, got {eps}")
-    if samples is not None:
-        if isinstance(samples, (bool, np.bool_)) or not isinstance(samples, numbers.Integral):
-            raise TypeError(f"samples: expected an int or None, got {type(samples).__name__}")
-        if samples < 1:  # 0 would check nothing and report a perfect 0.0
-            raise ValueError(f"samples: expected >= 1 entries per tensor, got {samples}")
+    if samples is not None:  # 0 would check nothing and report a perfect 0.0
+        samples = check_int(samples, "samples", 1)
     kind = model.loss if loss is None else loss
     _, analytic = model.loss_and_gradients(x, y, kind, label_smoothing=label_smoothing)
 

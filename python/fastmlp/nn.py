@@ -39,6 +39,7 @@ from ._checks import (
     check_finite,
     check_nonempty,
     float32_rounding_note,
+    in_unit_interval,
 )
 from .ops._activations import DEFAULT_ALPHA, resolve_activation
 from .optim import Optimizer
@@ -157,7 +158,7 @@ def _check_dropouts(dropout: object, hidden: int) -> list[float]:
     for i, p in enumerate(ps):
         if isinstance(p, bool) or not isinstance(p, numbers.Real):
             raise TypeError(f"dropout: entry {i} is {p!r}, expected a float")
-        if not 0.0 <= float(p) < 1.0 or float32_rounding_note(float(p)):
+        if not in_unit_interval(float(p)):
             raise ValueError(
                 f"dropout: entry {i} is {p}{float32_rounding_note(float(p))}, "
                 "expected a probability in [0, 1)"
@@ -734,15 +735,10 @@ def load(path: PathLike) -> MLP:
                 f"path: unsupported model format {config.get('format')!r} "
                 f"version {config.get('version')!r}"
             )
-        weights = [f[f"param_{i}"] for i in range(_weight_count(config))]
+        # set_weights (in _restore) checks the count against the architecture.
+        count = sum(name.startswith("param_") for name in f.files)
+        weights = [f[f"param_{i}"] for i in range(count)]
     return _restore(config, weights)
-
-
-def _weight_count(config: dict[str, Any]) -> int:
-    """Arrays in ``get_weights()`` of the model a config describes: W and b per layer, plus one
-    slope per PReLU layer."""
-    layers = len(config["layer_sizes"]) - 1
-    return 2 * layers + sum(name == "prelu" for name in config["activation"])
 
 
 def _restore(

@@ -31,7 +31,7 @@ import numbers
 from typing import Any
 
 from . import _core
-from ._checks import float32_rounding_note
+from ._checks import float32_rounding_note, in_unit_interval
 
 __all__ = ["SGD", "AdaGrad", "Adam", "AdamW", "Optimizer", "RMSProp"]
 
@@ -61,10 +61,11 @@ def _positive(value: object, name: str) -> float:
 
 def _unit(value: object, name: str, *, allow_one: bool = False) -> float:
     v = _real(value, name)
-    note = "" if allow_one else float32_rounding_note(v)
-    if not (0.0 <= v < 1.0 or (allow_one and v == 1.0)) or note:
+    if not in_unit_interval(v, allow_one=allow_one):
         upper = "]" if allow_one else ")"
-        raise ValueError(f"{name}: expected a value in [0, 1{upper}, got {v}{note}")
+        raise ValueError(
+            f"{name}: expected a value in [0, 1{upper}, got {v}{float32_rounding_note(v)}"
+        )
     return v
 
 

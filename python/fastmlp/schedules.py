@@ -29,6 +29,8 @@ from typing import Any, Union
 
 import numpy as np
 
+from ._checks import check_int
+
 __all__ = [
     "CosineAnnealingLR",
     "EpochSchedule",
@@ -54,21 +56,8 @@ def _check_epoch(epoch: int) -> int:
     return int(epoch)
 
 
-def _is_int(value: object) -> bool:
-    """A Python or NumPy integer, not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _int_at_least(value: object, name: str, lo: int) -> int:
-    if not _is_int(value):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < lo:
-        raise ValueError(f"{name}: expected an int >= {lo}, got {value}")
-    return int(value)
-
-
 def _positive_int(value: int, name: str) -> int:
-    return _int_at_least(value, name, 1)
+    return check_int(value, name, 1)
 
 
 # The history entries a metric schedule or early stopping can follow.
@@ -144,12 +133,7 @@ class MultiStepLR(EpochSchedule):
     ) -> None:
         super().__init__(base_lr)
         ms = list(milestones)
-        for m in ms:
-            if not _is_int(m):
-                raise TypeError(f"milestones: expected ints, got {type(m).__name__}")
-            if m < 1:
-                raise ValueError(f"milestones: expected epochs >= 1, got {m}")
-        self.milestones = sorted(int(m) for m in ms)
+        self.milestones = sorted(check_int(m, "milestones", 1) for m in ms)
         self.gamma = _finite(gamma, "gamma", lo=0.0)
 
     def _lr(self, epoch: int, base_lr: float) -> float:
@@ -246,10 +230,10 @@ class ReduceLROnPlateau:
         self.monitor = monitor
         self.mode = mode
         self.factor = factor
-        self.patience = _int_at_least(patience, "patience", 0)
+        self.patience = check_int(patience, "patience", 0)
         self.threshold = _finite(threshold, "threshold", lo=0.0)
         self.threshold_mode = threshold_mode
-        self.cooldown = _int_at_least(cooldown, "cooldown", 0)
+        self.cooldown = check_int(cooldown, "cooldown", 0)
         self.min_lr = _finite(min_lr, "min_lr", lo=0.0)
         self.eps = _finite(eps, "eps", lo=0.0)
         self.lr: float | None = None

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_float_input, check_finite, check_nonempty
+from ._checks import as_float_input, check_finite, check_int, check_nonempty
 from .schedules import MONITORS, Schedule, make_schedule
 
 __all__ = ["EarlyStopping", "History", "Trainer"]
@@ -153,7 +153,7 @@ class EarlyStopping:
     ) -> None:
         if monitor not in MONITORS:
             raise ValueError(f"monitor: expected one of {', '.join(MONITORS)}, got {monitor!r}")
-        patience = _check_int(patience, "patience", 1)
+        patience = check_int(patience, "patience", 1)
         min_delta = float(min_delta)
         if not (min_delta >= 0.0 and math.isfinite(min_delta)):
             raise ValueError(f"min_delta: expected a finite value >= 0, got {min_delta}")
@@ -203,14 +203,6 @@ class EarlyStopping:
             return False
         model.set_weights([np.array(w, copy=True) for w in self.best_weights])
         return True
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected >= {minimum}, got {value}")
-    return int(value)
 
 
 def _annotate(exc: BaseException, note: str) -> None:
@@ -320,8 +312,8 @@ class Trainer:
             raise ValueError(f"loss: unknown loss {loss!r}; known: {', '.join(LOSSES)}")
         self.loss = loss
 
-        self.batch_size = None if batch_size is None else _check_int(batch_size, "batch_size", 1)
-        self.epochs = _check_int(epochs, "epochs", 1)
+        self.batch_size = None if batch_size is None else check_int(batch_size, "batch_size", 1)
+        self.epochs = check_int(epochs, "epochs", 1)
 
         if isinstance(schedule, str):
             key = schedule.strip().lower()
@@ -347,7 +339,7 @@ class Trainer:
         self.early_stopping = early_stopping
 
         if seed is not None:
-            seed = _check_int(seed, "seed", 0)
+            seed = check_int(seed, "seed", 0)
         self.seed = seed
         if verbose not in ("auto", True, False, 0, 1, 2):
             raise ValueError(f"verbose: expected 'auto', True, False, 0, 1 or 2, got {verbose!r}")
