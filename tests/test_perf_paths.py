@@ -312,6 +312,58 @@ def test_fused_update_matches_one_thread_for_every_optimizer(make):
     assert results[0][1].step_count == results[1][1].step_count == 3
 
 
+# ------------------------------------------------------------------------------- packed weights
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("sizes", "n", "kw"),
+    [
+        # 600 inputs: three k-blocks of 200 in the packed W_1; widths off the 16-column panels.
+        ([600, 37, 19, 5], 200, {"activation": "relu"}),  # batch-parallel, fused update
+        ([600, 37, 19, 5], 13, {"activation": "tanh"}),  # serial passes, separate update
+        ([600, 37, 5], 200, {"activation": "prelu"}),  # PReLU: slopes updated too
+        ([3, 1, 17], 7, {"activation": "elu"}),  # a one-column weight, one-row W_1
+    ],
+)
+def test_packed_weights_follow_every_change_of_the_weights(sizes, n, kw, threads):
+    """The engine keeps each W packed for its forward products, repacked by the optimizer update
+    and after set_weights. A model that reached its weights by training steps (or by
+    set_weights) must give exactly the forward pass of a new model given those weights (whose
+    packed copy was made from scratch), and a step that fails must leave it as it was."""
+    saved = fm.get_num_threads()
+    r = np.random.default_rng(11)
+    x = r.standard_normal((n, sizes[0])).astype(np.float32)
+    y = r.integers(0, sizes[-1], n)
+
+    def assert_same_forward_as_a_fresh_copy(model):
+        fresh = fm.MLP(sizes, seed=99, **kw)
+        fresh.set_weights(model.get_weights())
+        np.testing.assert_array_equal(model.forward(x), fresh.forward(x))
+
+    try:
+        fm.set_num_threads(threads)
+        model = fm.MLP(sizes, seed=3, **kw)
+        opt = fm.optim.Adam(model, lr=1e-2)
+        before = model.forward(x)
+        for _ in range(3):
+            model.train_step(x, y, optimizer=opt)
+            assert_same_forward_as_a_fresh_copy(model)
+        assert not np.array_equal(model.forward(x), before)  # the steps did change the weights
+        model.loss_and_gradients(x, y)  # no update: nothing to repack
+        assert_same_forward_as_a_fresh_copy(model)
+        model.set_weights([r.standard_normal(w.shape) for w in model.get_weights()])
+        assert_same_forward_as_a_fresh_copy(model)
+        logits = model.forward(x)
+        bad = x.copy()
+        bad[0, 0] = np.nan
+        with pytest.raises(ValueError, match="x"):
+            model.train_step(bad, y, optimizer=opt)
+        np.testing.assert_array_equal(model.forward(x), logits)
+        model.train_step(x, y, optimizer=opt)
+        assert_same_forward_as_a_fresh_copy(model)
+    finally:
+        fm.set_num_threads(saved)
+
+
 _ENV_PROBE = (
     "import os, fastmlp; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
 )

@@ -31,17 +31,19 @@
 // Problems below kParallelMinWork run on the calling thread without a parallel region, and the
 // packing buffers are thread-local and only grow, so repeated calls allocate nothing.
 //
+// gemm_packed_b takes op(B) packed ahead of time (pack_b_rows, layout in cpu/gemm.h): the blocks
+// of op(B) are then read where they lie instead of being packed, and nothing else changes.
+//
 // Aliasing: C may not overlap A, B or bias. preactivation may alias C only with identity.
 #include "cpu/gemm.h"
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstdlib>
-#include <memory>
-#include <new>
+#include <cstring>
 #include <thread>
 
+#include "common/aligned_buffer.h"
 #include "common/errors.h"
 #include "common/threading.h"
 #include "cpu/cpu_features.h"
@@ -68,33 +70,23 @@ int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
-// A float buffer aligned to a cache line that only grows; kept thread-local so that repeated
-// calls reuse it (no allocation per call) and concurrent calls from several threads do not share.
-class PackBuffer {
- public:
-  float* get(int64_t count) {
-    if (count > capacity_) {
-      constexpr size_t kAlign = 64;
-      const size_t bytes =
-          (static_cast<size_t>(count) * sizeof(float) + kAlign - 1) / kAlign * kAlign;
-      float* p = static_cast<float*>(std::aligned_alloc(kAlign, bytes));
-      if (p == nullptr) throw std::bad_alloc();
-      data_.reset(p);
-      capacity_ = static_cast<int64_t>(bytes / sizeof(float));
-    }
-    return data_.get();
-  }
+// Depth of the k-blocks: k is cut into equal blocks of at most KC (k = 784 runs as 4 x 196 rather
+// than 3 x 256 + 16), so no block is a thin remainder that pays the C write-back for little work.
+// It depends on k only, so every element of C sees the same summation order whatever the thread
+// count, and a B packed ahead of time (pack_b_rows) has the blocks every call uses.
+int64_t k_block_step(int64_t k) {
+  return k > 0 ? ceil_div(k, ceil_div(k, KC)) : 0;
+}
 
- private:
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  std::unique_ptr<float[], Free> data_;
-  int64_t capacity_ = 0;
-};
+// Columns of a packed op(B) block, its NR-column panels padded with zero columns.
+int64_t padded_columns(int64_t n) {
+  return ceil_div(n, NR) * NR;
+}
 
-thread_local PackBuffer tl_pack_a;  // nthreads MC x KC blocks of A (threads of one call)
-thread_local PackBuffer tl_pack_b;  // nthreads KC x (at most NC) blocks of B
+// Kept thread-local so that repeated calls reuse them (no allocation per call) and concurrent
+// calls from several threads do not share.
+thread_local AlignedFloats tl_pack_a;  // nthreads MC x KC blocks of A (threads of one call)
+thread_local AlignedFloats tl_pack_b;  // nthreads KC x (at most NC) blocks of B
 
 // Packs one micro-panel of W lanes: dst[p*W + l] = src[l*lane_stride + p*depth_stride] for
 // l < lanes, p < kc, and 0 for lanes <= l < W (the zero padding of edge panels).
@@ -164,7 +156,8 @@ struct Problem {
   const float* a;
   int64_t a_row, a_col;  // op(A)(i, p) = a[i*a_row + p*a_col]
   const float* b;
-  int64_t b_row, b_col;  // op(B)(p, j) = b[p*b_row + j*b_col]
+  int64_t b_row, b_col;   // op(B)(p, j) = b[p*b_row + j*b_col]
+  const float* packed_b;  // all of op(B) already packed (pack_b_rows), or null: b is packed here
   float* c;
   int64_t ldc;
   const GemmEpilogue* epilogue;
@@ -408,11 +401,7 @@ void gemm_block(const Problem& P, int64_t i0, int64_t i1, int64_t j0, int64_t j1
   if (i0 >= i1 || j0 >= j1) return;
   // alpha == 0 reads neither A nor B (as BLAS), so inf/NaN there cannot leak into C.
   const int64_t k = P.alpha == 0.0f ? 0 : P.k;
-  // k and the rows are cut into equal blocks of at most KC / MC (k = 784 runs as 4 x 196 rather
-  // than 3 x 256 + 16), so no block is a thin remainder that pays the C write-back for little
-  // work. The k-blocks depend on k only, so every element of C sees the same summation order
-  // whatever the thread count.
-  const int64_t kc_step = k > 0 ? ceil_div(k, ceil_div(k, KC)) : 0;
+  const int64_t kc_step = k_block_step(k);
   const int64_t mc_step = row_block_step(i1 - i0);
 
   SharedPacking::Cursor b_cursor;  // blocks of op(B), one per (jc, pc)
@@ -430,7 +419,11 @@ void gemm_block(const Problem& P, int64_t i0, int64_t i1, int64_t j0, int64_t j1
       const bool first = pc == 0;
       const bool last = pc + kc >= k;
       const float* b_block = packed_b;
-      if (shared_b != nullptr) {
+      if (P.packed_b != nullptr) {
+        // k-block pc starts at pc * padded_columns(n); column jc (a multiple of NR) is panel
+        // jc / NR of it, NR * kc floats per panel.
+        b_block = P.packed_b + pc * padded_columns(P.n) + jc * kc;
+      } else if (shared_b != nullptr) {
         b_block = shared_b_block(P, shared_b, &b_cursor, jc, nc, pc, kc);
       } else {
         pack_b(P, packed_b, jc, nc, pc, kc);
@@ -528,14 +521,15 @@ void gemm_parallel(const Problem& P, ThreadGrid grid) {
     const int64_t step = row_block_step(m);
     for (int64_t ic = 0; ic < m; ic += step)
       shared_a_size += row_panels(std::min(step, m - ic)) * MR * k_packed;
-  } else if (k_packed > 0 && grid.cols == 1) {
-    shared_b_size = ceil_div(n, NR) * NR * k_packed;
+  } else if (k_packed > 0 && grid.cols == 1 && P.packed_b == nullptr) {
+    shared_b_size = padded_columns(n) * k_packed;
   }
   if (std::max(shared_a_size, shared_b_size) > gemm_blocking::kSharedPackMax)
     shared_a_size = shared_b_size = 0;
   const int64_t a_size = shared_a_size > 0 ? 0 : MC * kc_max;
-  const int64_t b_size =
-      shared_b_size > 0 ? 0 : kc_max * std::min(NC, ceil_div(ceil_div(n, NR), grid.cols) * NR);
+  const int64_t b_size = shared_b_size > 0 || P.packed_b != nullptr
+                             ? 0
+                             : kc_max * std::min(NC, ceil_div(ceil_div(n, NR), grid.cols) * NR);
   float* packed_a = tl_pack_a.get(std::max(shared_a_size, nt * a_size));
   float* packed_b = tl_pack_b.get(std::max(shared_b_size, nt * b_size));
 
@@ -563,6 +557,46 @@ void gemm_parallel(const Problem& P, ThreadGrid grid) {
   }
 }
 
+// Runs P (sizes, operands and kernel set) on the thread grid its size calls for.
+void run(const Problem& P) {
+  const double work =
+      static_cast<double>(P.m) * static_cast<double>(P.n) * static_cast<double>(P.k);
+  const ThreadGrid grid = work < static_cast<double>(gemm_blocking::kParallelMinWork)
+                              ? ThreadGrid{}
+                              : choose_grid(P.m, P.n, num_threads());
+
+  // Every buffer is allocated before any parallel region, so that a bad_alloc reaches the caller
+  // as an exception.
+  if (grid.rows * grid.cols == 1) {
+    const int64_t kc_max = std::max<int64_t>(1, std::min(KC, P.k));
+    float* packed_a = tl_pack_a.get(MC * kc_max);
+    float* packed_b =
+        P.packed_b != nullptr ? nullptr : tl_pack_b.get(kc_max * std::min(NC, padded_columns(P.n)));
+    gemm_block(P, 0, P.m, 0, P.n, packed_a, packed_b, nullptr, nullptr);
+    return;
+  }
+  gemm_parallel(P, grid);
+}
+
+// P with op(A) set from the BLAS-style arguments; op(B) and the kernel are left to the caller.
+Problem make_problem(bool trans_a, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                     int64_t lda, float beta, float* c, int64_t ldc, const GemmEpilogue& epilogue) {
+  Problem P{};
+  P.m = m;
+  P.n = n;
+  P.k = k;
+  P.alpha = alpha;
+  P.beta = beta;
+  P.a = a;
+  P.a_row = trans_a ? 1 : lda;
+  P.a_col = trans_a ? lda : 1;
+  P.c = c;
+  P.ldc = ldc;
+  P.epilogue = &epilogue;
+  P.kernel = cpu_has_avx2_fma() ? gemm_micro_kernel_avx2 : gemm_micro_kernel_generic;
+  return P;
+}
+
 }  // namespace
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
@@ -573,39 +607,52 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   FASTMLP_CHECK(lda >= (trans_a ? m : k), "lda: expected >= ", trans_a ? m : k, ", got ", lda);
   FASTMLP_CHECK(ldb >= (trans_b ? k : n), "ldb: expected >= ", trans_b ? k : n, ", got ", ldb);
   FASTMLP_CHECK(ldc >= n, "ldc: expected >= ", n, ", got ", ldc);
-
-  Problem P;
-  P.m = m;
-  P.n = n;
-  P.k = k;
-  P.alpha = alpha;
-  P.beta = beta;
-  P.a = a;
-  P.a_row = trans_a ? 1 : lda;
-  P.a_col = trans_a ? lda : 1;
+  Problem P = make_problem(trans_a, m, n, k, alpha, a, lda, beta, c, ldc, epilogue);
   P.b = b;
   P.b_row = trans_b ? 1 : ldb;
   P.b_col = trans_b ? ldb : 1;
-  P.c = c;
-  P.ldc = ldc;
-  P.epilogue = &epilogue;
-  P.kernel = cpu_has_avx2_fma() ? gemm_micro_kernel_avx2 : gemm_micro_kernel_generic;
+  run(P);
+}
 
-  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  const ThreadGrid grid = work < static_cast<double>(gemm_blocking::kParallelMinWork)
-                              ? ThreadGrid{}
-                              : choose_grid(m, n, num_threads());
+int64_t packed_b_floats(int64_t k, int64_t n) {
+  return k * padded_columns(n);
+}
 
-  // Every buffer is allocated before any parallel region, so that a bad_alloc reaches the caller
-  // as an exception.
-  if (grid.rows * grid.cols == 1) {
-    const int64_t kc_max = std::max<int64_t>(1, std::min(KC, k));
-    float* packed_a = tl_pack_a.get(MC * kc_max);
-    float* packed_b = tl_pack_b.get(kc_max * std::min(NC, ceil_div(n, NR) * NR));
-    gemm_block(P, 0, m, 0, n, packed_a, packed_b, nullptr, nullptr);
-    return;
+void pack_b_rows(float* packed, const float* b, int64_t ldb, int64_t k, int64_t n,
+                 int64_t row_begin, int64_t row_end) {
+  const int64_t kc_step = k_block_step(k), n_padded = padded_columns(n);
+  for (int64_t pc = row_begin / kc_step * kc_step; pc < row_end; pc += kc_step) {
+    const int64_t kc = std::min(kc_step, k - pc);
+    const int64_t p0 = std::max(pc, row_begin), p1 = std::min(pc + kc, row_end);
+    // Panel by panel, so that the writes run through the destination in address order (the
+    // prefetchers follow that; row by row they jump a panel, NR * kc floats, every NR floats):
+    // the packed copy is not in the cache when the engine repacks, and its writes, not the reads
+    // of the rows just updated, are what this costs.
+    for (int64_t j = 0; j < n; j += NR) {
+      const int lanes = static_cast<int>(std::min<int64_t>(NR, n - j));
+      const float* src = b + p0 * ldb + j;
+      float* dst = packed + pc * n_padded + j * kc + (p0 - pc) * NR;
+      for (int64_t p = p0; p < p1; ++p, src += ldb, dst += NR) {
+        if (lanes == NR) {
+          std::memcpy(dst, src, NR * sizeof(float));
+        } else {
+          for (int l = 0; l < NR; ++l) dst[l] = l < lanes ? src[l] : 0.0f;
+        }
+      }
+    }
   }
-  gemm_parallel(P, grid);
+}
+
+void gemm_packed_b(bool trans_a, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                   int64_t lda, const float* packed_b, float beta, float* c, int64_t ldc,
+                   const GemmEpilogue& epilogue) {
+  FASTMLP_CHECK(m >= 0 && n >= 0 && k >= 0, "gemm: negative size m=", m, " n=", n, " k=", k);
+  if (m == 0 || n == 0) return;
+  FASTMLP_CHECK(lda >= (trans_a ? m : k), "lda: expected >= ", trans_a ? m : k, ", got ", lda);
+  FASTMLP_CHECK(ldc >= n, "ldc: expected >= ", n, ", got ", ldc);
+  Problem P = make_problem(trans_a, m, n, k, alpha, a, lda, beta, c, ldc, epilogue);
+  P.packed_b = packed_b;
+  run(P);
 }
 
 }  // namespace fastmlp

@@ -30,4 +30,25 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
           const GemmEpilogue& epilogue = GemmEpilogue{});
 
+// A B that many products read unchanged (the engine's weights between two optimizer updates) can
+// be packed once instead of in every call: gemm_packed_b is gemm(trans_a, false, ...) with B given
+// as pack_b_rows wrote it. The packed layout is the one gemm's blocks use, for all of (k, n): k is
+// cut into the k-blocks gemm uses (depending on k only), and the block that starts at row pc, of
+// depth kc, starts at float pc * round_up(n, NR) and holds NR-column micro-panels of NR * kc
+// floats, element (p, j) at panel j / NR, offset (p - pc) * NR + j % NR; the columns past n are
+// zero. Results are bit-identical to gemm's with the same B.
+int64_t packed_b_floats(int64_t k, int64_t n);
+
+// Packs rows [row_begin, row_end) of the row-major (k, n) matrix b (row stride ldb) into `packed`
+// (packed_b_floats(k, n) floats, 32-byte aligned), leaving the other rows' floats as they are, so
+// that threads may pack disjoint row ranges of one matrix at the same time. It checks nothing
+// (it runs inside the engine's parallel regions, where an exception could not propagate): the
+// caller guarantees 0 <= row_begin <= row_end <= k and ldb >= n.
+void pack_b_rows(float* packed, const float* b, int64_t ldb, int64_t k, int64_t n,
+                 int64_t row_begin, int64_t row_end);
+
+void gemm_packed_b(bool trans_a, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                   int64_t lda, const float* packed_b, float beta, float* c, int64_t ldc,
+                   const GemmEpilogue& epilogue = GemmEpilogue{});
+
 }  // namespace fastmlp

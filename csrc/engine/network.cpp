@@ -57,6 +57,12 @@ Network::Network(std::vector<int64_t> sizes, std::vector<Activation> activations
   for (const Layer& layer : layers_) {
     if (layer.slope_offset >= 0) params_[layer.slope_offset] = layer.alpha;
   }
+  int64_t packed_floats = 0;
+  for (const Layer& layer : layers_) {
+    packed_offsets_.push_back(packed_floats);  // whole NR-column panels: 64-byte aligned
+    packed_floats += packed_b_floats(layer.in, layer.out);
+  }
+  packed_weights_.get(packed_floats);
 }
 
 void Network::ensure_capacity(int64_t rows) {
@@ -78,6 +84,19 @@ void Network::set_parameters(const float* values, int64_t count) {
   FASTMLP_CHECK(all_finite(values, count), "weights: contain NaN or infinite values");
   std::lock_guard<std::mutex> lock(mutex_);
   std::copy(values, values + count, params_.begin());
+  packed_stale_ = true;
+}
+
+void Network::pack_weight_rows(int64_t l, int64_t r0, int64_t r1) {
+  const Layer& layer = layers_[l];
+  pack_b_rows(packed_weights_.data() + packed_offsets_[l], params_.data() + layer.w_offset,
+              layer.out, layer.in, layer.out, r0, r1);
+}
+
+void Network::ensure_weights_packed() {
+  if (!packed_stale_) return;
+  for (int64_t l = 0; l < num_layers(); ++l) pack_weight_rows(l, 0, layers_[l].in);
+  packed_stale_ = false;
 }
 
 const float* Network::layer_input(int64_t l, const float* x, bool training) {
@@ -107,9 +126,9 @@ uint64_t Network::forward_slice(float* out, const float* x, int64_t n, int64_t r
     epilogue.activation_alpha = layer_alpha(layer);
     epilogue.preactivation = store_z && layer.z_row >= 0 ? ws(layer.z_row) + row0 : nullptr;
     if (rows > 0) {
-      gemm(false, false, rows, layer.out, layer.in, 1.0f,
-           layer_input(l, x, training) + r0 * layer.in, layer.in, params_.data() + layer.w_offset,
-           layer.out, 0.0f, a, layer.out, epilogue);
+      gemm_packed_b(false, rows, layer.out, layer.in, 1.0f,
+                    layer_input(l, x, training) + r0 * layer.in, layer.in, packed_weight(l), 0.0f,
+                    a, layer.out, epilogue);
     }
     if (training && layer.h_row >= 0) {
       if (rows > 0) {
@@ -184,6 +203,7 @@ uint64_t Network::forward_parallel(float* out, const float* x, int64_t n, bool t
 
 uint64_t Network::forward_rows(float* out, const float* x, int64_t n, bool training, bool store_z,
                                uint64_t rng_offset) {
+  ensure_weights_packed();
   const int nt = num_threads();
   if (batch_parallel(n, nt)) {
     return forward_parallel(out, x, n, training, store_z, rng_offset, nt);
@@ -359,24 +379,62 @@ bool Network::backward_parallel(const float* x, int64_t n, bool training, uint64
       // Every gradient is known (and checked) only after this barrier. Each thread then updates
       // the dW rows it computed (still in its cache), the last thread the biases.
 #pragma omp barrier
-      if (!error.failed() && finite.load()) {
-        for (const Layer& layer : layers_) {
-          int64_t i0, i1;
-          split_aligned(layer.in, gemm_blocking::MR, t, team, &i0, &i1);
-          if (i0 < i1) {
-            optimizer->apply_range(params_.data(), grads_.data(), layer.w_offset + i0 * layer.out,
-                                   layer.w_offset + i1 * layer.out);
-          }
-          if (t == team - 1) {
-            optimizer->apply_range(params_.data(), grads_.data(), layer.b_offset,
-                                   layer.b_offset + layer.out);
-          }
-        }
-      }
+      if (!error.failed() && finite.load()) update_part(*optimizer, t, team);
     }
   }
   error.rethrow();
   return finite.load();
+}
+
+void Network::update_part(OptimizerState& optimizer, int t, int team) {
+  // Update and packing go in pieces of about this many floats (the L1d: 32 KiB), so that the
+  // packing reads rows that the update has just left there.
+  constexpr int64_t kPieceFloats = 8192;
+  float* params = params_.data();
+  const float* grads = grads_.data();
+  const int64_t count = num_parameters();
+  if (team == 1 && count <= kPieceFloats) {
+    // A network that fits in the L1 in one optimizer call, the cheapest for tiny networks.
+    optimizer.apply_range(params, grads, 0, count);
+    for (int64_t l = 0; l < num_layers(); ++l) pack_weight_rows(l, 0, layers_[l].in);
+    return;
+  }
+  for (int64_t l = 0; l < num_layers(); ++l) {
+    const Layer& layer = layers_[l];
+    int64_t i0, i1;
+    split_aligned(layer.in, gemm_blocking::MR, t, team, &i0, &i1);
+    const int64_t piece_rows = std::max<int64_t>(1, kPieceFloats / layer.out);
+    for (int64_t r0 = i0; r0 < i1; r0 += piece_rows) {
+      const int64_t r1 = std::min(i1, r0 + piece_rows);
+      optimizer.apply_range(params, grads, layer.w_offset + r0 * layer.out,
+                            layer.w_offset + r1 * layer.out);
+      pack_weight_rows(l, r0, r1);
+    }
+    if (t == team - 1) {
+      optimizer.apply_range(params, grads, layer.b_offset, layer.b_offset + layer.out);
+    }
+  }
+  const int64_t slopes = layers_.back().b_offset + layers_.back().out;  // PReLU slopes, if any
+  if (t == team - 1 && slopes < count) optimizer.apply_range(params, grads, slopes, count);
+}
+
+void Network::update_parameters(OptimizerState& optimizer) {
+  // Threads by the parameter count with the optimizer kernels' grain (cpu/optim.cpp: 32K
+  // elements per thread), so that a small network's update opens no parallel region.
+  constexpr int64_t kUpdateGrain = int64_t{1} << 15;
+  const int nt = threads_for(num_parameters(), kUpdateGrain);
+  if (nt <= 1) {
+    update_part(optimizer, 0, 1);
+  } else {
+#pragma omp parallel num_threads(nt)
+    {
+      const auto [t, team] = team_slot();
+      ScopedThreadLimit one(1);
+      update_part(optimizer, t, team);
+    }
+  }
+  optimizer.finish_step();
+  packed_stale_ = false;  // every row was repacked after its update
 }
 
 double Network::gradients_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
@@ -460,7 +518,7 @@ double Network::train_step(const float* x, const Targets& y, int64_t n, LossKind
   if (updated) {
     optimizer.finish_step();
   } else {
-    optimizer.apply(params_.data(), grads_.data(), num_parameters());
+    update_parameters(optimizer);
   }
   rng_offset_ = end;
   train_correct_ += correct;

@@ -25,6 +25,12 @@
 // with offset_l = rng_offset before that pass + sum of B * D_k over earlier dropout layers k < l.
 // A step that fails (non-finite loss, any exception) leaves rng_offset where it was.
 //
+// Packed weights: every W_l is also kept in the packed layout of the forward GEMM
+// (cpu/gemm.h, pack_b_rows), so that no forward pass packs the weights: the optimizer update
+// repacks the rows it has just written, while they are in its cache, and set_parameters marks the
+// copy stale (repacked in full by the next forward). Before, each forward product packed W_l
+// itself, and a batch-parallel forward once per thread.
+//
 // Memory: the workspace (z, a, h per layer and two backward scratch buffers) is sized for the
 // largest batch seen so far and never shrinks, so once a batch size has been seen no call
 // allocates. Inference-only forwards process at most max(capacity, kForwardChunkRows) rows at a
@@ -66,6 +72,7 @@
 #include <vector>
 
 #include "common/activation_math.h"
+#include "common/aligned_buffer.h"
 #include "common/threading.h"
 #include "engine/layout.h"
 #include "engine/optimizer_state.h"
@@ -87,12 +94,14 @@ class Network {
   // batch 32 (7.5M) 880 vs 730 us, so two threads win. The cap sits between: 1M.
   static constexpr int64_t kSerialStepMacs = int64_t{1} << 20;
 
-  // Fewest batch rows per thread for the batch-parallel passes. Each thread packs the whole
+  // Fewest batch rows per thread for the batch-parallel passes. Each thread packed the whole
   // weight matrix of every layer for its own rows, so with few rows the duplicated packing
-  // outweighs the barriers saved. Measured in one process, alternating the two paths (Adam, 2
+  // outweighed the barriers saved. Measured in one process, alternating the two paths (Adam, 2
   // threads, passive wait policy, load average ~4): 784-256-128-10 at batch 32 (16 rows each)
   // 2.7x slower batch-parallel; at batch 128 (64 rows each) 0.94x, at 1024 0.91x and
-  // 784-1024-1024-10 at 256 0.90x of the time of the GEMM-parallel passes.
+  // 784-1024-1024-10 at 256 0.90x of the time of the GEMM-parallel passes. (That was before the
+  // packed weights: the forward products now read the shared packed copy, the backward ones still
+  // pack W_l^T per thread. Not re-measured since.)
   static constexpr int64_t kMinRowsPerThread = 48;
 
   // sizes: D_0..D_L (L >= 1, all >= 1). activations, alphas, dropouts: one per hidden layer
@@ -136,7 +145,7 @@ class Network {
   int64_t out_features() const { return sizes_.back(); }
   int64_t num_parameters() const { return static_cast<int64_t>(params_.size()); }
   const std::vector<int64_t>& sizes() const { return sizes_; }
-  float* parameters() { return params_.data(); }
+  const float* parameters() const { return params_.data(); }
   const float* gradients() const { return grads_.data(); }
   uint64_t seed() const { return seed_; }
   uint64_t rng_offset() const { return rng_offset_; }
@@ -178,6 +187,19 @@ class Network {
   double compute_loss(float* dlogits, const float* logits, const Targets& y, int64_t n,
                       LossKind loss, float label_smoothing) const;
   void backward(const float* x, int64_t n, bool training, uint64_t rng_offset);
+  // The packed copy of W_l (see "Packed weights" above): rows [r0, r1) repacked from params_;
+  // all of them when the copy is stale.
+  void pack_weight_rows(int64_t l, int64_t r0, int64_t r1);
+  void ensure_weights_packed();
+  const float* packed_weight(int64_t l) const {
+    return packed_weights_.data() + packed_offsets_[l];
+  }
+  // Part t of `team` of one optimizer update (step() + 1, not counted): the rows of every W_l that
+  // split_aligned gives thread t (the rows of dW_l the batch-parallel backward computed on it),
+  // repacked after their update; the last part also the biases and PReLU slopes.
+  void update_part(OptimizerState& optimizer, int t, int team);
+  // One whole optimizer update (counted), threaded by the parameter count.
+  void update_parameters(OptimizerState& optimizer);
   // The loss and gradients; with an optimizer, the batch-parallel pass may also apply the update
   // (then *updated is set and only finish_step() is left to the caller).
   double gradients_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
@@ -189,6 +211,9 @@ class Network {
   std::vector<int64_t> sizes_;
   std::vector<Layer> layers_;
   std::vector<float> params_, grads_;
+  AlignedFloats packed_weights_;
+  std::vector<int64_t> packed_offsets_;  // per layer, floats into packed_weights_
+  bool packed_stale_ = true;             // params_ changed other than by update_part
   uint64_t seed_ = 0;
   uint64_t rng_offset_ = 0;
   int64_t macs_per_row_ = 0;  // sum_l D_{l-1} * D_l
