@@ -24,18 +24,12 @@
 namespace fastmlp {
 namespace {
 
-// Elements per thread below which another thread does not pay for itself. An update reads 2-4
-// floats and writes 1-3 per element (memory-bound, well under 1 ns/element on one core once
-// vectorised), so 32K elements is ~10-30 us of work against a few us to wake a thread; a
-// 1M-parameter layer uses every thread.
-constexpr int64_t kGrain = int64_t{1} << 15;
-
 // Calls chunk(begin, end) over a static split of [0, n) (inline for small n). Each chunk body is a
 // plain loop the compiler vectorises; 16-aligned boundaries keep results bit-identical across
 // thread counts even if a build contracts a*b+c into FMAs differently in body and remainder.
 template <typename Chunk>
 void for_each_chunk(int64_t n, const Chunk& chunk) {
-  parallel_ranges(n, threads_for(n, kGrain), chunk, /*align=*/16);
+  parallel_ranges(n, threads_for(n, kOptimizerGrain), chunk, /*align=*/16);
 }
 
 // The loops for this CPU: AVX where it has AVX2 (and FASTMLP_SIMD does not force the generic

@@ -16,6 +16,7 @@
 #include "cpu/gemm.h"
 #include "cpu/gemm_config.h"
 #include "cpu/losses.h"
+#include "cpu/optim.h"
 
 namespace fastmlp {
 
@@ -419,10 +420,9 @@ void Network::update_part(OptimizerState& optimizer, int t, int team) {
 }
 
 void Network::update_parameters(OptimizerState& optimizer) {
-  // Threads by the parameter count with the optimizer kernels' grain (cpu/optim.cpp: 32K
-  // elements per thread), so that a small network's update opens no parallel region.
-  constexpr int64_t kUpdateGrain = int64_t{1} << 15;
-  const int nt = threads_for(num_parameters(), kUpdateGrain);
+  // Threaded as the optimizer kernels are (kOptimizerGrain elements per thread), so that a small
+  // network's update opens no parallel region.
+  const int nt = threads_for(num_parameters(), kOptimizerGrain);
   if (nt <= 1) {
     update_part(optimizer, 0, 1);
   } else {

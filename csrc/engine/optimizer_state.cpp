@@ -14,11 +14,6 @@ void OptimizerState::prepare(int64_t n) {
   size_ = n;
 }
 
-void OptimizerState::apply(float* params, const float* grads, int64_t n) {
-  apply_range(params, grads, 0, n);
-  finish_step();
-}
-
 void OptimizerState::apply_range(float* params, const float* grads, int64_t begin, int64_t end) {
   // An empty vector's data() may be nullptr, which the kernels accept for unused buffers.
   auto state = [&](int i) { return buffers_[i].empty() ? nullptr : buffers_[i].data() + begin; };

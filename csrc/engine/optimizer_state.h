@@ -3,10 +3,12 @@
 // optimizer object owns one of these, so two optimizers never share momentum or moments, and a new
 // optimizer starts from zero state as in PyTorch.
 //
-// apply() runs ONE call of cpu/optim.h over all P parameters (every parameter shares the
-// hyperparameters; weight decay applies to biases and PReLU slopes too, PyTorch's default).
-// State buffers are allocated on the first apply(), sized for that network; a later apply() with
-// another parameter count throws ValueError (the optimizer belongs to another model).
+// One update of all P parameters is apply_range() over pieces that together cover [0, P), then
+// finish_step(): the engine updates each piece of the weights and then repacks it while it is in
+// the cache (engine/network.cpp, Network::update_part). Every parameter shares the
+// hyperparameters (weight decay applies to biases and PReLU slopes too, PyTorch's default).
+// State buffers are allocated by the first prepare(), sized for that network; a later prepare()
+// with another parameter count throws ValueError (the optimizer belongs to another model).
 #pragma once
 
 #include <cstdint>
@@ -29,17 +31,12 @@ class OptimizerState {
   // Allocates the state buffers for n parameters if not done yet (so that an allocation failure
   // happens before any parameter changes); ValueError if they were sized for another n.
   void prepare(int64_t n);
-  // p -= update(g) over n floats with step = step() + 1, then counts the step. Call prepare(n)
-  // first; apply() does not allocate. The kernels check their config before writing anything,
-  // so should one throw, parameters, state and step count are unchanged.
-  void apply(float* params, const float* grads, int64_t n);
-
-  // apply() in pieces, for a caller that updates disjoint ranges from several threads (the
-  // engine's batch-parallel step updates the gradient blocks each thread just computed, while
-  // they are in its cache): apply_range updates [begin, end) of the n parameters with step
-  // step() + 1 without counting it; finish_step() counts the step once every range is done.
-  // The rules are elementwise, so any split gives the bits of apply(). Call prepare(n) first;
-  // the configuration was checked at construction, so these do not throw.
+  // p -= update(g) over [begin, end) of the n parameters with step = step() + 1, without
+  // counting the step; finish_step() counts it once every range is done. Disjoint ranges may be
+  // updated from several threads (the engine's batch-parallel step updates the gradient blocks
+  // each thread just computed). The rules are elementwise, so any split gives the same bits. Call
+  // prepare(n) first; nothing here allocates, and the configuration was checked at construction,
+  // so these do not throw.
   void apply_range(float* params, const float* grads, int64_t begin, int64_t end);
   void finish_step() { ++step_; }
 
