@@ -620,6 +620,7 @@ int64_t packed_b_floats(int64_t k, int64_t n) {
 
 void pack_b_rows(float* packed, const float* b, int64_t ldb, int64_t k, int64_t n,
                  int64_t row_begin, int64_t row_end) {
+  if (row_begin >= row_end) return;  // also k == 0, which has no k-blocks
   const int64_t kc_step = k_block_step(k), n_padded = padded_columns(n);
   for (int64_t pc = row_begin / kc_step * kc_step; pc < row_end; pc += kc_step) {
     const int64_t kc = std::min(kc_step, k - pc);
