@@ -31,7 +31,16 @@ def main() -> int:
     ap.add_argument("--round-ms", type=float, default=100.0, help="length of a round (100 ms)")
     ap.add_argument("--warmup-ms", type=float, default=300.0, help="warm-up per contender")
     ap.add_argument(
-        "--gap-ms", type=float, default=30.0, help="pause before each timed round (30 ms)"
+        "--gap-ms",
+        type=float,
+        default=_bench.GAP_S * 1000,
+        help=f"pause before each timed round ({_bench.GAP_S * 1000:g} ms)",
+    )
+    ap.add_argument(
+        "--settle-ms",
+        type=float,
+        default=_bench.SETTLE_S * 1000,
+        help=f"untimed steps after each pause ({_bench.SETTLE_S * 1000:g} ms)",
     )
     ap.add_argument("--cases", help="e.g. 784-256-128-10:128,2-16-2:32 (default: the issue's)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch")
@@ -64,6 +73,7 @@ def main() -> int:
         use_torch=use_torch,
         use_numpy=not a.no_numpy,
         gap_s=a.gap_ms / 1000,
+        settle_s=a.settle_ms / 1000,
         progress=lambda line: print(line, flush=True),
     )
     head["load_average_end"] = _bench.header(threads)["load_average"]

@@ -207,18 +207,31 @@ def _steps_per_round(fn: Step, round_s: float) -> int:
     return max(1, int(round_s / single))
 
 
+# Defaults of the pause before each timed round and of the untimed steps after it. OpenBLAS's
+# idle threads spin for 100 ms and more after its last call and take the cores from whatever runs
+# next: on the 2-core development VM a fastmlp round right after a NumPy round ran at 2.3 ms per
+# 784-256-128-10 step (batch 128) with no pause, 1.7 ms after 30 ms, 1.36 ms after 250 ms, against
+# 1.3 ms alone; NumPy's own time did not change (fastmlp's threads sleep at once). After a pause
+# that VM's cores also run slowly for their first tens of milliseconds (the GEMM benchmark found
+# the same), hence the untimed steps before each round, as bench_gemm.py's --settle-ms.
+GAP_S = 0.25
+SETTLE_S = 0.06
+
+
 def time_contenders(
     steps: dict[str, Step],
     rounds: int,
     round_s: float,
     warmup_s: float,
-    gap_s: float = 0.0,
+    gap_s: float = GAP_S,
     faults: dict[str, float] | None = None,
+    settle_s: float = SETTLE_S,
 ) -> dict[str, float]:
     """Median seconds per step of each contender; rounds interleaved across contenders, each
-    after a pause of ``gap_s`` so that the previous contender's idle worker threads (OpenBLAS
-    spins for a while after a call) have gone to sleep. ``faults``, when given, receives each
-    contender's minor page faults per timed step."""
+    after a pause of ``gap_s`` (so that the previous contender's idle worker threads, which
+    OpenBLAS keeps spinning for a while after a call, have gone to sleep) and ``settle_s`` of
+    untimed steps (at least one). ``faults``, when given, receives each contender's minor page
+    faults per timed step."""
     counts = {}
     for name, fn in steps.items():
         end = time.perf_counter() + warmup_s
@@ -233,7 +246,10 @@ def time_contenders(
             n = counts[name]
             if gap_s > 0:
                 time.sleep(gap_s)
-                fn()  # one untimed step brings the caches back
+            settled = time.perf_counter() + settle_s
+            fn()  # untimed: the caches and the core's clock come back
+            while time.perf_counter() < settled:
+                fn()
             f0 = _minor_faults()
             t = time.perf_counter()
             for _ in range(n):
@@ -316,7 +332,8 @@ def run_cases(
     warmup_s: float = 0.1,
     use_torch: bool = True,
     use_numpy: bool = True,
-    gap_s: float = 0.0,
+    gap_s: float = GAP_S,
+    settle_s: float = SETTLE_S,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (case, optimizer): seconds per step of each contender and the speed-ups."""
@@ -332,7 +349,7 @@ def run_cases(
             if use_torch:
                 steps["torch"] = torch_step(sizes, opt, x, y)
             faults: dict[str, float] = {}
-            times = time_contenders(steps, rounds, round_s, warmup_s, gap_s, faults)
+            times = time_contenders(steps, rounds, round_s, warmup_s, gap_s, faults, settle_s)
             row: dict[str, Any] = {
                 "sizes": list(sizes),
                 "batch": batch,
