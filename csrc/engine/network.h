@@ -99,9 +99,10 @@ class Network {
   // outweighed the barriers saved. Measured in one process, alternating the two paths (Adam, 2
   // threads, passive wait policy, load average ~4): 784-256-128-10 at batch 32 (16 rows each)
   // 2.7x slower batch-parallel; at batch 128 (64 rows each) 0.94x, at 1024 0.91x and
-  // 784-1024-1024-10 at 256 0.90x of the time of the GEMM-parallel passes. (That was before the
-  // packed weights: the forward products now read the shared packed copy, the backward ones still
-  // pack W_l^T per thread. Not re-measured since.)
+  // 784-1024-1024-10 at 256 0.90x of the time of the GEMM-parallel passes. Since the forward
+  // products read the shared packed weights (the backward ones still pack W_l^T per thread), 6
+  // rows instead of 48 gave 1.05x / 1.01x / 1.00x at batch 16 / 32 / 64 and 0.98x for
+  // 784-1024-1024-10 at 32 (paired process runs, benchmarks/RESULTS.md): no reason to move it.
   static constexpr int64_t kMinRowsPerThread = 48;
 
   // sizes: D_0..D_L (L >= 1, all >= 1). activations, alphas, dropouts: one per hidden layer
