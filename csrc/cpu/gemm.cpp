@@ -578,7 +578,17 @@ void run(const Problem& P) {
   gemm_parallel(P, grid);
 }
 
-// P with op(A) set from the BLAS-style arguments; op(B) and the kernel are left to the caller.
+// The checks gemm and gemm_packed_b share (op(B)'s stride is gemm's alone); false when C is
+// empty, which has nothing to compute and whose strides are not checked.
+bool check_problem(bool trans_a, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldc) {
+  FASTMLP_CHECK(m >= 0 && n >= 0 && k >= 0, "gemm: negative size m=", m, " n=", n, " k=", k);
+  if (m == 0 || n == 0) return false;
+  FASTMLP_CHECK(lda >= (trans_a ? m : k), "lda: expected >= ", trans_a ? m : k, ", got ", lda);
+  FASTMLP_CHECK(ldc >= n, "ldc: expected >= ", n, ", got ", ldc);
+  return true;
+}
+
+// P with op(A) set from the BLAS-style arguments; op(B) is left to the caller.
 Problem make_problem(bool trans_a, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                      int64_t lda, float beta, float* c, int64_t ldc, const GemmEpilogue& epilogue) {
   Problem P{};
@@ -602,11 +612,8 @@ Problem make_problem(bool trans_a, int64_t m, int64_t n, int64_t k, float alpha,
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
           const GemmEpilogue& epilogue) {
-  FASTMLP_CHECK(m >= 0 && n >= 0 && k >= 0, "gemm: negative size m=", m, " n=", n, " k=", k);
-  if (m == 0 || n == 0) return;
-  FASTMLP_CHECK(lda >= (trans_a ? m : k), "lda: expected >= ", trans_a ? m : k, ", got ", lda);
+  if (!check_problem(trans_a, m, n, k, lda, ldc)) return;
   FASTMLP_CHECK(ldb >= (trans_b ? k : n), "ldb: expected >= ", trans_b ? k : n, ", got ", ldb);
-  FASTMLP_CHECK(ldc >= n, "ldc: expected >= ", n, ", got ", ldc);
   Problem P = make_problem(trans_a, m, n, k, alpha, a, lda, beta, c, ldc, epilogue);
   P.b = b;
   P.b_row = trans_b ? 1 : ldb;
@@ -647,10 +654,7 @@ void pack_b_rows(float* packed, const float* b, int64_t ldb, int64_t k, int64_t 
 void gemm_packed_b(bool trans_a, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                    int64_t lda, const float* packed_b, float beta, float* c, int64_t ldc,
                    const GemmEpilogue& epilogue) {
-  FASTMLP_CHECK(m >= 0 && n >= 0 && k >= 0, "gemm: negative size m=", m, " n=", n, " k=", k);
-  if (m == 0 || n == 0) return;
-  FASTMLP_CHECK(lda >= (trans_a ? m : k), "lda: expected >= ", trans_a ? m : k, ", got ", lda);
-  FASTMLP_CHECK(ldc >= n, "ldc: expected >= ", n, ", got ", ldc);
+  if (!check_problem(trans_a, m, n, k, lda, ldc)) return;
   Problem P = make_problem(trans_a, m, n, k, alpha, a, lda, beta, c, ldc, epilogue);
   P.packed_b = packed_b;
   run(P);

@@ -349,7 +349,9 @@ def run_cases(
             if use_torch:
                 steps["torch"] = torch_step(sizes, opt, x, y)
             faults: dict[str, float] = {}
-            times = time_contenders(steps, rounds, round_s, warmup_s, gap_s, faults, settle_s)
+            times = time_contenders(
+                steps, rounds, round_s, warmup_s, gap_s=gap_s, settle_s=settle_s, faults=faults
+            )
             row: dict[str, Any] = {
                 "sizes": list(sizes),
                 "batch": batch,

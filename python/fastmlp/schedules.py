@@ -44,22 +44,6 @@ __all__ = [
 ]
 
 
-def _check_epoch(epoch: int) -> int:
-    if isinstance(epoch, bool) or not isinstance(epoch, int):
-        # numpy integers are fine: they implement __index__
-        try:
-            epoch = epoch.__index__()  # type: ignore[union-attr]
-        except AttributeError:
-            raise TypeError(f"epoch: expected an int, got {type(epoch).__name__}") from None
-    if epoch < 0:
-        raise ValueError(f"epoch: expected >= 0, got {epoch}")
-    return int(epoch)
-
-
-def _positive_int(value: int, name: str) -> int:
-    return check_int(value, name, 1)
-
-
 # The history entries a metric schedule or early stopping can follow.
 MONITORS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
@@ -96,7 +80,7 @@ class EpochSchedule:
         base = self.base_lr if base_lr is None else _finite(base_lr, "base_lr", lo=0.0)
         if base is None:
             raise ValueError(f"base_lr: {type(self).__name__} has no base rate; pass base_lr=")
-        return self._lr(_check_epoch(epoch), base)
+        return self._lr(check_int(epoch, "epoch", 0), base)
 
     def _fields(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "base_lr"}
@@ -114,7 +98,7 @@ class StepLR(EpochSchedule):
 
     def __init__(self, step_size: int, gamma: float = 0.1, base_lr: float | None = None) -> None:
         super().__init__(base_lr)
-        self.step_size = _positive_int(step_size, "step_size")
+        self.step_size = check_int(step_size, "step_size", 1)
         self.gamma = _finite(gamma, "gamma", lo=0.0)
 
     def _lr(self, epoch: int, base_lr: float) -> float:
@@ -161,7 +145,7 @@ class PolynomialLR(EpochSchedule):
 
     def __init__(self, total_epochs: int, power: float = 1.0, base_lr: float | None = None) -> None:
         super().__init__(base_lr)
-        self.total_epochs = _positive_int(total_epochs, "total_epochs")
+        self.total_epochs = check_int(total_epochs, "total_epochs", 1)
         self.power = _finite(power, "power", lo=0.0)
 
     def _lr(self, epoch: int, base_lr: float) -> float:
@@ -180,7 +164,7 @@ class CosineAnnealingLR(EpochSchedule):
 
     def __init__(self, T_max: int, eta_min: float = 0.0, base_lr: float | None = None) -> None:
         super().__init__(base_lr)
-        self.T_max = _positive_int(T_max, "T_max")
+        self.T_max = check_int(T_max, "T_max", 1)
         self.eta_min = _finite(eta_min, "eta_min", lo=0.0)
 
     def _lr(self, epoch: int, base_lr: float) -> float:
