@@ -503,12 +503,68 @@ def test_engine_checks_survive_a_bypassed_python_layer(setup):
         np.testing.assert_array_equal(a, b)
 
 
-def test_parameter_views_are_read_only(setup):
-    model = setup[0]
-    view = model._net.parameters()
-    assert not view.flags.writeable
-    with pytest.raises(ValueError):
-        view[0] = 1.0
+def test_engine_hands_out_copies_of_parameters_and_gradients(setup):
+    model, _, x, y = setup
+    flat = model._net.parameters()
+    flat[:] = 7.0  # the caller's copy: the model does not change
+    assert not np.any(model._net.parameters() == 7.0)
+    _, grads = model._net.loss_and_gradients(x, y, 0)
+    grads[:] = 7.0
+    assert not np.any(model._net.gradients() == 7.0)
+
+
+def test_gradients_and_weights_read_while_another_thread_steps_are_consistent(rng):
+    """loss_and_gradients and get_weights copy under the engine's lock, in the same call as the
+    pass they report: another thread's train_step cannot swap in its own gradients or tear the
+    weights half-way through an update (before, 5-10% of such reads were wrong)."""
+    x1, y1 = data(rng, n=256, d=64, classes=10)
+    x2, y2 = data(rng, n=256, d=64, classes=10)
+    model = fm.MLP([64, 256, 10], seed=0)
+    frozen = fm.optim.SGD(model, lr=0.0)  # steps that rewrite the gradients, not the weights
+    _, expected = model.loss_and_gradients(x1, y1)
+    stop = threading.Event()
+
+    def step_other_batch():
+        while not stop.is_set():
+            model.train_step(x2, y2, optimizer=frozen)
+
+    stepper = threading.Thread(target=step_other_batch)
+    stepper.start()
+    try:
+        wrong = 0
+        for _ in range(300):
+            _, grads = model.loss_and_gradients(x1, y1)
+            wrong += not all(np.array_equal(g, e) for g, e in zip(grads, expected))
+    finally:
+        stop.set()
+        stepper.join()
+    assert wrong == 0
+
+    # Weights read during updates must each be a state the model passed through.
+    reference = fm.MLP([64, 256, 10], seed=0)
+    ref_opt = fm.optim.SGD(reference, lr=0.05)
+    states = [np.concatenate([w.ravel() for w in reference.get_weights()])]
+    for _ in range(40):
+        reference.train_step(x1, y1, optimizer=ref_opt)
+        states.append(np.concatenate([w.ravel() for w in reference.get_weights()]))
+    model = fm.MLP([64, 256, 10], seed=0)
+    opt = fm.optim.SGD(model, lr=0.05)
+    done, snapshots = threading.Event(), []
+
+    def read_weights():
+        while not done.is_set():
+            snapshots.append(np.concatenate([w.ravel() for w in model.get_weights()]))
+
+    reader = threading.Thread(target=read_weights)
+    reader.start()
+    try:
+        for _ in range(40):
+            model.train_step(x1, y1, optimizer=opt)
+    finally:
+        done.set()
+        reader.join()
+    torn = sum(not any(np.array_equal(s, t) for t in states) for s in snapshots)
+    assert snapshots and torn == 0
 
 
 def test_threads_can_train_models_concurrently(rng):

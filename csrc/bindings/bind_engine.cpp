@@ -79,14 +79,6 @@ std::optional<double> train_step_fast(Network& net, py::handle x, py::handle y, 
   return net.train_step(px, t, n, kind, 0.0f, training, optimizer);
 }
 
-// A read-only 1-D view of n floats owned by the network; `self` keeps the network alive.
-py::array flat_view(const py::object& self, const float* data, int64_t n) {
-  py::array_t<float> view({static_cast<py::ssize_t>(n)}, {static_cast<py::ssize_t>(sizeof(float))},
-                          data, self);
-  view.attr("setflags")(py::arg("write") = false);
-  return view;
-}
-
 }  // namespace
 
 void bind_engine(py::module_& m) {
@@ -105,20 +97,6 @@ void bind_engine(py::module_& m) {
            "train_step without label smoothing when x and y are already exactly what the engine "
            "reads (float32/int64, C-contiguous, right shapes, valid targets); None otherwise "
            "(nothing ran), and the caller takes the checked path.")
-      .def(
-          "parameters",
-          [](py::object self) {
-            Network& net = self.cast<Network&>();
-            return flat_view(self, net.parameters(), net.num_parameters());
-          },
-          "Read-only float32 view (P,) of the flat parameter buffer (layout: engine/network.h).")
-      .def(
-          "gradients",
-          [](py::object self) {
-            Network& net = self.cast<Network&>();
-            return flat_view(self, net.gradients(), net.num_parameters());
-          },
-          "Read-only float32 view (P,) of the gradients of the last loss_and_gradients/train_step.")
       .def("workspace_bytes", &Network::workspace_bytes,
            "Debug: bytes held by the activation workspace (it only grows with the batch size).")
       .def("step_is_batch_parallel", &Network::step_is_batch_parallel, py::arg("n"),

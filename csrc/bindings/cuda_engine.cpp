@@ -56,26 +56,6 @@ void bind_cuda_engine(py::module_& m) {
           py::arg("training"), py::arg("optimizer"), py::arg("targets_checked") = false,
           "train_step on device buffers: x float32 (n, in), y int64 labels (n,) or float32 "
           "targets (n, out), both on this network's device.")
-      .def(
-          "parameters",
-          [](const CudaNetwork& net) {
-            auto out = new_f32({static_cast<py::ssize_t>(net.num_parameters())});
-            float* po = out.mutable_data();
-            py::gil_scoped_release release;
-            net.get_parameters(po);
-            return out;
-          },
-          "Host copy (P,) of the flat parameter buffer (layout: engine/network.h).")
-      .def(
-          "gradients",
-          [](const CudaNetwork& net) {
-            auto out = new_f32({static_cast<py::ssize_t>(net.num_parameters())});
-            float* po = out.mutable_data();
-            py::gil_scoped_release release;
-            net.get_gradients(po);
-            return out;
-          },
-          "Host copy (P,) of the gradients of the last loss_and_gradients/train_step.")
       .def_property(
           "fused", &CudaNetwork::fused,
           [](CudaNetwork& net, bool on) {

@@ -103,8 +103,8 @@ void bind_optimizer_state(py::module_& m, const char* doc) {
 
 // The Network methods both engines bind alike (NumPy in, NumPy out, GIL released around the
 // engine call): the constructor, forward, loss_and_gradients, train_step, take_train_counts,
-// evaluate, set_parameters and the read-only facts. Net: fastmlp::Network or
-// fastmlp::cuda::Network; State: its OptimizerState.
+// evaluate, set_parameters, the parameter and gradient copies and the read-only facts. Net:
+// fastmlp::Network or fastmlp::cuda::Network; State: its OptimizerState.
 template <typename Net, typename State>
 void bind_network_common(py::class_<Net>& cls) {
   cls.def(py::init([](std::vector<int64_t> sizes, const std::vector<int>& activations,
@@ -143,11 +143,18 @@ void bind_network_common(py::class_<Net>& cls) {
             const float* px = check_x(net, x);
             const int64_t n = x.shape(0);
             const Targets t = check_targets(net, y, kind, n);
-            py::gil_scoped_release release;
-            return net.loss_and_gradients(px, t, n, kind, label_smoothing, training);
+            auto grads = new_f32({static_cast<py::ssize_t>(net.num_parameters())});
+            float* pg = grads.mutable_data();
+            double value = 0.0;
+            {
+              py::gil_scoped_release release;
+              value = net.loss_and_gradients(px, t, n, kind, label_smoothing, training, pg);
+            }
+            return py::make_tuple(value, grads);
           },
           py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("label_smoothing") = 0.0f,
-          py::arg("training") = false)
+          py::arg("training") = false,
+          "(mean loss, float32 copy (P,) of its gradients), taken in one locked engine call.")
       .def(
           "train_step",
           [](Net& net, const py::array& x, const py::array& y, int loss, float label_smoothing,
@@ -189,7 +196,36 @@ void bind_network_common(py::class_<Net>& cls) {
             net.set_parameters(pv, net.num_parameters());
           },
           py::arg("values"))
-      .def_property("rng_offset", &Net::rng_offset, &Net::set_rng_offset)
+      .def(
+          "parameters",
+          [](const Net& net) {
+            auto out = new_f32({static_cast<py::ssize_t>(net.num_parameters())});
+            float* po = out.mutable_data();
+            py::gil_scoped_release release;
+            net.get_parameters(po);
+            return out;
+          },
+          "Float32 copy (P,) of the flat parameter buffer (layout: engine/network.h).")
+      .def(
+          "gradients",
+          [](const Net& net) {
+            auto out = new_f32({static_cast<py::ssize_t>(net.num_parameters())});
+            float* po = out.mutable_data();
+            py::gil_scoped_release release;
+            net.get_gradients(po);
+            return out;
+          },
+          "Float32 copy (P,) of the gradients of the last loss_and_gradients/train_step.")
+      .def_property(
+          "rng_offset",
+          [](const Net& net) {
+            py::gil_scoped_release release;  // the getter waits for a step on another thread
+            return net.rng_offset();
+          },
+          [](Net& net, uint64_t offset) {
+            py::gil_scoped_release release;
+            net.set_rng_offset(offset);
+          })
       .def_property_readonly("seed", &Net::seed)
       .def_property_readonly("num_parameters", &Net::num_parameters)
       .def_property_readonly("sizes", &Net::sizes)

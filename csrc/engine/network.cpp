@@ -74,6 +74,11 @@ void Network::ensure_capacity(int64_t rows) {
   capacity_rows_ = rows;
 }
 
+uint64_t Network::rng_offset() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return rng_offset_;
+}
+
 void Network::set_rng_offset(uint64_t offset) {
   std::lock_guard<std::mutex> lock(mutex_);
   rng_offset_ = offset;
@@ -86,6 +91,16 @@ void Network::set_parameters(const float* values, int64_t count) {
   std::lock_guard<std::mutex> lock(mutex_);
   std::copy(values, values + count, params_.begin());
   packed_stale_ = true;
+}
+
+void Network::get_parameters(float* out) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::copy(params_.begin(), params_.end(), out);
+}
+
+void Network::get_gradients(float* out) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::copy(grads_.begin(), grads_.end(), out);
 }
 
 void Network::pack_weight_rows(int64_t l, int64_t r0, int64_t r1) {
@@ -491,12 +506,13 @@ void Network::forward(float* out, const float* x, int64_t n, bool training) {
 }
 
 double Network::loss_and_gradients(const float* x, const Targets& y, int64_t n, LossKind loss,
-                                   float label_smoothing, bool training) {
+                                   float label_smoothing, bool training, float* gradients_out) {
   std::lock_guard<std::mutex> lock(mutex_);
   ScopedThreadLimit serial(forward_macs(n) < kSerialStepMacs ? 1 : num_threads());
   uint64_t end = rng_offset_;
   const double value = gradients_locked(x, y, n, loss, label_smoothing, training, &end);
   rng_offset_ = end;
+  if (gradients_out != nullptr) std::copy(grads_.begin(), grads_.end(), gradients_out);
   return value;
 }
 

@@ -117,10 +117,12 @@ class Network {
   // out (n, D_L) = the logits. training: apply dropout (and advance rng_offset).
   void forward(float* out, const float* x, int64_t n, bool training);
 
-  // Mean loss over the batch; the gradients of that loss land in gradients(). training: dropout.
+  // Mean loss over the batch; the gradients of that loss are kept (get_gradients) and, when
+  // gradients_out is given, copied there (P floats) before the call lets go of the network, so
+  // that they are this call's even if another thread steps the model next. training: dropout.
   // Throws NonFiniteError when the loss or any gradient is NaN/inf (parameters untouched).
   double loss_and_gradients(const float* x, const Targets& y, int64_t n, LossKind loss,
-                            float label_smoothing, bool training);
+                            float label_smoothing, bool training, float* gradients_out = nullptr);
 
   // loss_and_gradients, then one optimizer update of every parameter. On any exception
   // (NonFiniteError included) parameters, optimizer state, its step count and rng_offset are as
@@ -146,10 +148,12 @@ class Network {
   int64_t out_features() const { return sizes_.back(); }
   int64_t num_parameters() const { return static_cast<int64_t>(params_.size()); }
   const std::vector<int64_t>& sizes() const { return sizes_; }
-  const float* parameters() const { return params_.data(); }
-  const float* gradients() const { return grads_.data(); }
+  // Copies (P floats) of the parameters / the gradients of the last loss_and_gradients or
+  // train_step, taken under the mutex: a step running on another thread cannot tear them.
+  void get_parameters(float* out) const;
+  void get_gradients(float* out) const;
   uint64_t seed() const { return seed_; }
-  uint64_t rng_offset() const { return rng_offset_; }
+  uint64_t rng_offset() const;
   void set_rng_offset(uint64_t offset);
   int64_t workspace_capacity_rows() const { return capacity_rows_; }
   // Whether a training step on n rows would now take the batch-parallel passes (for tests).
@@ -226,7 +230,7 @@ class Network {
   int64_t floats_per_row_ = 0;       // workspace floats per batch row
   int64_t scratch_row_[2] = {0, 0};  // backward ping-pong buffers, max_width floats per row each
 
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
 };
 
 }  // namespace fastmlp

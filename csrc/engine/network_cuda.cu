@@ -228,6 +228,7 @@ void Network::set_parameters(const float* values, int64_t count) {
 
 void Network::get_parameters(float* out) const {
   DeviceGuard on_device(device_);
+  std::lock_guard<std::mutex> lock(mutex_);
   copy(out, params_.as<float>(), static_cast<size_t>(num_params_) * sizeof(float),
        cudaMemcpyDeviceToHost, "weights: copy to the host");
   check_cuda(cudaStreamSynchronize(kStream), "weights: copy to the host");
@@ -235,9 +236,19 @@ void Network::get_parameters(float* out) const {
 
 void Network::get_gradients(float* out) const {
   DeviceGuard on_device(device_);
+  std::lock_guard<std::mutex> lock(mutex_);
+  copy_gradients_locked(out);
+}
+
+void Network::copy_gradients_locked(float* out) const {
   copy(out, grads_.as<float>(), static_cast<size_t>(num_params_) * sizeof(float),
        cudaMemcpyDeviceToHost, "gradients: copy to the host");
   check_cuda(cudaStreamSynchronize(kStream), "gradients: copy to the host");
+}
+
+uint64_t Network::rng_offset() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return rng_offset_;
 }
 
 std::pair<int64_t, int64_t> Network::take_train_counts() {
@@ -519,7 +530,7 @@ void Network::forward(float* out, const float* x, int64_t n, bool training) {
 }
 
 double Network::loss_and_gradients(const float* x, const Targets& y, int64_t n, LossKind loss,
-                                   float label_smoothing, bool training) {
+                                   float label_smoothing, bool training, float* gradients_out) {
   DeviceGuard on_device(device_);
   FASTMLP_CHECK(n >= 1, "x: empty batch (0 rows)");
   std::lock_guard<std::mutex> lock(mutex_);
@@ -530,6 +541,7 @@ double Network::loss_and_gradients(const float* x, const Targets& y, int64_t n, 
   const double value =
       gradients_locked(dx, dy, n, loss, label_smoothing, training, true, x, y, &end);
   rng_offset_ = end;
+  if (gradients_out != nullptr) copy_gradients_locked(gradients_out);
   return value;
 }
 

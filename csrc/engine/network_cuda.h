@@ -91,7 +91,7 @@ class Network {
   // Host-memory API, the semantics of fastmlp::Network's methods of the same names.
   void forward(float* out, const float* x, int64_t n, bool training);
   double loss_and_gradients(const float* x, const Targets& y, int64_t n, LossKind loss,
-                            float label_smoothing, bool training);
+                            float label_smoothing, bool training, float* gradients_out = nullptr);
   double train_step(const float* x, const Targets& y, int64_t n, LossKind loss,
                     float label_smoothing, bool training, OptimizerState& optimizer);
   EvalResult evaluate(const float* x, const Targets& y, int64_t n, LossKind loss,
@@ -125,7 +125,7 @@ class Network {
   int64_t num_parameters() const { return num_params_; }
   const std::vector<int64_t>& sizes() const { return sizes_; }
   uint64_t seed() const { return seed_; }
-  uint64_t rng_offset() const { return rng_offset_; }
+  uint64_t rng_offset() const;
   void set_rng_offset(uint64_t offset);
   int64_t workspace_capacity_rows() const { return capacity_rows_; }
   int device() const { return device_; }
@@ -162,6 +162,8 @@ class Network {
                       LossKind loss, float label_smoothing);
   // Uploads x and the targets of a host call into the staging buffers; returns device targets.
   Targets stage(const float** x, const Targets& y, int64_t n);
+  // The gradients to host memory (P floats); the caller holds the mutex.
+  void copy_gradients_locked(float* out) const;
   double gradients_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
                           float label_smoothing, bool training, bool input_on_host,
                           const float* host_x, const Targets& host_y, uint64_t* next_offset);
@@ -195,7 +197,7 @@ class Network {
   FusedMlp fused_net_;
   std::vector<float*> fused_z_, fused_a_;
   std::vector<const float*> fused_z_in_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
 };
 
 }  // namespace fastmlp::cuda

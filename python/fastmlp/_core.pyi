@@ -107,9 +107,9 @@ class Network:
         """
         Logits (n, out). training=True applies dropout and advances rng_offset.
         """
-    def gradients(self) -> numpy.ndarray:
+    def gradients(self) -> numpy.typing.NDArray[numpy.float32]:
         """
-        Read-only float32 view (P,) of the gradients of the last loss_and_gradients/train_step.
+        Float32 copy (P,) of the gradients of the last loss_and_gradients/train_step.
         """
     def loss_and_gradients(
         self,
@@ -118,10 +118,13 @@ class Network:
         loss: int,
         label_smoothing: float = 0.0,
         training: bool = False,
-    ) -> float: ...
-    def parameters(self) -> numpy.ndarray:
+    ) -> tuple:
         """
-        Read-only float32 view (P,) of the flat parameter buffer (layout: engine/network.h).
+        (mean loss, float32 copy (P,) of its gradients), taken in one locked engine call.
+        """
+    def parameters(self) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        Float32 copy (P,) of the flat parameter buffer (layout: engine/network.h).
         """
     def set_parameters(self, values: numpy.ndarray) -> None: ...
     def step_is_batch_parallel(self, n: int) -> bool:

@@ -135,7 +135,7 @@ class Network:
         """
     def gradients(self) -> numpy.typing.NDArray[numpy.float32]:
         """
-        Host copy (P,) of the gradients of the last loss_and_gradients/train_step.
+        Float32 copy (P,) of the gradients of the last loss_and_gradients/train_step.
         """
     def loss_and_gradients(
         self,
@@ -144,10 +144,13 @@ class Network:
         loss: int,
         label_smoothing: float = 0.0,
         training: bool = False,
-    ) -> float: ...
+    ) -> tuple:
+        """
+        (mean loss, float32 copy (P,) of its gradients), taken in one locked engine call.
+        """
     def parameters(self) -> numpy.typing.NDArray[numpy.float32]:
         """
-        Host copy (P,) of the flat parameter buffer (layout: engine/network.h).
+        Float32 copy (P,) of the flat parameter buffer (layout: engine/network.h).
         """
     def set_parameters(self, values: numpy.ndarray) -> None: ...
     def take_train_counts(self) -> tuple[int, int]:

@@ -323,7 +323,7 @@ class MLP:
         net = _engine(device).Network(
             self._sizes, self._kinds, self._alphas, self._dropouts, self._seed
         )
-        net.set_parameters(np.ascontiguousarray(self._net.parameters(), dtype=np.float32))
+        net.set_parameters(self._net.parameters())
         net.rng_offset = int(self._net.rng_offset)
         self._net = net
         self._step_fast = getattr(net, "train_step_fast", None)
@@ -429,7 +429,11 @@ class MLP:
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> list[np.ndarray]:
         """Float32 copies ``[W_1, b_1, ..., W_L, b_L, slope_1, ...]`` (slopes: PReLU layers)."""
-        flat = self._net.parameters()
+        # One locked copy of the whole buffer: a step running on another thread cannot tear it.
+        return self._unflatten(self._net.parameters())
+
+    def _unflatten(self, flat: np.ndarray) -> list[np.ndarray]:
+        """The flat engine layout (P,) as ``[W_1, b_1, ..., slope_1, ...]``, each array its own."""
         out, pos = [], 0
         for shape in self._shapes:
             size = math.prod(shape)
@@ -654,14 +658,10 @@ class MLP:
         xa = self._x(x)
         ya = self._y(y, kind, xa.shape[0])
         ls = self._label_smoothing(label_smoothing, kind)
-        value = self._net.loss_and_gradients(xa, ya, LOSSES[kind], ls, self._training)
-        flat = self._net.gradients()
-        grads, pos = [], 0
-        for shape in self._shapes:
-            size = math.prod(shape)
-            grads.append(flat[pos : pos + size].reshape(shape).copy())
-            pos += size
-        return value, grads
+        # The gradients come back from the same locked engine call as the loss: read separately,
+        # they could be those of a step another thread ran in between.
+        value, flat = self._net.loss_and_gradients(xa, ya, LOSSES[kind], ls, self._training)
+        return value, self._unflatten(flat)
 
     def evaluate(
         self, x: np.ndarray, y: np.ndarray, loss: str | None = None, batch_size: int = 4096
