@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fastmlp as fm
+from fastmlp import ops
 from fastmlp.reference.network import ReferenceMLP
 
 
@@ -636,3 +637,25 @@ def test_forward_with_dropout_draws_the_training_masks(rng):
     np.testing.assert_array_equal(model.forward(x), plain)  # training mode alone: no dropout
     with pytest.raises(TypeError, match=r"^dropout: expected a bool"):
         model.forward(x, dropout=1)
+
+
+def test_arrays_that_went_through_pickle_are_accepted(rng):
+    """An unpickled array (multiprocessing, joblib) has a float32 dtype object of its own: equal
+    to np.float32's, not the same object. The bindings compared identity and refused it with
+    "expected a float32 array, got float32"."""
+    x, y = data(rng, n=6, d=4)
+    px, py, pw = (pickle.loads(pickle.dumps(a)) for a in (x, y.astype(np.int64), x[:4, :3]))
+    assert px.dtype == np.float32 and px.dtype is not np.dtype(np.float32)
+    np.testing.assert_array_equal(ops.relu(px), ops.relu(x))
+    np.testing.assert_array_equal(ops.matmul(px, pw), ops.matmul(x, x[:4, :3]))
+    logits = np.zeros((6, 3), np.float32)
+    assert ops.softmax_cross_entropy(logits, py)[0] == ops.softmax_cross_entropy(logits, y)[0]
+    param = pickle.loads(pickle.dumps(np.ones(3, np.float32)))
+    ops.sgd_step(param, np.ones(3, np.float32), lr=0.5, step=1)
+    np.testing.assert_array_equal(param, np.full(3, 0.5, np.float32))
+
+    model, twin = fm.MLP([4, 8, 3], seed=0), fm.MLP([4, 8, 3], seed=0)
+    model.set_weights([pickle.loads(pickle.dumps(w)) for w in model.get_weights()])
+    np.testing.assert_array_equal(model.predict_proba(px), twin.predict_proba(x))
+    loss = model.train_step(px, py, optimizer=fm.optim.SGD(model, lr=0.1))
+    assert loss == twin.train_step(x, y, optimizer=fm.optim.SGD(twin, lr=0.1))

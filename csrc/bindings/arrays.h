@@ -34,7 +34,9 @@ inline std::string dtype_str(const py::array& a) {
 
 template <typename T>
 inline void check_array(const py::array& a, const char* name, int ndim, const char* what) {
-  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>())) {
+  // dtype equality, not identity: an unpickled float32 array carries a float32 dtype object of
+  // its own. Equality still tells a byte-swapped dtype from the native one.
+  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().equal(py::dtype::of<T>())) {
     throw TypeError(detail::concat(name, ": expected ", what, " array, got ", dtype_str(a)));
   }
   if (ndim >= 0 && a.ndim() != ndim) {
