@@ -358,11 +358,24 @@ def test_a_new_optimizer_starts_from_zero_state(rng):
         (fm.optim.Adam, {"betas": (0.9, 1.0)}, ValueError, r"^betas\[1\]: "),
         (fm.optim.Adam, {"betas": 0.9}, ValueError, "^betas: "),
         (fm.optim.AdamW, {"weight_decay": -0.01}, ValueError, "^weight_decay: "),
+        # float32 is what the kernels get: a value that vanishes or overflows there is named as
+        # the user wrote it, not as the engine's "got 0" / "got inf".
+        (fm.optim.Adam, {"eps": 1e-50}, ValueError, r"^eps: .*got 1e-50 \(0 in float32"),
+        (fm.optim.SGD, {"lr": 1e39}, ValueError, r"^lr: .*got 1e\+39 \(inf in float32"),
+        (fm.optim.SGD, {"lr": None}, TypeError, "^lr: expected a real number, got NoneType"),
     ],
 )
 def test_optimizer_argument_rules(cls, kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         cls(fm.MLP([2, 2]), **kwargs)
+
+
+def test_train_mode_takes_a_bool_only():
+    model = fm.MLP([2, 2])
+    assert model.train(np.bool_(True)).training and not model.train(False).training
+    with pytest.raises(TypeError, match=r"^mode: expected True or False, got str"):
+        model.train("no")  # bool("no") is True: training would switch on
+    assert not model.training
 
 
 def test_optimizer_needs_a_model():

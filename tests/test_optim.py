@@ -424,8 +424,20 @@ BAD_CALLS: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         "momentum_buffer",
     ),
     (
+        "sgd momentum without a step number",  # step=1 left implicit would reset the buffer
+        lambda: ops.sgd_step(*_params()[:3], lr=0.1, momentum=0.9),
+        ValueError,
+        "step: required when momentum != 0",
+    ),
+    (
+        "sgd bool step",
+        lambda: ops.sgd_step(*_params()[:3], lr=0.1, momentum=0.9, step=True),
+        TypeError,
+        "step: expected an int, got bool",
+    ),
+    (
         "sgd negative momentum",
-        lambda: ops.sgd_step(*_params()[:3], lr=0.1, momentum=-0.5),
+        lambda: ops.sgd_step(*_params()[:3], lr=0.1, momentum=-0.5, step=1),
         ValueError,
         "momentum",
     ),
@@ -437,19 +449,23 @@ BAD_CALLS: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ),
     (
         "sgd nesterov with dampening",
-        lambda: ops.sgd_step(*_params()[:3], lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
+        lambda: ops.sgd_step(
+            *_params()[:3], lr=0.1, momentum=0.9, dampening=0.1, nesterov=True, step=1
+        ),
         ValueError,
         "nesterov",
     ),
     (
         "sgd dampening > 1",
-        lambda: ops.sgd_step(*_params()[:3], lr=0.1, momentum=0.9, dampening=1.5),
+        lambda: ops.sgd_step(*_params()[:3], lr=0.1, momentum=0.9, dampening=1.5, step=1),
         ValueError,
         "dampening",
     ),
     (
         "sgd buffer is param",
-        lambda: (lambda p: ops.sgd_step(p, p.copy(), p, lr=0.1, momentum=0.9))(_params()[0]),
+        lambda: (lambda p: ops.sgd_step(p, p.copy(), p, lr=0.1, momentum=0.9, step=1))(
+            _params()[0]
+        ),
         ValueError,
         "momentum_buffer",
     ),

@@ -131,9 +131,30 @@ def float32_rounding_note(value: float) -> str:
     return ""
 
 
+def check_real(value: object, name: str, *, finite: bool = True) -> float:
+    """``value`` as a float, checked: a Python or NumPy real number (not a bool, a string or
+    None) that is finite, in float32 too (the kernels take float32, where 1e39 is inf);
+    ``finite=False`` checks the type only, for callers whose range check also rejects NaN."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+    v = float(value)
+    if not finite:
+        return v
+    if not np.isfinite(v):
+        raise ValueError(f"{name}: expected a finite value, got {v}")
+    with np.errstate(over="ignore"):
+        in_float32 = np.float32(v)
+    if not np.isfinite(in_float32):
+        raise ValueError(
+            f"{name}: expected a finite value, got {v} (inf in float32, the precision the "
+            "kernels use)"
+        )
+    return v
+
+
 def check_probability(p: float, name: str, *, allow_one: bool = False) -> float:
     """Check ``0 <= p < 1`` (or ``<= 1``), also in float32, and return it as a float."""
-    p = float(p)
+    p = check_real(p, name, finite=False)  # the range test below rejects NaN and inf
     if not in_unit_interval(p, allow_one=allow_one):
         upper = "1]" if allow_one else "1)"
         raise ValueError(

@@ -38,6 +38,7 @@ from ._checks import (
     as_labels,
     check_finite,
     check_nonempty,
+    check_real,
     float32_rounding_note,
     in_unit_interval,
 )
@@ -391,6 +392,9 @@ class MLP:
 
     def train(self, mode: bool = True) -> MLP:
         """Training mode (dropout active in train_step / loss_and_gradients); returns self."""
+        # A bool only, as torch.nn.Module.train: bool("no") would switch training on.
+        if not isinstance(mode, (bool, np.bool_)):
+            raise TypeError(f"mode: expected True or False, got {type(mode).__name__}")
         self._training = bool(mode)
         return self
 
@@ -492,11 +496,7 @@ class MLP:
         return t
 
     def _label_smoothing(self, label_smoothing: object, loss: str) -> float:
-        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
-            raise TypeError(
-                f"label_smoothing: expected a float, got {type(label_smoothing).__name__}"
-            )
-        ls = float(label_smoothing)
+        ls = check_real(label_smoothing, "label_smoothing")
         if not 0.0 <= ls <= 1.0:
             raise ValueError(f"label_smoothing: expected a value in [0, 1], got {ls}")
         if ls and loss != "cross_entropy":

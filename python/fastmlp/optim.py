@@ -26,41 +26,36 @@ nothing.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
+import numpy as np
+
 from . import _core
-from ._checks import float32_rounding_note, in_unit_interval
+from ._checks import check_real, float32_rounding_note, in_unit_interval
 
 __all__ = ["SGD", "AdaGrad", "Adam", "AdamW", "Optimizer", "RMSProp"]
 
 
-def _real(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a float, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name}: expected a finite value, got {v}")
-    return v
-
-
 def _nonneg(value: object, name: str) -> float:
-    v = _real(value, name)
+    v = check_real(value, name)
     if v < 0.0:
         raise ValueError(f"{name}: expected a value >= 0, got {v}")
     return v
 
 
 def _positive(value: object, name: str) -> float:
-    v = _real(value, name)
+    v = check_real(value, name)
     if v <= 0.0:
         raise ValueError(f"{name}: expected a value > 0, got {v}")
+    if np.float32(v) == 0.0:
+        raise ValueError(
+            f"{name}: expected a value > 0, got {v} (0 in float32, the precision the kernels use)"
+        )
     return v
 
 
 def _unit(value: object, name: str, *, allow_one: bool = False) -> float:
-    v = _real(value, name)
+    v = check_real(value, name)
     if not in_unit_interval(v, allow_one=allow_one):
         upper = "]" if allow_one else ")"
         raise ValueError(

@@ -34,6 +34,8 @@ def _real(x: object, name: str) -> float:
 
 
 def _step(step: object) -> int:
+    if isinstance(step, (bool, np.bool_)):
+        raise TypeError("step: expected an int, got bool")
     try:
         value = operator.index(step)  # type: ignore[arg-type]
     except TypeError:
@@ -41,6 +43,18 @@ def _step(step: object) -> int:
     if not 1 <= value < 2**63:
         raise ValueError(f"step: expected an int >= 1 (steps count from 1), got {value}")
     return value
+
+
+def _sgd_step_number(step: object, momentum: float) -> int:
+    """sgd_step's ``step``: required with momentum (it decides whether the buffer restarts)."""
+    if step is None:
+        if momentum != 0.0:
+            raise ValueError(
+                "step: required when momentum != 0 (1 on the first call, which starts the "
+                "momentum buffer from the gradient, then 2, 3, ...)"
+            )
+        return 1
+    return _step(step)
 
 
 def _param(param: object) -> np.ndarray:
@@ -85,7 +99,7 @@ def sgd_step(
     nesterov: bool = False,
     weight_decay: float = 0.0,
     l1: float = 0.0,
-    step: int = 1,
+    step: int | None = None,
     device: str | None = None,
 ) -> None:
     """One SGD step in place, with torch.optim.SGD's rule (plus L1)::
@@ -96,9 +110,11 @@ def sgd_step(
         d  = g' + momentum * b   if nesterov   else b      (d = g' when momentum == 0)
         p  = p - lr * d
 
-    ``momentum_buffer`` (b) is required when ``momentum > 0``; on step 1 it is overwritten (PyTorch
-    creates it as a copy of g'), so pass the true step number. Nesterov needs ``momentum > 0`` and
-    ``dampening == 0`` (as PyTorch); ``dampening`` must lie in [0, 1].
+    ``momentum_buffer`` (b) and ``step`` (1 on the first call, then 2, 3, ...) are required when
+    ``momentum > 0``: on step 1 the buffer is overwritten (PyTorch creates it as a copy of g'), so
+    a step number left at 1 would silently turn momentum off. Without momentum ``step`` is not
+    needed. Nesterov needs ``momentum > 0`` and ``dampening == 0`` (as PyTorch); ``dampening``
+    must lie in [0, 1].
     """
     if _dispatch.use_cuda(device, param, grad, momentum_buffer):
         momentum = _real(momentum, "momentum")
@@ -115,7 +131,7 @@ def sgd_step(
             nesterov=bool(nesterov),
             weight_decay=_real(weight_decay, "weight_decay"),
             l1=_real(l1, "l1"),
-            step=_step(step),
+            step=_sgd_step_number(step, momentum),
         )
     param = _param(param)
     g = _grad(grad, param)
@@ -124,6 +140,7 @@ def sgd_step(
         raise ValueError("momentum_buffer: required when momentum != 0 (np.zeros_like(param))")
     buf = None if momentum_buffer is None else _state(momentum_buffer, "momentum_buffer", param)
     g = _no_overlap(g, {"param": param, "momentum_buffer": buf})
+    step = _sgd_step_number(step, momentum)
     _core.sgd_step(
         param,
         buf,
