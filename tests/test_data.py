@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import struct
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def test_generator_shapes_dtypes_and_determinism(name, gen, kw, n):
     assert not np.array_equal(X, X3)
 
 
-@pytest.mark.parametrize(("name", "gen", "kw"), GENERATORS[:4], ids=[g[0] for g in GENERATORS[:4]])
+@pytest.mark.parametrize(("name", "gen", "kw"), GENERATORS, ids=[g[0] for g in GENERATORS])
 def test_generators_balance_classes_and_interleave_rows(name, gen, kw):
     k = kw.get("n_classes", 2)
     _, y = gen(n_samples=1001, seed=0, **kw)
@@ -102,6 +103,10 @@ def test_spirals_arms_are_rotated_copies():
         (lambda: data.make_spirals(2, n_classes=3), ValueError, "^n_samples"),
         (lambda: data.make_spirals(10, turns=0), ValueError, "^turns"),
         (lambda: data.make_xor(0), ValueError, "^n_samples"),
+        (lambda: data.make_circles(10, noise="a"), TypeError, "^noise: expected a real number"),
+        (lambda: data.make_circles(10, factor=None), TypeError, "^factor: expected a real"),
+        (lambda: data.make_spirals(10, turns="1"), TypeError, "^turns: expected a real"),
+        (lambda: data.make_xor(10, noise=1e39), ValueError, r"^noise: .*inf in float32"),
     ],
 )
 def test_generator_argument_errors(call, exc, match):
@@ -172,6 +177,7 @@ def test_split_allows_empty_validation_and_float_targets_without_stratify(rng):
         ({"val": 0.001}, ValueError, "^val"),
         ({"y": np.zeros(9, np.int64)}, ValueError, "^y"),
         ({"y": np.zeros(10)}, TypeError, "^y"),
+        ({"val": "0.1"}, TypeError, "^val: expected a real number, got str"),
     ],
 )
 def test_split_errors(kw, exc, match):
@@ -227,6 +233,25 @@ def test_standardizer_scales_small_spreads_and_catches_constant_columns(rng):
     assert s.scale_[2] == 1.0 and not s.transform(X)[:, 2].any()
 
 
+def test_standardizer_keeps_float64_precision_and_takes_integers(rng):
+    """float64 data is standardised in float64 (a float32 round first turned a spread of 0.01
+    around 1e6 into steps of 0.0625: scale 0.0028 instead of 0.0098); integer data (raw pixel
+    counts) is taken as scikit-learn takes it."""
+    X = np.stack([1e6 + 0.01 * rng.standard_normal(500), rng.standard_normal(500)], axis=1)
+    s = data.Standardizer().fit(X)
+    np.testing.assert_allclose(s.scale_, X.std(axis=0), rtol=1e-9)
+    Z = s.transform(X)
+    assert Z.dtype == np.float32
+    np.testing.assert_allclose(Z, (X - X.mean(0)) / X.std(0), atol=1e-5)
+    np.testing.assert_allclose(s.inverse_transform(Z)[:, 1], X[:, 1], atol=1e-6)
+
+    counts = rng.integers(0, 256, (40, 3)).astype(np.uint8)
+    s = data.Standardizer().fit(counts)
+    expected = (counts - counts.mean(0)) / counts.std(0)
+    np.testing.assert_allclose(s.transform(counts), expected, atol=1e-5)
+    np.testing.assert_allclose(data.Standardizer().fit([[1, 2], [3, 4]]).mean_, [2.0, 3.0])
+
+
 def test_standardizer_global_scale_for_images(rng):
     X = rng.uniform(0.0, 1.0, (50, 6)).astype(np.float32)
     X[:, 0] = 0.0
@@ -250,8 +275,12 @@ def test_standardizer_errors():
     s.fit(np.ones((3, 2), np.float32))
     with pytest.raises(ValueError, match=r"^X: expected 2 columns"):
         s.transform(np.zeros((2, 3), np.float32))
-    with pytest.raises(TypeError, match=r"^X"):
-        s.transform(np.zeros((2, 2), np.int64))
+    with pytest.raises(TypeError, match=r"^X: expected a floating-point or integer array"):
+        s.transform(np.zeros((2, 2), bool))
+    with pytest.raises(TypeError, match=r"^X: expected a NumPy array, got str"):
+        s.transform("abc")
+    with pytest.raises(ValueError, match=r"^X: expected a 2-D array, got shape \(4,\)"):
+        s.transform(np.zeros(4))
     with pytest.raises(ValueError, match=r"^X"):
         data.Standardizer().fit(np.zeros((0, 2), np.float32))
     with pytest.raises(ValueError, match=r"^X"):
@@ -276,6 +305,21 @@ def test_load_digits_without_sklearn_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)  # makes `import sklearn...` raise
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(ImportError, match=r"pip install scikit-learn \(the \[datasets\] extra\)"):
+        data.load_digits()
+
+
+def test_load_digits_with_a_broken_sklearn_dependency_says_what_failed(monkeypatch):
+    """scikit-learn installed but one of its imports failing (a broken SciPy) is not reported
+    as scikit-learn missing."""
+    broken = types.ModuleType("sklearn.datasets")
+
+    def fail(name: str) -> object:
+        raise ImportError("libscipy.so: cannot open shared object file", name="scipy")
+
+    broken.__getattr__ = fail  # type: ignore[method-assign]
+    monkeypatch.setitem(sys.modules, "sklearn", types.ModuleType("sklearn"))
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", broken)
+    with pytest.raises(ImportError, match=r"^load_digits: scikit-learn failed to import: libscipy"):
         data.load_digits()
 
 

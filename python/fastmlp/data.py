@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import _shape_str, as_float_input
+from ._checks import _shape_str, check_real
 
 __all__ = [
     "Standardizer",
@@ -49,8 +49,8 @@ def _check_n_samples(n_samples: int, n_classes: int) -> int:
 
 
 def _check_noise(noise: float) -> float:
-    noise = float(noise)
-    if not (noise >= 0.0 and np.isfinite(noise)):
+    noise = check_real(noise, "noise")
+    if not noise >= 0.0:
         raise ValueError(f"noise: expected a finite value >= 0, got {noise}")
     return noise
 
@@ -88,7 +88,7 @@ def make_circles(
     """
     n_samples = _check_n_samples(n_samples, 2)
     noise = _check_noise(noise)
-    factor = float(factor)
+    factor = check_real(factor, "factor")
     if not 0.0 < factor < 1.0:
         raise ValueError(f"factor: expected 0 < factor < 1 (inner radius / outer), got {factor}")
     rng = np.random.default_rng(seed)
@@ -142,8 +142,8 @@ def make_spirals(
         raise ValueError(f"n_classes: expected at least 2, got {n_classes}")
     n_samples = _check_n_samples(n_samples, int(n_classes))
     noise = _check_noise(noise)
-    turns = float(turns)
-    if not (turns > 0.0 and np.isfinite(turns)):
+    turns = check_real(turns, "turns")
+    if not turns > 0.0:
         raise ValueError(f"turns: expected a finite value > 0, got {turns}")
     rng = np.random.default_rng(seed)
     parts = []
@@ -160,18 +160,23 @@ def make_spirals(
 def make_xor(
     n_samples: int = 1000, noise: float = 0.1, seed: int | None = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The XOR problem: ``x ~ U[-1, 1]^2``, label ``[x_1 > 0] xor [x_2 > 0]``, then
-    ``noise * N(0, I_2)`` added to the points (after labelling, so classes overlap near the
-    axes). Not linearly separable; one hidden layer of two units suffices in principle.
+    """The XOR problem: points uniform in ``[-1, 1]^2`` labelled ``[x_1 > 0] xor [x_2 > 0]``,
+    then ``noise * N(0, I_2)`` added (after labelling, so classes overlap near the axes). Not
+    linearly separable; one hidden layer of two units suffices in principle.
+    Each class is drawn uniformly over its own two quadrants (class 0: the signs agree), so the
+    class sizes differ by at most one, as for the other generators, rather than by chance.
     Returns ``X`` float32 ``(n, 2)`` and ``y`` int64 in ``{0, 1}``.
     """
     n_samples = _check_n_samples(n_samples, 2)
     noise = _check_noise(noise)
     rng = np.random.default_rng(seed)
-    X = rng.uniform(-1.0, 1.0, (n_samples, 2))
-    y = ((X[:, 0] > 0) ^ (X[:, 1] > 0)).astype(np.int64)
-    X += noise * rng.standard_normal(X.shape)
-    return X.astype(np.float32), y
+    parts = []
+    for k, n in enumerate(_class_sizes(n_samples, 2)):
+        sign = rng.choice([-1.0, 1.0], n)
+        # Class 0 in the quadrants where the coordinates' signs agree, class 1 where they differ.
+        quadrant = np.stack([sign, sign if k == 0 else -sign], axis=1)
+        parts.append(quadrant * rng.uniform(0.0, 1.0, (n, 2)) + noise * rng.standard_normal((n, 2)))
+    return _finish(parts, rng)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,7 +230,7 @@ def train_val_test_split(
         raise ValueError(
             f"y: expected {n} rows (one per row of X), got shape {_shape_str(y.shape)}"
         )
-    val, test = float(val), float(test)
+    val, test = check_real(val, "val"), check_real(test, "test")
     for name, frac in (("val", val), ("test", test)):
         if not 0.0 <= frac < 1.0:
             raise ValueError(f"{name}: expected a fraction in [0, 1), got {frac}")
@@ -262,6 +267,21 @@ def train_val_test_split(
     return (X[tr], y[tr]), (X[va], y[va]), (X[te], y[te])
 
 
+def _as_float64(X: object, name: str) -> np.ndarray:
+    """``X`` as a 2-D float64 array: float input of any precision keeps it (a float32 round
+    first would lose what float64 data carries, e.g. a spread of 0.01 around 1e6), and integer
+    input (raw pixel counts) is taken as scikit-learn's StandardScaler takes it."""
+    if not isinstance(X, np.ndarray):
+        if not isinstance(X, (list, tuple)):
+            raise TypeError(f"{name}: expected a NumPy array, got {type(X).__name__}")
+        X = np.asarray(X)
+    if X.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: expected a floating-point or integer array, got dtype {X.dtype}")
+    if X.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array, got shape {_shape_str(X.shape)}")
+    return np.asarray(X, dtype=np.float64)
+
+
 class Standardizer:
     """Standardisation ``z = (x - mean) / scale``, fitted on the training set only.
 
@@ -288,7 +308,7 @@ class Standardizer:
 
     def fit(self, X: np.ndarray) -> Standardizer:
         """Compute the means and standard deviations of ``X`` (n, d); returns ``self``."""
-        X = np.asarray(as_float_input(X, "X", ndim=2), dtype=np.float64)
+        X = _as_float64(X, "X")
         if X.shape[0] == 0:
             raise ValueError("X: cannot fit on 0 rows")
         if not np.isfinite(X).all():
@@ -310,7 +330,7 @@ class Standardizer:
     def _check(self, X: np.ndarray) -> np.ndarray:
         if self.mean_ is None or self.scale_ is None:
             raise RuntimeError("Standardizer: call fit() before transform()")
-        X = as_float_input(X, "X", ndim=2)
+        X = _as_float64(X, "X")
         if X.shape[1] != self.mean_.shape[0]:
             raise ValueError(
                 f"X: expected {self.mean_.shape[0]} columns (as in fit), got {X.shape[1]}"
@@ -347,9 +367,13 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits as _sk_load_digits
     except ImportError as exc:
-        raise ImportError(
-            "load_digits needs scikit-learn: pip install scikit-learn (the [datasets] extra)"
-        ) from exc
+        if exc.name is not None and exc.name.split(".")[0] == "sklearn":
+            raise ImportError(
+                "load_digits needs scikit-learn: pip install scikit-learn (the [datasets] extra)"
+            ) from exc
+        # scikit-learn is there but one of its own imports failed (a broken SciPy, say): saying
+        # it is missing would send the user to reinstall the wrong package.
+        raise ImportError(f"load_digits: scikit-learn failed to import: {exc}") from exc
     bunch = _sk_load_digits()
     X = (np.asarray(bunch.data, dtype=np.float64) / 16.0).astype(np.float32)
     return np.ascontiguousarray(X), np.asarray(bunch.target, dtype=np.int64)
