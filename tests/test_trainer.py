@@ -305,6 +305,37 @@ def test_early_stopping_restores_at_the_end_of_a_full_run(circles):
     assert _same_weights(model.get_weights(), snaps[best])
 
 
+def test_min_delta_restores_the_last_real_improvement_and_says_so(circles):
+    """With min_delta > 0, early stopping restores the last epoch that improved by more than
+    min_delta (Keras's rule); History.best_epoch ignores min_delta, and History.restored_epoch
+    names the epoch whose weights the model holds."""
+    Xtr, ytr, Xv, yv = circles
+    model = _model()
+    snaps: list = []
+    # min_delta=10: only epoch 0 (better than +inf) counts as an improvement; training at this
+    # rate lowers val_loss every epoch, by far less than 10.
+    es = fm.EarlyStopping(patience=100, min_delta=10.0)
+    h = fm.Trainer(
+        model,
+        fm.optim.Adam(model, lr=1e-2),
+        batch_size=32,
+        epochs=4,
+        early_stopping=es,
+        verbose=0,
+        callbacks=[lambda hist, epoch: snaps.append(model.get_weights())],
+    ).fit(Xtr, ytr, validation=(Xv, yv))
+    assert es.best_epoch == 0 and h.restored_epoch == 0
+    assert h.best_epoch == int(np.argmin(h.val_loss)) != 0  # ignores min_delta
+    assert _same_weights(model.get_weights(), snaps[0])
+    assert "restored_epoch=0" in repr(h)
+    # Nothing restored: restore_best=False, or no early stopping at all.
+    for early_stopping in (fm.EarlyStopping(patience=100, restore_best=False), None):
+        h = fm.Trainer(_model(), epochs=2, early_stopping=early_stopping, verbose=0).fit(
+            Xtr, ytr, validation=(Xv, yv)
+        )
+        assert h.restored_epoch is None and "restored_epoch" not in repr(h)
+
+
 def test_early_stopping_rules():
     class Weights:
         def get_weights(self):
@@ -444,6 +475,21 @@ def test_callback_returning_true_stops(circles):
     assert len(h) == 3 and h.stopped_early and not h.interrupted
 
 
+def test_callback_returning_numpy_true_stops(circles):
+    """A comparison of NumPy values gives np.bool_, which stops the run like True."""
+    Xtr, ytr, _, _ = circles
+    cb = lambda h, e: np.int64(e) == 2  # noqa: E731
+    h = fm.Trainer(_model(), epochs=5, verbose=0, callbacks=[cb]).fit(Xtr, ytr)
+    assert len(h) == 3 and h.stopped_early
+
+
+@pytest.mark.parametrize("result", [None, False, np.False_, 1, np.float64(1.0), "stop", [True]])
+def test_callback_returning_anything_but_true_goes_on(circles, result):
+    Xtr, ytr, _, _ = circles
+    h = fm.Trainer(_model(), epochs=3, verbose=0, callbacks=[lambda h, e: result]).fit(Xtr, ytr)
+    assert len(h) == 3 and not h.stopped_early
+
+
 def test_floating_point_error_propagates_with_epoch_and_batch(circles):
     Xtr, ytr, _, _ = circles
     model = RecordingMLP([2, 16, 2], seed=0)
@@ -527,6 +573,10 @@ def test_verbose_2_without_tqdm_falls_back_to_lines(circles, capsys, monkeypatch
         ({"verbose": "loud"}, ValueError, r"^verbose"),
         ({"shuffle": "yes"}, TypeError, r"^shuffle"),
         ({"label_smoothing": 1.0}, ValueError, r"^label_smoothing"),
+        ({"label_smoothing": float("nan")}, ValueError, r"^label_smoothing"),
+        ({"label_smoothing": "a"}, TypeError, r"^label_smoothing: expected a real number, got str"),
+        ({"label_smoothing": None}, TypeError, r"^label_smoothing: expected a real number"),
+        ({"label_smoothing": True}, TypeError, r"^label_smoothing: expected a real number"),
         ({"label_smoothing": 0.1, "loss": "mse"}, ValueError, r"^label_smoothing"),
         ({"callbacks": [1]}, TypeError, r"^callbacks"),
         ({"optimizer": object()}, TypeError, r"^optimizer"),
@@ -570,6 +620,28 @@ def test_model_and_fit_errors(circles):
     ]:
         with pytest.raises(ValueError, match=match):
             fm.EarlyStopping(**kw)
+
+
+@pytest.mark.parametrize("monitor", ["val_accuracy", "train_accuracy"])
+@pytest.mark.parametrize("who", ["early_stopping", "schedule"])
+def test_accuracy_monitor_with_mse_fails_before_the_first_step(circles, monitor, who):
+    """loss='mse' has no accuracy: monitoring one is refused by fit() before any step, not
+    after the first epoch has already changed the weights."""
+    Xtr, ytr, Xv, yv = circles
+    onehot = np.eye(2, dtype=np.float32)
+    model = _model()
+    opt = fm.optim.SGD(model, lr=0.1)
+    before = model.get_weights()
+    kw = (
+        {"early_stopping": fm.EarlyStopping(monitor=monitor)}
+        if who == "early_stopping"
+        else {"schedule": ReduceLROnPlateau(monitor=monitor)}
+    )
+    trainer = fm.Trainer(model, opt, loss="mse", epochs=2, verbose=0, **kw)
+    with pytest.raises(ValueError, match=rf"^{who}: monitors '{monitor}' but loss='mse' has no"):
+        trainer.fit(Xtr, onehot[ytr], validation=(Xv, onehot[yv]))
+    assert opt.step_count == 0
+    assert _same_weights(model.get_weights(), before)
 
 
 def test_fit_checks_all_its_data_before_the_first_step(circles):

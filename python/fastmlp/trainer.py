@@ -43,12 +43,15 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_float_input, check_finite, check_int, check_nonempty
+from ._checks import as_float_input, check_finite, check_int, check_nonempty, check_probability
 from .schedules import MONITORS, Schedule, make_schedule
 
 __all__ = ["EarlyStopping", "History", "Trainer"]
 
 LOSSES = ("cross_entropy", "mse", "hinge", "bce")
+# Losses whose evaluate() has no accuracy (None): a schedule or early stopping that monitors one
+# is refused by fit() before the first step, not after an epoch has already moved the weights.
+_NO_ACCURACY = ("mse",)
 
 Callback = Callable[["History", int], Any]
 
@@ -66,8 +69,14 @@ class History:
     the epoch) and ``time`` (wall seconds of the epoch, evaluation included).
 
     Also ``history["val_loss"]`` (same lists by key), ``best_epoch`` (0-based index of the best
-    value of ``monitor``), ``stopped_early`` (early stopping or a callback ended the run),
-    ``interrupted`` (Ctrl-C ended it), ``n_steps`` (optimizer steps taken) and ``to_dict()``.
+    value of ``monitor``), ``restored_epoch`` (0-based epoch whose weights early stopping put
+    back at the end of the run; ``None`` when it restored nothing), ``stopped_early`` (early
+    stopping or a callback ended the run), ``interrupted`` (Ctrl-C ended it), ``n_steps``
+    (optimizer steps taken) and ``to_dict()``.
+
+    ``best_epoch`` is the plain best value and ignores :class:`EarlyStopping`'s ``min_delta``;
+    early stopping restores the last epoch that improved by more than ``min_delta`` (Keras's
+    rule), which can be an earlier one: ``restored_epoch`` is the epoch the model holds.
     """
 
     KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "time")
@@ -85,6 +94,9 @@ class History:
         self.stopped_early = False
         self.interrupted = False
         self.n_steps = 0
+        # Set by Trainer.fit when EarlyStopping put weights back; differs from best_epoch when
+        # min_delta > 0 made later, slightly better epochs not count as improvements.
+        self.restored_epoch: int | None = None
 
     def __getitem__(self, key: str) -> list[Any]:
         if key not in self.KEYS:
@@ -108,7 +120,10 @@ class History:
     def best_epoch(self) -> int | None:
         """0-based epoch with the best ``monitor`` value (``mode``: "min" by default for a loss,
         "max" for an accuracy, or early stopping's mode); the first one on ties; ``None`` if no
-        epoch has a finite value."""
+        epoch has a finite value.
+
+        It ignores early stopping's ``min_delta``, so it can be later than the epoch whose
+        weights early stopping restored: that one is :attr:`restored_epoch`."""
         values = [
             (i, v) for i, v in enumerate(self[self.monitor]) if v is not None and math.isfinite(v)
         ]
@@ -126,9 +141,10 @@ class History:
         flags = "".join(
             f", {name}=True" for name in ("stopped_early", "interrupted") if getattr(self, name)
         )
+        restored = "" if self.restored_epoch is None else f", restored_epoch={self.restored_epoch}"
         return (
             f"History(epochs={len(self)}, monitor={self.monitor!r}, "
-            f"best_epoch={self.best_epoch}{flags})"
+            f"best_epoch={self.best_epoch}{restored}{flags})"
         )
 
 
@@ -141,6 +157,11 @@ class EarlyStopping:
     weights of the best epoch are kept (``model.get_weights()``) and put back at the end of the
     run, whether it stopped early or ran all its epochs (not after Ctrl-C: an interrupted run
     keeps its last step).
+
+    "Best" here is the last epoch that improved in the sense above (:attr:`best_epoch`, as in
+    Keras): with ``min_delta > 0`` a later epoch that is better by less than ``min_delta`` does
+    not replace it, so it can differ from :attr:`History.best_epoch`, which ignores
+    ``min_delta``. The history's ``restored_epoch`` names the epoch whose weights were restored.
     """
 
     def __init__(
@@ -259,8 +280,11 @@ class Trainer:
         passed to ``train_step`` for ``loss="cross_entropy"`` when non-zero (PyTorch's convention:
         targets ``(1 - eps) * onehot + eps / classes``).
     callbacks:
-        callables ``cb(history, epoch)`` run after each epoch; one returning ``True`` stops the
-        run (``history.stopped_early`` is set).
+        callables ``cb(history, epoch)`` run after each epoch; one returning ``True`` (a Python
+        or NumPy bool, e.g. ``np.mean(h.val_loss) < 0.1``) stops the run
+        (``history.stopped_early`` is set). Any other result (``False``, ``None``, numbers, other
+        objects) lets it go on, so a callback that returns something incidental (a count, a
+        list's ``append``) never stops training by accident.
     eval_train:
         ``False`` (default): ``train_accuracy`` is counted during the epoch (see the module
         docstring); ``True``: from ``model.evaluate`` on the whole training set after the epoch.
@@ -347,9 +371,7 @@ class Trainer:
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle: expected a bool, got {type(shuffle).__name__}")
         self.shuffle = bool(shuffle)
-        label_smoothing = float(label_smoothing)
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing: expected a value in [0, 1), got {label_smoothing}")
+        label_smoothing = check_probability(label_smoothing, "label_smoothing")
         if label_smoothing and loss != "cross_entropy":
             raise ValueError(f"label_smoothing: only for loss='cross_entropy', not {loss!r}")
         self.label_smoothing = label_smoothing
@@ -432,6 +454,13 @@ class Trainer:
                 raise ValueError(
                     f"{who}: monitors {monitor!r} but fit() got no validation data; "
                     f"pass validation=(X_val, y_val) or monitor a train_ metric"
+                )
+            # Here, before any step: found by _monitored after the first epoch, the error would
+            # leave a model that has already trained for an epoch.
+            if monitor is not None and monitor.endswith("accuracy") and self.loss in _NO_ACCURACY:
+                raise ValueError(
+                    f"{who}: monitors {monitor!r} but loss={self.loss!r} has no accuracy; "
+                    f"monitor a loss ('val_loss' or 'train_loss')"
                 )
 
         n = X.shape[0]
@@ -556,7 +585,10 @@ class Trainer:
                             f"epochs (best: epoch {_human_epoch(es.best_epoch)})"
                         )
                 for cb in self.callbacks:
-                    if cb(history, epoch) is True:
+                    # A bool, NumPy's included (a comparison of NumPy values gives np.bool_);
+                    # anything else, truthy or not, means "go on" (see the class docstring).
+                    result = cb(history, epoch)
+                    if isinstance(result, (bool, np.bool_)) and result:
                         stop = True
                 if stop:
                     history.stopped_early = True
@@ -575,11 +607,13 @@ class Trainer:
                     file=sys.stderr,
                 )
         else:
-            if es is not None and es.restore(model) and lines and es.best_epoch != len(history) - 1:
-                write(
-                    f"restored the weights of epoch {_human_epoch(es.best_epoch)} "
-                    f"({es.monitor} {_fmt(es.best, es.monitor.endswith('accuracy'))})"
-                )
+            if es is not None and es.restore(model):
+                history.restored_epoch = es.best_epoch
+                if lines and es.best_epoch != len(history) - 1:
+                    write(
+                        f"restored the weights of epoch {_human_epoch(es.best_epoch)} "
+                        f"({es.monitor} {_fmt(es.best, es.monitor.endswith('accuracy'))})"
+                    )
         finally:
             if bar is not None:
                 bar.close()
