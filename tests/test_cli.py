@@ -18,6 +18,14 @@ from fastmlp.schedules import CosineAnnealingLR, MultiStepLR, ReduceLROnPlateau,
 SMALL = ["--n-samples", "200", "--epochs", "2", "--quiet"]
 
 
+class ReachedTraining(Exception):
+    """Raised by a stubbed Trainer.fit: main() does not catch it, so a test sees it."""
+
+
+def _no_training(*args, **kwargs):
+    raise ReachedTraining
+
+
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     rc = cli.main(list(argv))
     out, err = capsys.readouterr()
@@ -70,6 +78,59 @@ def test_train_every_optimizer(capsys, optimizer):
     assert rc == 0
 
 
+def _trained_weights(capsys, tmp_path, *argv: str) -> list[np.ndarray]:
+    path = tmp_path / "w.npz"
+    rc, _, err = run(capsys, "train", "--save", str(path), "--lr", "0.05", *argv, *SMALL)
+    assert rc == 0, err
+    return fm.load(path).get_weights()
+
+
+def test_train_momentum_applies_to_sgd(capsys, tmp_path):
+    """--optimizer sgd --momentum 0.5 is torch.optim.SGD(momentum=0.5), the same as --optimizer
+    momentum --momentum 0.5; momentum and nesterov keep their default 0.9."""
+    plain = _trained_weights(capsys, tmp_path, "--optimizer", "sgd")
+    sgd_half = _trained_weights(capsys, tmp_path, "--optimizer", "sgd", "--momentum", "0.5")
+    momentum_half = _trained_weights(
+        capsys, tmp_path, "--optimizer", "momentum", "--momentum", "0.5"
+    )
+    assert not np.array_equal(plain[0], sgd_half[0])
+    for a, b in zip(sgd_half, momentum_half):
+        np.testing.assert_array_equal(a, b)
+    for name in ("momentum", "nesterov"):
+        default = _trained_weights(capsys, tmp_path, "--optimizer", name)
+        explicit = _trained_weights(capsys, tmp_path, "--optimizer", name, "--momentum", "0.9")
+        for a, b in zip(default, explicit):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--optimizer", "adam", "--momentum", "0.5"], "--momentum: --optimizer adam has no"),
+        (["--optimizer", "rmsprop", "--momentum", "0"], "--momentum: --optimizer rmsprop"),
+        (["--optimizer", "adagrad", "--momentum", "0.9"], "--momentum: --optimizer adagrad"),
+        (["--data", "digits", "--noise", "0.1"], "--noise: --data digits is not generated"),
+        (["--data", "digits", "--n-samples", "100"], "--n-samples: --data digits is not"),
+        (["--data", "mnist", "--noise", "0"], "--noise: --data mnist is not generated"),
+        (["--data-dir", "."], "--data-dir: only --data mnist reads a folder, not --data circles"),
+        (["--data", "digits", "--data-dir", "."], "--data-dir: only --data mnist"),
+    ],
+)
+def test_train_options_that_would_be_ignored_are_errors(capsys, monkeypatch, args, fragment):
+    monkeypatch.setattr(fm.Trainer, "fit", _no_training)
+    rc, _, err = run(capsys, "train", *args, "--epochs", "1", "--quiet")
+    assert_one_line_error(rc, err, fragment)
+
+
+def test_train_too_few_samples_names_the_option(capsys):
+    rc, _, err = run(capsys, "train", "--n-samples", "3", "--epochs", "1", "--quiet")
+    assert_one_line_error(
+        rc, err, "--n-samples: the 70/15/15 train/val/test split needs at least 4 points, got 3"
+    )
+    rc, out, _ = run(capsys, "train", "--n-samples", "4", "--epochs", "1", "--quiet")
+    assert rc == 0 and "(1 samples)" in out  # the minimum works
+
+
 def test_cli_names_agree_with_the_library():
     from fastmlp import nn, trainer
     from fastmlp.ops import ACTIVATIONS
@@ -88,6 +149,27 @@ def test_train_every_init(capsys, init):
 def test_train_every_loss(capsys, loss):
     rc, out, _ = run(capsys, "train", "--loss", loss, *SMALL)
     assert rc == 0 and "accuracy" in out
+
+
+def test_train_bce_names_its_two_accuracies(capsys, tmp_path):
+    """bce's history accuracy (acc/val_acc) is per output; the test line gives the class accuracy
+    and that per-output accuracy, each named, and the epoch lines say which one they show."""
+    argv = ["--loss", "bce", "--n-samples", "300", "--epochs", "2"]
+    rc, out, _ = run(capsys, "train", *argv, "--save", str(tmp_path / "m.npz"))
+    assert rc == 0
+    lines = out.strip().splitlines()
+    assert "acc and val_acc are bce's per-output accuracy" in lines[2]
+    test_line = next(line for line in lines if line.startswith("test:"))
+    ds = cli.load_data(cli.build_parser().parse_args(["train", *argv]))
+    Xte, yte = ds["test"]
+    model = fm.load(tmp_path / "m.npz")
+    per_output = model.evaluate(Xte, np.eye(2, dtype=np.float32)[yte], loss="bce")["accuracy"]
+    class_acc = np.mean(np.asarray(model(Xte)).argmax(axis=1) == yte)
+    assert f"class accuracy {100 * class_acc:.2f}%  per-output acc {100 * per_output:.2f}% (" in (
+        test_line
+    )
+    rc, out, _ = run(capsys, "train", "--loss", "cross_entropy", *argv[2:], "--quiet")
+    assert "per-output" not in out and "  accuracy " in out  # the other losses: one accuracy
 
 
 def test_train_options(capsys):
@@ -123,6 +205,60 @@ def test_train_plot(capsys, tmp_path):
     rc, _, err = run(capsys, "train", "--plot", str(path), *SMALL)
     assert rc == 0, err
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rc, out, _ = run(capsys, "train", "--plot", str(tmp_path / "noext"), "--n-samples", "200",
+                     "--epochs", "1")  # fmt: skip
+    assert rc == 0 and f"saved the plot to {tmp_path / 'noext.png'}" in out
+    assert (tmp_path / "noext.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_plot_prints_the_file_it_writes(capsys, tmp_path, monkeypatch):
+    """No extension: .png is added, and the printed name is the file written (matplotlib stubbed,
+    so that this runs without it)."""
+    written = []
+    monkeypatch.setattr(cli, "_plot_formats", lambda: {"png": "PNG", "pdf": "PDF"})
+    monkeypatch.setattr(cli, "save_plot", lambda path, *args: written.append(path))
+    rc, out, err = run(capsys, "train", "--plot", str(tmp_path / "curves"), "--n-samples", "200",
+                       "--epochs", "1")  # fmt: skip
+    assert rc == 0, err
+    assert written == [str(tmp_path / "curves.png")]
+    assert out.strip().splitlines()[-1] == f"saved the plot to {tmp_path / 'curves.png'}"
+
+
+def test_train_plot_checks_the_file_type_before_training(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "_plot_formats", lambda: {"png": "PNG", "pdf": "PDF"})
+    monkeypatch.setattr(fm.Trainer, "fit", _no_training)
+    model = tmp_path / "m.npz"
+    rc, _, err = run(capsys, "train", "--plot", str(tmp_path / "x.foo"), "--save", str(model),
+                     *SMALL)  # fmt: skip
+    assert_one_line_error(
+        rc, err, "--plot: matplotlib cannot write '.foo' files; use one of .pdf, .png"
+    )
+    assert not model.exists()
+    with pytest.raises(ReachedTraining):  # upper case is fine: past the checks, into training
+        cli.main(["train", "--plot", str(tmp_path / "X.PDF"), *SMALL])
+
+
+def test_train_plot_formats_from_matplotlib():
+    pytest.importorskip("matplotlib")
+    formats = cli._plot_formats()
+    assert "png" in formats and "pdf" in formats and "foo" not in formats
+
+
+@pytest.mark.parametrize("option", ["--save", "--plot"])
+def test_train_output_path_naming_a_folder_is_refused(capsys, tmp_path, monkeypatch, option):
+    """A folder ("out/" made --save write the hidden file out/.npz): refused before training."""
+    if option == "--plot":
+        monkeypatch.setattr(cli, "_plot_formats", lambda: {"png": "PNG"})  # without matplotlib
+    monkeypatch.setattr(fm.Trainer, "fit", _no_training)
+    (tmp_path / "out").mkdir()
+    for path in (
+        str(tmp_path / "out") + os.sep,
+        str(tmp_path / "out"),
+        str(tmp_path / "new") + os.sep,
+    ):
+        rc, _, err = run(capsys, "train", option, path, *SMALL)
+        assert_one_line_error(rc, err, f"{option}: {path} names a folder; give a file name")
+    assert list(tmp_path.iterdir()) == [tmp_path / "out"] and not any((tmp_path / "out").iterdir())
 
 
 def test_train_plot_without_matplotlib(capsys, tmp_path, monkeypatch):

@@ -26,6 +26,9 @@ LOSSES = ("cross_entropy", "mse", "hinge", "bce")
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "adagrad", "rmsprop")
 INITS = ("he", "xavier", "normal", "uniform")
 DATASETS = ("circles", "moons", "spirals", "xor", "digits", "mnist")
+GENERATED = ("circles", "moons", "spirals", "xor")
+# The optimizers --momentum applies to, and its default for each (torch.optim.SGD's is 0).
+MOMENTUM_DEFAULTS = {"sgd": 0.0, "momentum": 0.9, "nesterov": 0.9}
 
 # Per-data-set defaults for the options left unset. Data: the toy sets (2000 points) and digits
 # are split 70/15/15 (stratified, --seed) and standardised on the training part (toy sets per
@@ -40,6 +43,7 @@ DATA_DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist": {"hidden": [256, 128], "lr": 1e-3, "epochs": 10, "batch_size": 128},
 }
 TOY_SAMPLES = 2000
+VAL_FRACTION = TEST_FRACTION = 0.15  # of the toy sets and digits (MNIST has its own test files)
 
 
 class CLIError(Exception):
@@ -112,17 +116,94 @@ def _seed(text: str) -> int:
     return _int_at_least(text, 0)
 
 
-def _output_path(path: str | None, option: str, suffix: str = "") -> str | None:
-    """``path`` (with ``suffix`` added when missing), after checking that its folder exists, so
-    that a typo fails before training rather than after it."""
+def _names_folder(path: str) -> bool:
+    """``path`` ends with a separator or is an existing folder."""
+    separators = tuple(sep for sep in (os.sep, os.altsep) if sep)
+    return path.endswith(separators) or os.path.isdir(path)
+
+
+def _output_path(
+    path: str | None, option: str, suffix: str = "", example: str = "out"
+) -> str | None:
+    """``path`` (with ``suffix`` added when missing), after checking that it names a file in a
+    folder that exists, so that a typo fails before training rather than after it; ``example``
+    is the file name the error for a folder suggests."""
     if path is None:
         return None
-    if suffix and not path.endswith(suffix):
-        path += suffix
-    folder = os.path.dirname(os.path.abspath(path))
+    final = path if not suffix or path.endswith(suffix) else path + suffix
+    # "out/" would become the hidden file "out/.npz" (np.savez adds the suffix to an empty name):
+    # refuse a folder rather than guess a file name in it.
+    if _names_folder(path) or _names_folder(final):
+        raise CLIError(
+            f"{option}: {path} names a folder; give a file name, e.g. {os.path.join(path, example)}"
+        )
+    folder = os.path.dirname(os.path.abspath(final))
     if not os.path.isdir(folder):
         raise CLIError(f"{option}: folder {folder} does not exist")
-    return path
+    return final
+
+
+def _plot_formats() -> dict[str, str]:
+    """The file types matplotlib can write, ``{"png": "Portable Network Graphics", ...}``; a
+    CLIError when matplotlib is not installed."""
+    try:
+        import matplotlib  # noqa: F401  (first: matplotlib.figure may be cached on its own)
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise CLIError(
+            "--plot needs matplotlib: pip install matplotlib (the [plot] extra)"
+        ) from None
+    return dict(Figure().canvas.get_supported_filetypes())
+
+
+def _plot_path(path: str | None) -> str | None:
+    """The file ``--plot`` will write: ``path``, with ``.png`` added when it has no extension
+    (matplotlib would add its default one; adding it here lets the CLI print the real name).
+    Matplotlib's presence and the file type are checked here, before training, as savefig would
+    only fail after it (and after --save had written the model)."""
+    if path is None:
+        return None
+    formats = _plot_formats()
+    ext = os.path.splitext(path)[1]
+    if ext and ext[1:].lower() not in formats:
+        known = ", ".join(f".{f}" for f in sorted(formats))
+        raise CLIError(f"--plot: matplotlib cannot write {ext!r} files; use one of {known}")
+    return _output_path(path, "--plot", "" if ext else ".png", "curves.png")
+
+
+def _min_split_samples(val: float = VAL_FRACTION, test: float = TEST_FRACTION) -> int:
+    """The fewest points ``train_val_test_split(val=val, test=test)`` accepts: one row or more
+    in each of the three sets (each fraction rounds to at least 1)."""
+    n = 1
+    while min(round(val * n), round(test * n), n - round(val * n) - round(test * n)) < 1:
+        n += 1
+    return n
+
+
+def _check_data_options(args: argparse.Namespace) -> None:
+    """Refuse the options the chosen data set and optimizer would silently ignore (only when the
+    user gave them: their defaults are None), and too few generated points for the split."""
+    if args.momentum is not None and args.optimizer not in MOMENTUM_DEFAULTS:
+        raise CLIError(
+            f"--momentum: --optimizer {args.optimizer} has no momentum; it applies to "
+            f"{', '.join(MOMENTUM_DEFAULTS)}"
+        )
+    if args.data not in GENERATED:
+        for option, value in (("--noise", args.noise), ("--n-samples", args.n_samples)):
+            if value is not None:
+                raise CLIError(
+                    f"{option}: --data {args.data} is not generated; {option} applies to "
+                    f"{', '.join(GENERATED)}"
+                )
+    if args.data != "mnist" and args.data_dir is not None:
+        raise CLIError(f"--data-dir: only --data mnist reads a folder, not --data {args.data}")
+    least = _min_split_samples()
+    if args.n_samples is not None and args.n_samples < least:
+        pct = f"{100 * (1 - VAL_FRACTION - TEST_FRACTION):g}/{100 * VAL_FRACTION:g}"
+        raise CLIError(
+            f"--n-samples: the {pct}/{100 * TEST_FRACTION:g} train/val/test split needs at "
+            f"least {least} points, got {args.n_samples}"
+        )
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -213,7 +294,7 @@ def load_data(args: argparse.Namespace) -> dict[str, Any]:
             }[name]
             X, y = gen(**kw)
         (Xtr, ytr), (Xv, yv), (Xte, yte) = data.train_val_test_split(
-            X, y, val=0.15, test=0.15, seed=args.seed
+            X, y, val=VAL_FRACTION, test=TEST_FRACTION, seed=args.seed
         )
         # Digits are images: one scale for all pixels (see Standardizer); toy sets: per column.
         scaler = data.Standardizer(per_feature=name != "digits").fit(Xtr)
@@ -246,7 +327,8 @@ def _predicted_labels(model: Any, X: np.ndarray) -> np.ndarray:
 
 
 def make_optimizer(name: str, model: Any, args: argparse.Namespace, lr: float) -> Any:
-    """Build the optimizer ``name`` with the command line's lr / momentum / decay options."""
+    """Build the optimizer ``name`` with the command line's lr / momentum / decay options;
+    ``args.momentum`` None takes the optimizer's default in ``MOMENTUM_DEFAULTS``."""
     from . import optim
 
     extra: dict[str, Any] = {}
@@ -254,26 +336,24 @@ def make_optimizer(name: str, model: Any, args: argparse.Namespace, lr: float) -
         extra["weight_decay"] = args.weight_decay
     if args.l1:
         extra["l1"] = args.l1
-    if name == "sgd":
-        return optim.SGD(model, lr=lr, **extra)
-    if name in ("momentum", "nesterov"):
-        return optim.SGD(model, lr=lr, momentum=args.momentum, nesterov=name == "nesterov", **extra)
+    if name in MOMENTUM_DEFAULTS:  # "sgd --momentum 0.5" is "momentum --momentum 0.5"
+        momentum = MOMENTUM_DEFAULTS[name] if args.momentum is None else args.momentum
+        return optim.SGD(model, lr=lr, momentum=momentum, nesterov=name == "nesterov", **extra)
     cls = {"adam": "Adam", "adamw": "AdamW", "adagrad": "AdaGrad", "rmsprop": "RMSProp"}[name]
     return getattr(optim, cls)(model, lr=lr, **extra)
 
 
-def _check_plot_available() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise CLIError(
-            "--plot needs matplotlib: pip install matplotlib (the [plot] extra)"
-        ) from None
-
-
-def save_plot(path: str, history: Any, model: Any, ds: dict[str, Any], title: str) -> None:
+def save_plot(
+    path: str,
+    history: Any,
+    model: Any,
+    ds: dict[str, Any],
+    title: str,
+    accuracy_label: str = "accuracy",
+) -> None:
     """Learning curves (loss, accuracy: train vs val) and, for 2-D inputs, the decision boundary
-    over the test points in the original (unstandardised) coordinates."""
+    over the test points in the original (unstandardised) coordinates. ``accuracy_label`` names
+    the history's accuracy (bce's is per output, not per class)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,7 +363,7 @@ def save_plot(path: str, history: Any, model: Any, ds: dict[str, Any], title: st
     two_d = Xte.shape[1] == 2
     fig, axes = plt.subplots(1, 3 if two_d else 2, figsize=(15 if two_d else 10, 4.2))
     epochs = [e + 1 for e in history["epoch"]]
-    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", accuracy_label)):
         for split, style in (("train", "-"), ("val", "--")):
             values = history[f"{split}_{key}"]
             pts = [(e, v) for e, v in zip(epochs, values) if v is not None]
@@ -329,12 +409,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     epochs = args.epochs if args.epochs is not None else defaults["epochs"]
     batch_size = defaults["batch_size"] if args.batch_size is None else args.batch_size
     batch_size = None if batch_size == "full" else batch_size
-    if args.plot:
-        _check_plot_available()
+    plot_path = _plot_path(args.plot)
+    _check_data_options(args)
     if args.dropout > 0.0 and not hidden:
         raise CLIError("--dropout: the model has no hidden layer to apply it to (--hidden 0)")
-    save_path = _output_path(args.save, "--save", ".npz")  # the suffix np.savez adds
-    plot_path = _output_path(args.plot, "--plot")
+    save_path = _output_path(args.save, "--save", ".npz", "model.npz")  # np.savez adds .npz
     if args.threads is not None:
         fm.set_num_threads(args.threads)
     schedule = parse_schedule(args.schedule, epochs) if args.schedule else None
@@ -380,19 +459,34 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"MLP {sizes} {args.activation}, {args.optimizer} lr {lr:g}, loss {args.loss}, "
             f"batch {batch_size if batch_size is not None else 'full'}, {epochs} epochs"
         )
+        if args.loss == "bce":
+            print(
+                "acc and val_acc are bce's per-output accuracy (sigmoid > 0.5 vs the one-hot "
+                "target, every output counted); the test line also gives the class accuracy"
+            )
     t0 = time.perf_counter()
     history = trainer.fit(Xtr, _targets(ytr, args.loss, classes), validation=validation)
     elapsed = time.perf_counter() - t0
 
     test_eval = model.evaluate(Xte, _targets(yte, args.loss, classes), loss=args.loss)
+    # The class accuracy (arg-max == label) for every loss: what a classification user wants.
     acc = float(np.mean(_predicted_labels(model, Xte) == yte))
+    accuracy = f"accuracy {100 * acc:.2f}%"
+    accuracy_label = "accuracy"
+    if args.loss == "bce" and test_eval.get("accuracy") is not None:
+        # The epoch lines' acc / val_acc (Trainer history) are bce's per-output accuracy, a
+        # different number (it counts every 0 output of the one-hot target too): name both.
+        accuracy = (
+            f"class accuracy {100 * acc:.2f}%  per-output acc {100 * test_eval['accuracy']:.2f}%"
+        )
+        accuracy_label = "per-output accuracy"
     how = (
         " (interrupted)"
         if history.interrupted
         else (" (stopped early)" if history.stopped_early else "")
     )
     print(
-        f"test: loss {test_eval['loss']:.4f}  accuracy {100 * acc:.2f}% ({len(yte)} samples); "
+        f"test: loss {test_eval['loss']:.4f}  {accuracy} ({len(yte)} samples); "
         f"{len(history)} epochs in {elapsed:.2f}s{how}"
     )
     if save_path:
@@ -400,7 +494,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"saved the model to {save_path}")
     if plot_path:
-        save_plot(plot_path, history, model, ds, f"{args.data}: test accuracy {100 * acc:.2f}%")
+        title = f"{args.data}: test class accuracy {100 * acc:.2f}%"
+        save_plot(plot_path, history, model, ds, title, accuracy_label)
         if not args.quiet:
             print(f"saved the plot to {plot_path}")
     return 0
@@ -508,13 +603,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--data", choices=DATASETS, default="circles", help="data set (default circles)")
     t.add_argument(
-        "--data-dir", metavar="DIR", help="folder with the MNIST IDX files (--data mnist)"
+        "--data-dir", metavar="DIR", help="folder with the MNIST IDX files (--data mnist only)"
     )
     t.add_argument(
-        "--n-samples", type=_positive_int, help=f"points for generated data (default {TOY_SAMPLES})"
+        "--n-samples",
+        type=_positive_int,
+        help=f"points of generated data: circles, moons, spirals, xor (default {TOY_SAMPLES})",
     )
     t.add_argument(
-        "--noise", type=_nonneg_float, help="noise of generated data (default: the generator's)"
+        "--noise",
+        type=_nonneg_float,
+        help="noise of generated data: circles, moons, spirals, xor (default: the generator's)",
     )
     t.add_argument(
         "--hidden", type=_hidden, metavar="W1,W2,..", help="hidden layer widths, e.g. 256,128"
@@ -535,8 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--momentum",
         type=_nonneg_float,
-        default=0.9,
-        help="momentum for momentum/nesterov (default 0.9)",
+        help="momentum of sgd (default 0), momentum and nesterov (default 0.9)",
     )
     t.add_argument("--epochs", type=_positive_int, help="number of epochs")
     t.add_argument(
@@ -584,11 +682,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="seeds the data, the split, the weights and the shuffling (default 0)",
     )
     t.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    t.add_argument("--save", metavar="PATH", help="save the trained model (fastmlp.load reads it)")
+    t.add_argument(
+        "--save",
+        metavar="PATH",
+        help="save the trained model to a file (.npz added if missing; fastmlp.load reads it)",
+    )
     t.add_argument(
         "--plot",
         metavar="PATH",
-        help="write a PNG of the learning curves (and decision boundary for 2-D data)",
+        help="write the learning curves (and decision boundary for 2-D data) to a file, PNG "
+        "unless PATH ends with another extension matplotlib writes (.pdf, .svg, ..)",
     )
     t.add_argument("--threads", type=_positive_int, metavar="N", help="threads for the CPU kernels")
     t.add_argument("--quiet", action="store_true", help="print only the final result")
