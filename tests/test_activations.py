@@ -166,6 +166,28 @@ def test_kinks_at_zero_take_the_left_derivative():
         assert list(ref_df[1:]) == [w for w in df[1:]], name
 
 
+def test_relu_backward_selects_as_pytorch():
+    """relu's backward is PyTorch's threshold_backward, ``x <= 0 ? 0 : dy``: a dead unit passes
+    no gradient even when dy is inf or NaN (``dy * 0`` gave NaN), a NaN input passes dy on
+    (``dy * [x > 0]`` gave 0). 40 elements: the AVX2 loop and its scalar tail both see each case.
+    (torch.relu(x).backward(dy) gives the same values.)"""
+    x = np.tile(np.array([np.nan, -1.0, -1.0, 0.0, -0.0, 2.0, np.inf, -np.inf], np.float32), 5)
+    dy = np.tile(np.array([0.5, np.inf, np.nan, -np.inf, 3.0, -2.0, 1.0, 7.0], np.float32), 5)
+    expected = np.tile(np.array([0.5, 0, 0, 0, 0, -2.0, 1.0, 0], np.float32), 5)
+    for got in (
+        ops.activation_backward(x, ops.relu(x), dy, "relu"),
+        ops.activation_backward(x[None, :35], ops.relu(x[None, :35]), dy[None, :35], "relu")[0],
+        reference.activation_backward(x, None, dy, "relu"),
+    ):
+        np.testing.assert_array_equal(got, expected[: got.shape[-1]])
+        assert not np.signbit(got[got == 0]).any()  # +0, as a select gives (dy * 0 could be -0)
+    # The fused linear forward and the reference agree that relu passes NaN.
+    z = ops.linear(np.array([[1.0]], np.float32), np.array([[np.nan, -1.0, 2.0]], np.float32))
+    relu_z = reference.linear(np.ones((1, 1)), np.array([[np.nan, -1.0, 2.0]]), activation="relu")
+    np.testing.assert_array_equal(relu_z, ops.relu(z))
+    assert np.isnan(relu_z[0, 0])
+
+
 @pytest.mark.parametrize("name", ["sigmoid", "tanh", "elu"])
 def test_large_inputs_stay_finite(name):
     x = np.array([[-1000.0, -100.0, -88.0, -20.0, 0.0, 20.0, 88.0, 100.0, 1000.0]], np.float32)
@@ -519,6 +541,7 @@ x = (3 * rng.standard_normal((37, 61))).astype(np.float32)
 x.reshape(-1)[::5] = 0.0
 x[0, :4] = [np.nan, np.inf, -np.inf, -0.0]
 dy = rng.standard_normal(x.shape).astype(np.float32)
+dy[0, :4] = [0.5, np.nan, np.inf, np.inf]  # non-finite gradients into NaN, inf, -inf, -0
 out = {"simd": np.array(_core._build_info()["simd"])}
 for name in ops.ACTIVATIONS:
     y = ops.activation(x, name)

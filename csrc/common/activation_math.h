@@ -9,8 +9,11 @@
 //   tanh        f(x) = tanh(x)                             f'(x) = 1 - f(x)^2
 //
 // At x == 0 the derivative is the left one (relu'(0) = 0, leaky'(0) = alpha), as in PyTorch.
-// NaN passes through every forward (relu included); a sign test is false for NaN (f'(NaN) is the
-// x <= 0 branch, as PyTorch's).
+// NaN passes through every forward (relu included). The backward passes go through
+// activation_dx, which follows PyTorch's backward kernels at NaN and inf too: relu selects
+// (dx = x <= 0 ? 0 : dy, threshold_backward), so a dead unit passes no gradient even when dy is
+// inf or NaN (dy * 0 would be NaN) and a NaN input passes dy on; the other sign tests take the
+// x <= 0 branch for NaN and multiply (leaky: dy * alpha, as leaky_relu_backward).
 // The derivative takes both the input x and the output y = f(x) and uses whichever gives it
 // exactly and cheaply (y for sigmoid, tanh, elu; x for the sign tests).
 #pragma once
@@ -81,6 +84,12 @@ FASTMLP_HD float activation_derivative(Activation kind, float x, float y, float 
       return 1.0f - y * y;
   }
   return 1.0f;
+}
+
+// dx = dy * f'(x) as every backward pass computes it (relu as a select: see the header comment).
+FASTMLP_HD float activation_dx(Activation kind, float dy, float x, float y, float alpha) {
+  if (kind == Activation::Relu) return x <= 0.0f ? 0.0f : dy;
+  return dy * activation_derivative(kind, x, y, alpha);
 }
 
 }  // namespace fastmlp

@@ -129,7 +129,7 @@ void activation_backward(float* dx, const float* x, const float* y, const float*
       for (int64_t i = begin; i < end; ++i) {
         // Vectorized for identity/sigmoid/tanh; a branch per element for the sign-tested kinds
         // (see activations_avx2.cpp), which is why those take the AVX2 path when they can.
-        dx[i] = dy[i] * activation_derivative(K, x[i], y[i], alpha);
+        dx[i] = activation_dx(K, dy[i], x[i], y[i], alpha);
       }
     });
   });

@@ -10,7 +10,7 @@
 // Here both sides are computed and blended, with the same float operations as
 // common/activation_math.h, so the results are bit-identical to the scalar path:
 //   leaky/prelu y  = x > 0 ? x : alpha * x
-//   relu        dx = dy * (x > 0 ? 1 : 0)
+//   relu        dx = x <= 0 ? 0 : dy            (a select, as PyTorch's; dy * 0 is NaN for inf dy)
 //   leaky/prelu dx = dy * (x > 0 ? 1 : alpha)
 //   elu         dx = dy * (x > 0 ? 1 : y + alpha)
 // (no multiply-add can be formed: each line is one add at most, then one multiply).
@@ -52,18 +52,24 @@ bool activation_backward_avx2(float* dx, const float* x, const float* y, const f
   const __m256 zero = _mm256_setzero_ps();
   const __m256 one = _mm256_set1_ps(1.0f);
   const __m256 va = _mm256_set1_ps(alpha);
-  const float negative_scalar = kind == Activation::Relu ? 0.0f : alpha;
-  const __m256 negative = _mm256_set1_ps(negative_scalar);
   const bool elu = kind == Activation::Elu;
   int64_t i = begin;
-  for (; i + 8 <= end; i += 8) {
-    const __m256 xv = _mm256_loadu_ps(x + i);
-    const __m256 gv = _mm256_loadu_ps(dy + i);
-    const __m256 positive = _mm256_cmp_ps(xv, zero, _CMP_GT_OQ);  // false for NaN, as `x > 0`
-    const __m256 slope = elu ? _mm256_add_ps(_mm256_loadu_ps(y + i), va) : negative;
-    _mm256_storeu_ps(dx + i, _mm256_mul_ps(gv, _mm256_blendv_ps(slope, one, positive)));
+  if (kind == Activation::Relu) {
+    // A select, as activation_dx: dy where !(x <= 0) (true for NaN), else +0.
+    for (; i + 8 <= end; i += 8) {
+      const __m256 pass = _mm256_cmp_ps(_mm256_loadu_ps(x + i), zero, _CMP_NLE_UQ);
+      _mm256_storeu_ps(dx + i, _mm256_and_ps(pass, _mm256_loadu_ps(dy + i)));
+    }
+  } else {
+    for (; i + 8 <= end; i += 8) {
+      const __m256 xv = _mm256_loadu_ps(x + i);
+      const __m256 gv = _mm256_loadu_ps(dy + i);
+      const __m256 positive = _mm256_cmp_ps(xv, zero, _CMP_GT_OQ);  // false for NaN, as `x > 0`
+      const __m256 slope = elu ? _mm256_add_ps(_mm256_loadu_ps(y + i), va) : va;
+      _mm256_storeu_ps(dx + i, _mm256_mul_ps(gv, _mm256_blendv_ps(slope, one, positive)));
+    }
   }
-  for (; i < end; ++i) dx[i] = dy[i] * activation_derivative(kind, x[i], y[i], alpha);
+  for (; i < end; ++i) dx[i] = activation_dx(kind, dy[i], x[i], y[i], alpha);
   return true;
 }
 

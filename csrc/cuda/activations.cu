@@ -49,7 +49,7 @@ __global__ void activation_backward_kernel(float* dx, const float* x, const floa
                                            float alpha) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    dx[i] = dy[i] * activation_derivative(kind, x[i], y[i], alpha);
+    dx[i] = activation_dx(kind, dy[i], x[i], y[i], alpha);
   }
 }
 

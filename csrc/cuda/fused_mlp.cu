@@ -340,7 +340,7 @@ __device__ __forceinline__ void backward_layer(const FusedArgs& p, int l, float*
         // may fuse elu's alpha * expm1f(z) with the derivative's "+ alpha" into one FMA, whose
         // last bit can differ from activation_backward's (which reads the stored y).
         const float y = __fadd_rn(activation_forward(kind, zv, alpha), 0.0f);
-        d = acc[i][c] * activation_derivative(kind, zv, y, alpha);
+        d = activation_dx(kind, acc[i][c], zv, y, alpha);
         dz[at + col] = d;
       }
       if (more) act[r * p.stride + col] = d;

@@ -128,7 +128,9 @@ def activation_backward(
     *,
     device: str | None = None,
 ) -> np.ndarray:
-    """``dx = dy * f'(x)``, given the forward input ``x`` and output ``y = f(x)`` (same shapes)."""
+    """``dx = dy * f'(x)``, given the forward input ``x`` and output ``y = f(x)`` (same shapes);
+    relu selects as PyTorch does, ``dx = 0 if x <= 0 else dy`` (inf or NaN in ``dy`` stays out of
+    dead units, a NaN ``x`` passes ``dy`` on)."""
     kind, a = resolve_activation(name, alpha)
     if _dispatch.use_cuda(device, x, y, dy):
         return _dispatch.activation_backward(x, y, dy, kind, a)

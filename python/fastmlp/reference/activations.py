@@ -11,8 +11,11 @@ Each activation is a pair (f, f'), written as in the course notes::
     tanh        f(x) = tanh(x)                           f'(x) = 1 - tanh(x)^2
 
 At x == 0 the derivative is the left one (relu'(0) = 0), as in PyTorch. NaN passes through
-every forward, relu included (as ``np.maximum``). Unlike the kernels, the
-reference derivative is written in x alone; ``activation_backward`` ignores ``y``.
+every forward, relu included (as ``np.maximum``). ``activation_backward`` is ``dy * f'(x)``
+except for relu, which selects as PyTorch's backward does: ``dx = 0 if x <= 0 else dy``, so a
+dead unit passes no gradient even when ``dy`` is inf or NaN, and a NaN input passes ``dy`` on.
+Unlike the kernels, the reference derivative is written in x alone; ``activation_backward``
+ignores ``y``.
 """
 
 from __future__ import annotations
@@ -98,10 +101,13 @@ def activation_derivative(x: np.ndarray, name: str, alpha: float | None = None) 
 
 
 def activation_backward(
-    x: np.ndarray, y: np.ndarray, dy: np.ndarray, name: str, alpha: float | None = None
+    x: np.ndarray, y: np.ndarray | None, dy: np.ndarray, name: str, alpha: float | None = None
 ) -> np.ndarray:
-    """Chain rule: ``dx = dy * f'(x)`` (``y`` is accepted for the kernel's signature, unused)."""
+    """Chain rule: ``dx = dy * f'(x)``, relu as a select (see the module docstring); ``y`` is
+    accepted for the kernel's signature, unused."""
     del y
+    if name == "relu":
+        return np.where(_f64(x) <= 0, 0.0, _f64(dy))
     return _f64(dy) * activation_derivative(x, name, alpha)
 
 

@@ -37,7 +37,7 @@ def _activate(z: np.ndarray, activation: str, alpha: float) -> np.ndarray:
     if activation == "identity":
         return z
     if activation == "relu":
-        return np.where(z > 0, z, 0.0)
+        return np.where(z < 0, 0.0, z)  # NaN passes through, as in the kernels
     if activation in ("leaky_relu", "prelu"):
         return np.where(z > 0, z, alpha * z)
     if activation == "elu":

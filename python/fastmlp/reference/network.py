@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .activations import activation, activation_derivative
+from .activations import activation, activation_backward
 from .losses import bce_with_logits, mse_loss, multiclass_hinge_loss, softmax_cross_entropy
 
 __all__ = ["LOSSES", "ReferenceMLP", "loss_and_dlogits"]
@@ -136,7 +136,7 @@ class ReferenceMLP:
             name = self.activations[l - 1]
             if name == "prelu":
                 slope_grads[l - 1] = np.array([(da * np.minimum(z, 0.0)).sum()])
-            dz = da * activation_derivative(z, name, cache["alphas"][l - 1])
+            dz = activation_backward(z, None, da, name, cache["alphas"][l - 1])
         grads: list[np.ndarray] = []
         for l in range(self.num_layers):
             grads += [grads_w[l], grads_b[l]]
