@@ -441,6 +441,7 @@ def test_unknown_activation_name():
         ("elu", -1.0, ValueError, r"^alpha: elu expects alpha > 0"),
         ("leaky_relu", float("nan"), ValueError, r"^alpha: expected a finite value"),
         ("prelu", float("inf"), ValueError, r"^alpha: expected a finite value"),
+        ("elu", 1e39, ValueError, r"^alpha: expected a finite value, got 1e\+39 \(inf in float32"),
         ("relu", 0.1, ValueError, r"^alpha: activation 'relu' takes no alpha"),
         ("sigmoid", 1.0, ValueError, r"^alpha: activation 'sigmoid' takes no alpha"),
         ("leaky_relu", "0.1", TypeError, r"^alpha: expected a real number"),

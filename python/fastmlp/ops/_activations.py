@@ -21,13 +21,10 @@ one table of activation names; other modules validate names through :func:`resol
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
 from .. import _core
-from .._checks import as_float_input, check_same_shape
+from .._checks import as_float_input, check_real, check_same_shape
 from . import _dispatch
 
 __all__ = [
@@ -81,11 +78,7 @@ def resolve_activation(name: str, alpha: float | None = None) -> tuple[int, floa
         return ACTIVATIONS[name], DEFAULT_ALPHA.get(name, 0.0)
     if name not in DEFAULT_ALPHA:
         raise ValueError(f"alpha: activation {name!r} takes no alpha, got {alpha!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        raise TypeError(f"alpha: expected a real number, got {type(alpha).__name__}")
-    a = float(alpha)
-    if not math.isfinite(a):
-        raise ValueError(f"alpha: expected a finite value, got {a}")
+    a = check_real(alpha, "alpha")  # finite in float32 too: 1e39 would reach the kernels as inf
     # The backward passes tell x > 0 from x <= 0 and, for elu, compute f'(x) = y + alpha from the
     # output y = f(x); a caller that keeps only y (the forward may run in place, y aliasing x) can
     # only recover the sign of x when f preserves it: y > 0 exactly when x > 0. That holds for
