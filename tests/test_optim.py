@@ -381,6 +381,12 @@ BAD_CALLS: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("beta1 = 1", lambda: _adam_with(betas=(1.0, 0.999)), ValueError, "betas"),
     ("negative beta2", lambda: _adam_with(betas=(0.9, -0.1)), ValueError, "betas"),
     ("one beta", lambda: _adam_with(betas=(0.9,)), ValueError, "betas"),
+    (
+        "beta2 that is 1 in float32",
+        lambda: _adam_with(betas=(0.9, 0.99999999)),
+        ValueError,
+        "betas[1]: expected a value in [0, 1), got 0.99999999 (1.0 in float32",
+    ),
     ("eps = 0", lambda: _adam_with(eps=0.0), ValueError, "eps"),
     ("negative weight decay", lambda: _adam_with(weight_decay=-0.1), ValueError, "weight_decay"),
     ("negative l1", lambda: _adam_with(l1=-0.1), ValueError, "l1"),

@@ -21,16 +21,17 @@ import operator
 import numpy as np
 
 from .. import _core
-from .._checks import as_float_input, as_inplace, check_same_shape
+from .._checks import (
+    as_float_input,
+    as_inplace,
+    check_real,
+    check_same_shape,
+    float32_rounding_note,
+    in_unit_interval,
+)
 from . import _dispatch
 
 __all__ = ["adagrad_step", "adam_step", "adamw_step", "rmsprop_step", "sgd_step"]
-
-
-def _real(x: object, name: str) -> float:
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: expected a real number, got {type(x).__name__}")
-    return float(x)
 
 
 def _step(step: object) -> int:
@@ -117,7 +118,7 @@ def sgd_step(
     must lie in [0, 1].
     """
     if _dispatch.use_cuda(device, param, grad, momentum_buffer):
-        momentum = _real(momentum, "momentum")
+        momentum = check_real(momentum, "momentum")
         if momentum != 0.0 and momentum_buffer is None:
             raise ValueError("momentum_buffer: required when momentum != 0 (np.zeros_like(param))")
         return _dispatch.optimizer_step(
@@ -125,17 +126,17 @@ def sgd_step(
             param,
             grad,
             [("momentum_buffer", momentum_buffer)],
-            lr=_real(lr, "lr"),
+            lr=check_real(lr, "lr"),
             momentum=momentum,
-            dampening=_real(dampening, "dampening"),
+            dampening=check_real(dampening, "dampening"),
             nesterov=bool(nesterov),
-            weight_decay=_real(weight_decay, "weight_decay"),
-            l1=_real(l1, "l1"),
+            weight_decay=check_real(weight_decay, "weight_decay"),
+            l1=check_real(l1, "l1"),
             step=_sgd_step_number(step, momentum),
         )
     param = _param(param)
     g = _grad(grad, param)
-    momentum = _real(momentum, "momentum")
+    momentum = check_real(momentum, "momentum")
     if momentum != 0.0 and momentum_buffer is None:
         raise ValueError("momentum_buffer: required when momentum != 0 (np.zeros_like(param))")
     buf = None if momentum_buffer is None else _state(momentum_buffer, "momentum_buffer", param)
@@ -145,12 +146,12 @@ def sgd_step(
         param,
         buf,
         g,
-        lr=_real(lr, "lr"),
+        lr=check_real(lr, "lr"),
         momentum=momentum,
-        dampening=_real(dampening, "dampening"),
+        dampening=check_real(dampening, "dampening"),
         nesterov=bool(nesterov),
-        weight_decay=_real(weight_decay, "weight_decay"),
-        l1=_real(l1, "l1"),
+        weight_decay=check_real(weight_decay, "weight_decay"),
+        l1=check_real(l1, "l1"),
         step=_step(step),
     )
 
@@ -183,11 +184,11 @@ def adagrad_step(
             param,
             grad,
             [("sum_sq", sum_sq)],
-            lr=_real(lr, "lr"),
-            lr_decay=_real(lr_decay, "lr_decay"),
-            weight_decay=_real(weight_decay, "weight_decay"),
-            eps=_real(eps, "eps"),
-            l1=_real(l1, "l1"),
+            lr=check_real(lr, "lr"),
+            lr_decay=check_real(lr_decay, "lr_decay"),
+            weight_decay=check_real(weight_decay, "weight_decay"),
+            eps=check_real(eps, "eps"),
+            l1=check_real(l1, "l1"),
             step=_step(step),
         )
     param = _param(param)
@@ -198,11 +199,11 @@ def adagrad_step(
         param,
         s,
         g,
-        lr=_real(lr, "lr"),
-        lr_decay=_real(lr_decay, "lr_decay"),
-        weight_decay=_real(weight_decay, "weight_decay"),
-        eps=_real(eps, "eps"),
-        l1=_real(l1, "l1"),
+        lr=check_real(lr, "lr"),
+        lr_decay=check_real(lr_decay, "lr_decay"),
+        weight_decay=check_real(weight_decay, "weight_decay"),
+        eps=check_real(eps, "eps"),
+        l1=check_real(l1, "l1"),
         step=_step(step),
     )
 
@@ -240,7 +241,7 @@ def rmsprop_step(
     checked (RMSprop has no bias correction).
     """
     if _dispatch.use_cuda(device, param, grad, square_avg, momentum_buffer, grad_avg):
-        momentum = _real(momentum, "momentum")
+        momentum = check_real(momentum, "momentum")
         if momentum != 0.0 and momentum_buffer is None:
             raise ValueError("momentum_buffer: required when momentum != 0 (np.zeros_like(param))")
         if centered and grad_avg is None:
@@ -254,19 +255,19 @@ def rmsprop_step(
                 ("momentum_buffer", momentum_buffer),
                 ("grad_avg", grad_avg),
             ],
-            lr=_real(lr, "lr"),
-            alpha=_real(alpha, "alpha"),
-            eps=_real(eps, "eps"),
-            weight_decay=_real(weight_decay, "weight_decay"),
+            lr=check_real(lr, "lr"),
+            alpha=check_real(alpha, "alpha"),
+            eps=check_real(eps, "eps"),
+            weight_decay=check_real(weight_decay, "weight_decay"),
             momentum=momentum,
             centered=bool(centered),
-            l1=_real(l1, "l1"),
+            l1=check_real(l1, "l1"),
             step=_step(step),
         )
     param = _param(param)
     g = _grad(grad, param)
     v = _state(square_avg, "square_avg", param)
-    momentum = _real(momentum, "momentum")
+    momentum = check_real(momentum, "momentum")
     centered = bool(centered)
     if momentum != 0.0 and momentum_buffer is None:
         raise ValueError("momentum_buffer: required when momentum != 0 (np.zeros_like(param))")
@@ -281,13 +282,13 @@ def rmsprop_step(
         buf,
         avg,
         g,
-        lr=_real(lr, "lr"),
-        alpha=_real(alpha, "alpha"),
-        eps=_real(eps, "eps"),
-        weight_decay=_real(weight_decay, "weight_decay"),
+        lr=check_real(lr, "lr"),
+        alpha=check_real(alpha, "alpha"),
+        eps=check_real(eps, "eps"),
+        weight_decay=check_real(weight_decay, "weight_decay"),
         momentum=momentum,
         centered=centered,
-        l1=_real(l1, "l1"),
+        l1=check_real(l1, "l1"),
         step=_step(step),
     )
 
@@ -297,7 +298,16 @@ def _betas(betas: object) -> tuple[float, float]:
         beta1, beta2 = betas  # type: ignore[misc]
     except (TypeError, ValueError):
         raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}") from None
-    return _real(beta1, "betas"), _real(beta2, "betas")
+    checked = []
+    for i, beta in enumerate((beta1, beta2)):
+        b = check_real(beta, f"betas[{i}]")
+        # Checked here as well as in C++, to name the value as given: 0.99999999 is 1 in float32.
+        if not in_unit_interval(b):
+            raise ValueError(
+                f"betas[{i}]: expected a value in [0, 1), got {b}{float32_rounding_note(b)}"
+            )
+        checked.append(b)
+    return checked[0], checked[1]
 
 
 def _adam(
@@ -321,13 +331,13 @@ def _adam(
             param,
             grad,
             [("m", m), ("v", v)],
-            lr=_real(lr, "lr"),
+            lr=check_real(lr, "lr"),
             beta1=beta1,
             beta2=beta2,
-            eps=_real(eps, "eps"),
-            weight_decay=_real(weight_decay, "weight_decay"),
+            eps=check_real(eps, "eps"),
+            weight_decay=check_real(weight_decay, "weight_decay"),
             decoupled_weight_decay=decoupled,
-            l1=_real(l1, "l1"),
+            l1=check_real(l1, "l1"),
             step=_step(step),
         )
         return
@@ -342,13 +352,13 @@ def _adam(
         m_buf,
         v_buf,
         g,
-        lr=_real(lr, "lr"),
+        lr=check_real(lr, "lr"),
         beta1=beta1,
         beta2=beta2,
-        eps=_real(eps, "eps"),
-        weight_decay=_real(weight_decay, "weight_decay"),
+        eps=check_real(eps, "eps"),
+        weight_decay=check_real(weight_decay, "weight_decay"),
         decoupled_weight_decay=decoupled,
-        l1=_real(l1, "l1"),
+        l1=check_real(l1, "l1"),
         step=_step(step),
     )
 
