@@ -172,6 +172,40 @@ def test_gradcheck_detects_a_wrong_gradient(rng):
     assert fm.gradcheck(model, x, y) > 5e-3  # the 1% error shows as ~1e-2
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("tensor", [0, 1, 3])
+def test_gradcheck_reports_a_non_finite_gradient_as_inf(rng, bad, tensor):
+    """max() kept the running worst when a tensor's error was NaN (and inf / inf is NaN), so a
+    gradient with a NaN or inf entry passed the check."""
+
+    class Broken(fm.MLP):
+        def loss_and_gradients(self, x, y, loss=None, *, label_smoothing=0.0):
+            value, grads = super().loss_and_gradients(x, y, loss, label_smoothing=label_smoothing)
+            grads[tensor].reshape(-1)[0] = bad
+            return value, grads
+
+    model = Broken([4, 5, 3], activation="tanh", seed=0)
+    x, y = make_data(rng, 6, 4, 3, "cross_entropy")
+    assert fm.gradcheck(model, x, y) == np.inf
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "pattern"),
+    [
+        ({"eps": np.inf}, ValueError, r"^eps: expected a finite value"),
+        ({"eps": None}, TypeError, r"^eps: expected a real number, got NoneType"),
+        ({"eps": True}, TypeError, r"^eps: expected a real number, got bool"),
+        ({"seed": -1}, ValueError, r"^seed: expected >= 0"),
+        ({"seed": 1.5}, TypeError, r"^seed: expected an int"),
+    ],
+)
+def test_gradcheck_argument_errors(rng, kw, error, pattern):
+    model = fm.MLP([4, 5, 3], seed=0)
+    x, y = make_data(rng, 6, 4, 3, "cross_entropy")
+    with pytest.raises(error, match=pattern):
+        fm.gradcheck(model, x, y, **kw)
+
+
 def test_gradcheck_samples_a_subset_of_a_larger_model(rng):
     model = fm.MLP([30, 40, 10], activation="sigmoid", seed=1)
     x, y = make_data(rng, 16, 30, 10, "cross_entropy")

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_int
+from ._checks import check_int, check_real
 from .reference.network import ReferenceMLP
 
 __all__ = ["gradcheck"]
@@ -36,9 +36,9 @@ def gradcheck(
     For each parameter tensor (``W_l``, ``b_l``, PReLU slope) the error is normwise,
     ``max_i |analytic_i - numeric_i| / max(max_i |numeric_i|, max_i |analytic_i|, 1e-12)``,
     which stays near float32 rounding (~1e-6) even for entries whose true gradient is ~0; the
-    function returns the largest over tensors. A correct engine gives < 1e-4; a wrong formula
-    gives O(1). Kinks (relu at 0, hinge margins at 0) within ``eps`` of a point spoil the
-    differences; they are rare with random data.
+    function returns the largest over tensors, and ``inf`` when either gradient holds NaN or
+    inf. A correct engine gives < 1e-4; a wrong formula gives O(1). Kinks (relu at 0, hinge
+    margins at 0) within ``eps`` of a point spoil the differences; they are rare with random data.
 
     Costs two reference forward passes per checked entry: use small models, or ``samples`` to
     check that many randomly chosen entries per tensor (chosen with ``seed``).
@@ -52,11 +52,12 @@ def gradcheck(
         raise ValueError(
             "model: gradcheck needs dropout off (call model.eval() or build it with dropout=0)"
         )
-    eps = float(eps)
+    eps = check_real(eps, "eps")  # finite: an inf step gives 0/0 differences
     if not eps > 0.0:
         raise ValueError(f"eps: expected a step > 0, got {eps}")
     if samples is not None:  # 0 would check nothing and report a perfect 0.0
         samples = check_int(samples, "samples", 1)
+    seed = check_int(seed, "seed", 0)
     kind = model.loss if loss is None else loss
     _, analytic = model.loss_and_gradients(x, y, kind, label_smoothing=label_smoothing)
 
@@ -81,6 +82,10 @@ def gradcheck(
             flat[i] = old
             numeric[j] = (plus - minus) / (2.0 * eps)
         ana = grad.reshape(-1)[idx].astype(np.float64)
+        if not (np.isfinite(ana).all() and np.isfinite(numeric).all()):
+            # NaN would drop out of max() and inf / inf is NaN: a non-finite gradient, on either
+            # side, is the worst error there is.
+            return float("inf")
         scale = max(np.abs(numeric).max(initial=0.0), np.abs(ana).max(initial=0.0), 1e-12)
         worst = max(worst, float(np.abs(ana - numeric).max(initial=0.0) / scale))
     return worst
