@@ -4,6 +4,8 @@ inference per loss, persistence, modes, and one test per argument rule."""
 from __future__ import annotations
 
 import copy
+import io
+import json
 import math
 import pickle
 import threading
@@ -309,6 +311,79 @@ def test_load_rejects_other_files(tmp_path):
     np.savez(path, a=np.zeros(3))
     with pytest.raises(ValueError, match=r"^path: .* is not a fastmlp model"):
         fm.load(path)
+
+
+def _model_file(tmp_path, edit=None, arrays=None):
+    """A file MLP.save wrote, its config changed by ``edit`` and its arrays by ``arrays``."""
+    model = fm.MLP([3, 4, 2], seed=0)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    with np.load(path) as f:
+        config, params = json.loads(str(f["config"])), {k: f[k] for k in f.files if k != "config"}
+    if edit is not None:
+        edit(config)
+    if arrays is not None:
+        arrays(params)
+    np.savez(path, config=np.array(json.dumps(config)), **params)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda p: p.write_text("not a model"), r"not an \.npz archive"),
+        (lambda p: p.write_bytes(b""), r"not an \.npz archive"),
+        (lambda p: np.save(p, np.zeros(3)), r"a single \.npy array"),
+        (lambda p: np.savez(p, config=np.array("[1, 2]")), "its config is not a JSON object"),
+        (lambda p: np.savez(p, config=np.array("{")), "its config is not JSON"),
+        (
+            lambda p: np.savez(p, config=np.array([{"a": 1}], dtype=object)),
+            "config: ValueError: Object arrays cannot be loaded",
+        ),
+    ],
+)
+def test_load_names_files_that_are_not_models(tmp_path, make, fragment):
+    path = tmp_path / "m.npz"
+    make(path)
+    if not path.exists():
+        path = tmp_path / "m.npz.npy"  # np.save adds .npy
+    with pytest.raises(
+        ValueError, match=rf"^path: .* is not a fastmlp model written by MLP\.save \(.*{fragment}"
+    ):
+        fm.load(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "arrays", "fragment"),
+    [
+        (lambda c: c.pop("layer_sizes"), None, "its config lacks layer_sizes"),
+        (lambda c: c.update(version=True), None, "version True"),
+        (None, lambda a: a.update(param_extra=np.zeros(1)), "expected param_0..param_4"),
+        (None, lambda a: a.pop("param_1"), "expected param_0..param_2"),
+        # A tiny file whose config claims huge layers: refused before any model is built.
+        (lambda c: c.update(layer_sizes=[3, 40000, 40000, 2]), None, r"4 arrays for 3 layers"),
+        (lambda c: c.update(layer_sizes=[3, 5, 2]), None, r"param_0 has shape \(3, 4\)"),
+        (lambda c: c.update(layer_sizes="3,4,2"), None, "is not a list of at least two"),
+    ],
+)
+def test_load_checks_config_and_arrays_before_building(tmp_path, edit, arrays, fragment):
+    path = _model_file(tmp_path, edit, arrays)
+    with pytest.raises(ValueError, match=rf"^path: .* is not a fastmlp model .*{fragment}"):
+        fm.load(path)
+
+
+def test_load_names_the_file_in_model_errors_and_reads_file_objects(tmp_path):
+    path = _model_file(tmp_path, lambda c: c.update(training="yes"))
+    with pytest.raises(ValueError, match=r"^path: '.*m\.npz': mode: expected True or False"):
+        fm.load(path)
+    path = _model_file(tmp_path, lambda c: c.update(version=2))
+    with pytest.raises(ValueError, match=r"is a fastmlp model of format version 2; this fastmlp"):
+        fm.load(path)
+    model, buffer = fm.MLP([3, 4, 2], seed=1), io.BytesIO()
+    model.save(buffer)
+    buffer.seek(0)
+    for a, b in zip(fm.load(buffer).get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 # ---------------------------------------------------------------- optimizers

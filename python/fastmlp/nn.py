@@ -27,8 +27,9 @@ import json
 import math
 import numbers
 import os
-from collections.abc import Sequence
-from typing import Any, Union
+import zipfile
+from collections.abc import Callable, Sequence
+from typing import IO, Any, Union
 
 import numpy as np
 
@@ -721,24 +722,106 @@ class MLP:
         np.savez(path, config=np.array(json.dumps(self._config())), **arrays)
 
 
-def load(path: PathLike) -> MLP:
-    """Load a model written by :meth:`MLP.save` (``path`` with or without the ``.npz`` that
-    ``save`` adds)."""
-    if not os.path.exists(path) and os.path.exists(os.fspath(path) + ".npz"):
-        path = os.fspath(path) + ".npz"
-    with np.load(path, allow_pickle=False) as f:
+_CONFIG_KEYS = (
+    "layer_sizes",
+    "activation",
+    "activation_alpha",
+    "dropout",
+    "init",
+    "seed",
+    "loss",
+    "training",
+    "rng_offset",
+)
+
+
+def load(path: PathLike | IO[bytes]) -> MLP:
+    """Load a model written by :meth:`MLP.save`: ``path`` with or without the ``.npz`` that
+    ``save`` adds, or a binary file object.
+
+    Raises ``ValueError`` naming the file when it is not a model ``save`` wrote (another file
+    type, a damaged archive, a config or weights that do not fit together); nothing is unpickled.
+    """
+    if isinstance(path, (str, os.PathLike)):
+        if not os.path.exists(path) and os.path.exists(os.fspath(path) + ".npz"):
+            path = os.fspath(path) + ".npz"
+        name = repr(os.fspath(path))
+    else:
+        name = repr(getattr(path, "name", "the file object"))
+
+    def invalid(why: str) -> ValueError:
+        return ValueError(f"path: {name} is not a fastmlp model written by MLP.save ({why})")
+
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        # NumPy's own message for a non-NumPy file suggests loading it with pickles allowed:
+        # not advice to pass on for a file that was meant to be a model.
+        raise invalid(f"not an .npz archive: {type(exc).__name__}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise invalid("a single .npy array, not an .npz archive")
+    with archive as f:
+
+        def read(key: str) -> np.ndarray:
+            try:
+                return f[key]
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+                # e.g. an object array, which allow_pickle=False refuses to read
+                raise invalid(f"{key}: {type(exc).__name__}: {exc}") from None
+
         if "config" not in f.files:
-            raise ValueError(f"path: {os.fspath(path)!r} is not a fastmlp model (no config)")
-        config = json.loads(str(f["config"]))
-        if config.get("format") != _FORMAT or config.get("version") != _FORMAT_VERSION:
+            raise invalid("no config")
+        try:
+            config = json.loads(str(read("config")))
+        except json.JSONDecodeError as exc:
+            raise invalid(f"its config is not JSON: {exc}") from None
+        if not isinstance(config, dict):
+            raise invalid("its config is not a JSON object")
+        version = config.get("version")
+        if config.get("format") != _FORMAT or type(version) is not int:
+            raise invalid(f"format {config.get('format')!r} version {version!r}")
+        if version != _FORMAT_VERSION:
             raise ValueError(
-                f"path: unsupported model format {config.get('format')!r} "
-                f"version {config.get('version')!r}"
+                f"path: {name} is a fastmlp model of format version {version}; this fastmlp "
+                f"reads version {_FORMAT_VERSION}"
             )
-        # set_weights (in _restore) checks the count against the architecture.
-        count = sum(name.startswith("param_") for name in f.files)
-        weights = [f[f"param_{i}"] for i in range(count)]
-    return _restore(config, weights)
+        missing = [key for key in _CONFIG_KEYS if key not in config]
+        if missing:
+            raise invalid(f"its config lacks {', '.join(missing)}")
+        names = [n for n in f.files if n != "config"]
+        expected = [f"param_{i}" for i in range(len(names))]
+        if sorted(names) != sorted(expected):
+            raise invalid(f"arrays {sorted(names)}, expected param_0..param_{len(names) - 1}")
+        weights = [read(n) for n in expected]
+    _check_weight_shapes(config["layer_sizes"], weights, invalid)
+    try:
+        return _restore(config, weights)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"path: {name}: {exc}") from None
+
+
+def _check_weight_shapes(
+    sizes: object, weights: list[np.ndarray], invalid: Callable[[str], ValueError]
+) -> None:
+    """The shapes of W_l and b_l against the config's layer sizes, before the model is built: a
+    small file whose config claims huge layers must not make load() allocate them."""
+    if not (
+        isinstance(sizes, list)
+        and len(sizes) >= 2
+        and all(type(s) is int and s >= 1 for s in sizes)
+    ):
+        raise invalid(f"layer_sizes {sizes!r} is not a list of at least two positive ints")
+    layers = len(sizes) - 1
+    if len(weights) < 2 * layers:
+        raise invalid(f"{len(weights)} arrays for {layers} layers (W and b each)")
+    for l in range(layers):
+        for k, shape in ((2 * l, (sizes[l], sizes[l + 1])), (2 * l + 1, (sizes[l + 1],))):
+            if weights[k].shape != shape:
+                raise invalid(
+                    f"param_{k} has shape {weights[k].shape}, layer_sizes call for {shape}"
+                )
 
 
 def _restore(
