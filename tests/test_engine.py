@@ -462,6 +462,38 @@ def test_non_finite_step_raises_and_changes_nothing(rng):
     assert opt.step_count == 2
 
 
+@pytest.mark.parametrize("batch", [4, 256])  # the serial and the batch-parallel backward
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda m: fm.optim.SGD(m, lr=1e-30),
+        lambda m: fm.optim.AdaGrad(m, lr=1e-30),
+        lambda m: fm.optim.RMSProp(m, lr=1e-30, centered=True, momentum=0.9),
+        lambda m: fm.optim.Adam(m, lr=1e-30),
+    ],
+)
+def test_a_gradient_whose_square_overflows_is_refused_before_the_update(make_opt, batch):
+    """A finite gradient of 2^64 or more squares to inf in float32: centered RMSProp then wrote
+    -inf into a weight (inf - inf, clamped to 0, as the denominator) and Adam took a silent zero
+    step, and the step reported success. The update is refused like a NaN gradient, and nothing
+    changes; loss_and_gradients, which updates nothing, still returns such gradients."""
+    x = np.full((batch, 40), 1e10, np.float32)
+    t = np.zeros((batch, 64), np.float32)
+    model = fm.MLP([40, 64, 64], activation="identity", seed=0, loss="mse")
+    loss, grads = model.loss_and_gradients(x, t)  # mse ~1e20 and gradients ~1e21: finite
+    assert math.isfinite(loss) and max(np.abs(g).max() for g in grads) >= 2.0**64
+    assert np.isfinite(np.concatenate([g.ravel() for g in grads])).all()
+    opt = make_opt(model)
+    before, offset = model.get_weights(), model.rng_offset
+    with pytest.raises(FloatingPointError, match=r"^gradients: NaN, infinite, or 2\^64"):
+        model.train_step(x, t, optimizer=opt)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    assert opt.step_count == 0 and model.rng_offset == offset
+    model.train_step(x / 1e10, t, optimizer=opt)  # and the optimizer is still usable
+    assert opt.step_count == 1
+
+
 def test_failed_step_keeps_the_optimizer_state(rng):
     """A step that raises leaves moments and step count alone: the next good step equals the
     step a twin model takes without the failure in between."""

@@ -26,6 +26,14 @@ FASTMLP_HD float regularized_grad(float g, float p, float weight_decay, float l1
   return g + weight_decay * p + l1 * sign_of(p);
 }
 
+// Gradients an optimizer update accepts: below 2^64 in magnitude (float bits 0x5f800000; NaN and
+// inf compare above it too, bits & 0x7fffffff >= kUpdateGradientLimitBits). The adaptive rules
+// square the gradient (Adam's and RMSProp's second moments, AdaGrad's sum) and from 2^64 on the
+// square overflows float32 (2^128): the step would write inf or NaN into the parameters while
+// reporting success. The engines refuse such a step before any update, as they refuse NaN and
+// inf. (AdaGrad's sum can still reach the limit over very many steps of gradients near it.)
+constexpr uint32_t kUpdateGradientLimitBits = 0x5f800000u;
+
 // ---------------------------------------------------------------- SGD
 struct SgdScalars {
   float lr;
@@ -92,7 +100,7 @@ FASTMLP_HD void rmsprop_update(float& p, float& v, float& b, float& a, float g,
   if (c.centered) {
     a = c.alpha * a + c.one_minus_alpha * gr;
     var = v - a * a;
-    var = var > 0.0f ? var : 0.0f;
+    var = var < 0.0f ? 0.0f : var;  // NaN stays NaN (as np.maximum in the reference)
   }
   const float denom = sqrtf(var) + c.eps;
   if (c.use_momentum) {

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "common/errors.h"
+#include "common/optim_math.h"
 #include "common/threading.h"
 #include "cpu/activations.h"
 #include "cpu/dropout.h"
@@ -26,7 +27,9 @@ namespace {
 // vectorises (a float reduction would not without -ffast-math) and is exact: an element is
 // non-finite iff its exponent field is all ones, iff (bits & 0x7f800000) == 0x7f800000.
 // Blocks of 4096 floats (16 KiB, in L1) with an early exit keep a failing check short.
-bool all_finite(const float* v, int64_t n) {
+// Every |v[i]| below the float whose bits are limit_bits (NaN compares above every limit): on the
+// bits, so that the loop vectorises.
+bool all_below(const float* v, int64_t n, uint32_t limit_bits) {
   constexpr int64_t kBlock = 4096;
   for (int64_t b = 0; b < n; b += kBlock) {
     const int64_t end = std::min(n, b + kBlock);
@@ -34,12 +37,32 @@ bool all_finite(const float* v, int64_t n) {
     for (int64_t i = b; i < end; ++i) {
       uint32_t bits;
       std::memcpy(&bits, v + i, sizeof(bits));
-      bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+      bad |= static_cast<uint32_t>((bits & 0x7fffffffu) >= limit_bits);
     }
     if (bad != 0) return false;
   }
   return true;
 }
+
+constexpr uint32_t kInfBits = 0x7f800000u;
+
+bool all_finite(const float* v, int64_t n) {
+  return all_below(v, n, kInfBits);
+}
+
+// The gradients a step may go on with: finite, and below kUpdateGradientLimitBits when an
+// optimizer update follows (see common/optim_math.h).
+uint32_t gradient_limit_bits(bool for_update) {
+  return for_update ? kUpdateGradientLimitBits : kInfBits;
+}
+
+constexpr const char* kBadGradients =
+    "gradients: NaN or infinite values (is the learning rate too large?); the parameters and the "
+    "optimizer state were left unchanged";
+constexpr const char* kBadUpdateGradients =
+    "gradients: NaN, infinite, or 2^64 (1.8e19) or more in magnitude, where the optimizers' "
+    "squared gradients overflow float32 (is the learning rate too large?); the parameters and "
+    "the optimizer state were left unchanged";
 
 }  // namespace
 
@@ -335,6 +358,7 @@ bool Network::backward_parallel(const float* x, int64_t n, bool training, uint64
                                 int nt, OptimizerState* optimizer) {
   FirstError error;
   std::atomic<bool> finite{true};
+  const uint32_t limit = gradient_limit_bits(optimizer != nullptr);
 #pragma omp parallel num_threads(nt)
   {
     const auto [t, team] = team_slot();
@@ -361,12 +385,12 @@ bool Network::backward_parallel(const float* x, int64_t n, bool training, uint64
                  layer.in, dz, layer.out, 0.0f, dw, layer.out);
             // Checked while the block is still in this core's cache, instead of a serial pass
             // over all P gradients afterwards.
-            if (!all_finite(dw, (i1 - i0) * layer.out)) finite.store(false);
+            if (!all_below(dw, (i1 - i0) * layer.out, limit)) finite.store(false);
           }
           if (t == team - 1) {
             float* db = grads_.data() + layer.b_offset;
             column_sum(db, dz, n, layer.out);
-            if (!all_finite(db, layer.out)) finite.store(false);
+            if (!all_below(db, layer.out, limit)) finite.store(false);
           }
           if (prev != nullptr && r0 < r1) {
             const int64_t d = prev->out, rows = r1 - r0;
@@ -475,13 +499,10 @@ double Network::gradients_locked(const float* x, const Targets& y, int64_t n, Lo
     if (updated != nullptr) *updated = finite && optimizer != nullptr;
   } else {
     backward(x, n, training, end);
-    finite = all_finite(grads_.data(), num_parameters());
+    finite = all_below(grads_.data(), num_parameters(), gradient_limit_bits(optimizer != nullptr));
   }
-  if (!finite) {
-    throw_non_finite(x, y, n,
-                     "gradients: NaN or infinite values (is the learning rate too large?); the "
-                     "parameters and the optimizer state were left unchanged");
-  }
+  if (!finite)
+    throw_non_finite(x, y, n, optimizer != nullptr ? kBadUpdateGradients : kBadGradients);
   *next_offset = end;
   return value;
 }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/errors.h"
+#include "common/optim_math.h"
 #include "cuda/check.h"
 #include "cuda/kernels.h"
 #include "engine/network_cuda.h"
@@ -24,14 +25,17 @@ int blocks_for(int64_t n) {
   return static_cast<int>(std::min<int64_t>(std::max<int64_t>(b, 1), 4096));
 }
 
-// flag[0] = 1 when some element is NaN or +-inf (the exponent field all ones, as the CPU's
-// all_finite tests). Every writer stores the same value, so the result does not depend on order.
-__global__ void nonfinite_kernel(int* flag, const float* v, int64_t n) {
+// flag[0] = 1 when some |v[i]| is at or above the float whose bits are limit_bits, NaN included
+// (kInfBits: NaN or +-inf, as the CPU's all_below tests). Every writer stores the same value, so
+// the result does not depend on order.
+__global__ void nonfinite_kernel(int* flag, const float* v, int64_t n, uint32_t limit_bits) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    if ((__float_as_uint(v[i]) & 0x7f800000u) == 0x7f800000u) flag[0] = 1;
+    if ((__float_as_uint(v[i]) & 0x7fffffffu) >= limit_bits) flag[0] = 1;
   }
 }
+
+constexpr uint32_t kInfBits = 0x7f800000u;
 
 // count[0] += predictions of `logits` that match the targets, as fastmlp::Network::count_correct:
 // labels: the first maximum of each row equals the label; bce: (z > 0) == (target > 0.5) per
@@ -442,7 +446,7 @@ void Network::throw_non_finite(const float* x, const Targets& y, int64_t n, bool
     if (on_host) return host_all_finite(v, count);
     int* flag = flags_.as<int>();
     check_cuda(cudaMemsetAsync(flag, 0, sizeof(int), kStream), "finiteness check");
-    nonfinite_kernel<<<blocks_for(count), kThreads, 0, kStream>>>(flag, v, count);
+    nonfinite_kernel<<<blocks_for(count), kThreads, 0, kStream>>>(flag, v, count, kInfBits);
     check_launch("finiteness check");
     int bad = 0;
     copy(&bad, flag, sizeof(int), cudaMemcpyDeviceToHost, "finiteness check");
@@ -460,8 +464,8 @@ void Network::throw_non_finite(const float* x, const Targets& y, int64_t n, bool
 // (host or device memory, per input_on_host), for the diagnosis of a non-finite loss.
 double Network::gradients_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
                                  float label_smoothing, bool training, bool input_on_host,
-                                 const float* host_x, const Targets& host_y,
-                                 uint64_t* next_offset) {
+                                 const float* host_x, const Targets& host_y, uint64_t* next_offset,
+                                 bool for_update) {
   const uint64_t end = forward_rows(nullptr, x, n, training, true, rng_offset_);
   const double value =
       compute_loss(ws(scratch_row_[0]), ws(layers_.back().a_row), y, n, loss, label_smoothing);
@@ -475,16 +479,21 @@ double Network::gradients_locked(const float* x, const Targets& y, int64_t n, Lo
   backward(x, n, training, end);
   int* flag = flags_.as<int>();
   check_cuda(cudaMemsetAsync(flag, 0, sizeof(int), kStream), "gradients: finiteness check");
-  nonfinite_kernel<<<blocks_for(num_params_), kThreads, 0, kStream>>>(flag, grads_.as<float>(),
-                                                                      num_params_);
+  nonfinite_kernel<<<blocks_for(num_params_), kThreads, 0, kStream>>>(
+      flag, grads_.as<float>(), num_params_, for_update ? kUpdateGradientLimitBits : kInfBits);
   check_launch("gradients: finiteness check");
   int bad = 0;
   copy(&bad, flag, sizeof(int), cudaMemcpyDeviceToHost, "gradients: finiteness check");
   check_cuda(cudaStreamSynchronize(kStream), "backward pass");
   if (bad != 0) {
     throw_non_finite(host_x, host_y, n, input_on_host,
-                     "gradients: NaN or infinite values (is the learning rate too large?); the "
-                     "parameters and the optimizer state were left unchanged");
+                     for_update
+                         ? "gradients: NaN, infinite, or 2^64 (1.8e19) or more in magnitude, where "
+                           "the optimizers' squared gradients overflow float32 (is the learning "
+                           "rate too large?); the parameters and the optimizer state were left "
+                           "unchanged"
+                         : "gradients: NaN or infinite values (is the learning rate too large?); "
+                           "the parameters and the optimizer state were left unchanged");
   }
   *next_offset = end;
   return value;
@@ -496,7 +505,7 @@ double Network::step_locked(const float* x, const Targets& y, int64_t n, LossKin
   optimizer.prepare(num_parameters());  // may allocate or throw: before anything changes
   uint64_t end = rng_offset_;
   const double value = gradients_locked(x, y, n, loss, label_smoothing, training, input_on_host,
-                                        host_x, host_y, &end);
+                                        host_x, host_y, &end, /*for_update=*/true);
   int64_t correct = 0, total = 0;
   count_correct(ws(layers_.back().a_row), y, n, loss, &correct, &total);
   optimizer.apply(params_.as<float>(), grads_.as<float>(), num_parameters(), kStream);
@@ -539,7 +548,7 @@ double Network::loss_and_gradients(const float* x, const Targets& y, int64_t n, 
   const Targets dy = stage(&dx, y, n);
   uint64_t end = rng_offset_;
   const double value =
-      gradients_locked(dx, dy, n, loss, label_smoothing, training, true, x, y, &end);
+      gradients_locked(dx, dy, n, loss, label_smoothing, training, true, x, y, &end, false);
   rng_offset_ = end;
   if (gradients_out != nullptr) copy_gradients_locked(gradients_out);
   return value;

@@ -166,7 +166,8 @@ class Network {
   void copy_gradients_locked(float* out) const;
   double gradients_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
                           float label_smoothing, bool training, bool input_on_host,
-                          const float* host_x, const Targets& host_y, uint64_t* next_offset);
+                          const float* host_x, const Targets& host_y, uint64_t* next_offset,
+                          bool for_update);
   double step_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
                      float label_smoothing, bool training, OptimizerState& optimizer,
                      bool input_on_host, const float* host_x, const Targets& host_y);
