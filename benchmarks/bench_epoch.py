@@ -30,7 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -140,11 +141,24 @@ def run_sklearn(X: np.ndarray, y: np.ndarray, Xt: np.ndarray, yt: np.ndarray) ->
 
 WORKERS = {"fastmlp": run_fastmlp, "torch": run_torch, "sklearn": run_sklearn}
 IMPORTS = {"fastmlp": "fastmlp", "torch": "torch", "sklearn": "sklearn.neural_network"}
+LIBRARIES = {"fastmlp": "fastmlp", "torch": "torch", "sklearn": "scikit-learn"}  # pip names
 
 
 def worker(name: str, folder: str, threads: int | None) -> None:
+    """Run contender ``name`` once and print its result as JSON on the last line of stdout; or
+    ``{"skipped": ...}`` when its library is not installed (a peer is optional, not a failure)."""
     import importlib
 
+    module = IMPORTS[name]
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        # Only the library itself missing is a skip; a module missing inside an installed one (a
+        # broken install) is a failure, with its traceback.
+        if (exc.name or "").split(".")[0] != module.split(".")[0]:
+            raise
+        print(json.dumps({"skipped": f"{LIBRARIES[name]} not installed"}))
+        return
     if threads is not None and name == "fastmlp":
         import fastmlp
 
@@ -153,7 +167,6 @@ def worker(name: str, folder: str, threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
-    importlib.import_module(IMPORTS[name])
     base = current_rss_mib()
     X = np.load(os.path.join(folder, "X_train.npy"))
     y = np.load(os.path.join(folder, "y_train.npy"))
@@ -169,17 +182,89 @@ def worker(name: str, folder: str, threads: int | None) -> None:
     print(json.dumps(result))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=3, help="runs per contender (median)")
-    ap.add_argument("--threads", type=int, help="threads for fastmlp, torch and BLAS")
-    ap.add_argument("--contenders", default="fastmlp,torch,sklearn")
+class OneLineParser(argparse.ArgumentParser):
+    """Errors as one line, exit status 2: fastmlp._bench.OneLineParser, which this file cannot
+    import before parsing (a worker must not import fastmlp, which sets OMP_WAIT_POLICY in its
+    process, before timing a peer)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
+    return value
+
+
+def contender_list(text: str) -> list[str]:
+    """``"fastmlp,torch"`` -> ``["fastmlp", "torch"]``; an unknown name or an empty list is an
+    argparse error here, not a KeyError in the first worker and an empty table."""
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    known = ", ".join(WORKERS)
+    if not names:
+        raise argparse.ArgumentTypeError(f"no contender given; known: {known}")
+    for n in names:
+        if n not in WORKERS:
+            raise argparse.ArgumentTypeError(f"unknown {n!r}; known: {known}")
+    return names
+
+
+def run_contenders(
+    names: list[str], repeats: int, run_one: Callable[[str], subprocess.CompletedProcess]
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str], list[str]]:
+    """Run every contender ``repeats`` times, interleaved (so that all see the same machine load),
+    through ``run_one(name)`` (a worker subprocess). Returns the results of each, the contenders
+    skipped (library not installed: a one-line note, not retried) with the reason, and those
+    that failed (their stderr, the traceback, is printed)."""
+    results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    skipped: dict[str, str] = {}
+    failed: list[str] = []
+    for _ in range(repeats):
+        for name in names:
+            if name in skipped:
+                continue
+            out = run_one(name)
+            try:
+                r = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
+            except (IndexError, ValueError):  # exit status 0 but no result line
+                r = None
+            if r is None:
+                print(
+                    f"{name}: failed (exit status {out.returncode})\n{out.stderr}", file=sys.stderr
+                )
+                if name not in failed:
+                    failed.append(name)
+                continue
+            if "skipped" in r:
+                skipped[name] = r["skipped"]
+                print(f"  {name:8s} skipped: {r['skipped']}", flush=True)
+                continue
+            results[name].append(r)
+            print(f"  {name:8s} {r['seconds']:7.2f} s  acc {r['test_accuracy']:.4f}", flush=True)
+    return results, skipped, failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = OneLineParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=positive_int, default=3, help="runs per contender (median)")
+    ap.add_argument("--threads", type=positive_int, help="threads for fastmlp, torch and BLAS")
+    ap.add_argument(
+        "--contenders",
+        type=contender_list,
+        default="fastmlp,torch,sklearn",
+        help=f"comma-separated, from {','.join(WORKERS)} (default: all)",
+    )
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--make-data", help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     if a.worker:
         worker(a.worker, a.data, a.threads)
         return 0
@@ -200,34 +285,22 @@ def main() -> int:
         for k, v in env.items()
         if k.startswith(("OMP_", "GOMP_", "OPENBLAS_", "MKL_", "MALLOC_"))
     }
-    names = [n.strip() for n in a.contenders.split(",") if n.strip()]
-    results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    names: list[str] = a.contenders
     with tempfile.TemporaryDirectory() as folder:
         # In a subprocess: the parent stays small (a forked worker starts from its footprint).
         subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--make-data", folder], check=True
         )
-        for _ in range(a.repeats):
-            for name in names:  # interleaved, so that all see the same machine load
-                cmd = [
-                    sys.executable,
-                    os.path.abspath(__file__),
-                    "--worker",
-                    name,
-                    "--data",
-                    folder,
-                ]
-                if a.threads is not None:
-                    cmd += ["--threads", str(a.threads)]
-                out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                if out.returncode != 0:
-                    print(f"{name}: failed\n{out.stderr}", file=sys.stderr)
-                    continue
-                r = json.loads(out.stdout.strip().splitlines()[-1])
-                results[name].append(r)
-                print(
-                    f"  {name:8s} {r['seconds']:7.2f} s  acc {r['test_accuracy']:.4f}", flush=True
-                )
+
+        def run_one(name: str) -> subprocess.CompletedProcess:
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--data", folder]
+            if a.threads is not None:
+                cmd += ["--threads", str(a.threads)]
+            return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+        results, skipped, failed = run_contenders(names, a.repeats, run_one)
+    head["skipped"] = skipped
+    head["failed"] = failed
     head["load_average_end"] = _bench.header({})["load_average"]
     rows = []
     ours = (
@@ -275,6 +348,9 @@ def main() -> int:
             f"{r['peak_over_base_mib']:>10.0f}Mi {r['peak_over_base_ratio']:>12.2f}x"
         )
     lines.append(f"data set + model = {rows[0]['data_plus_model_mib']:.0f} MiB" if rows else "")
+    notes = [f"{n}: skipped: {why}" for n, why in skipped.items()]
+    notes += [f"{n}: failed (traceback above)" for n in failed]
+    lines += notes
     table = "\n".join(lines)
     print(table)
     if a.json:
@@ -299,9 +375,12 @@ def main() -> int:
                 f"| {r['test_accuracy']:.4f} | {r['peak_rss_mib']:.0f} | {r['base_rss_mib']:.0f} "
                 f"| {r['peak_over_base_mib']:.0f} | {r['peak_over_base_ratio']:.2f}x |"
             )
+        if notes:
+            md += ["", *(f"- {n}" for n in notes)]
         with open(a.markdown, "w") as f:
             f.write("\n".join(md) + "\n")
-    return 0
+    # A peer not installed is a note; an installed one that failed makes the run a failure.
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -12,70 +12,86 @@ The step code is in python/fastmlp/_bench.py (shared with ``fastmlp bench``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from fastmlp import _bench
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = _bench.OneLineParser(description=__doc__.splitlines()[0])
+    # Every value is checked here, so that a bad one is a one-line error naming its option before
+    # anything is timed, not a traceback (or an empty table) later.
     ap.add_argument(
         "--optimizers",
+        type=_bench.option(_bench.parse_optimizers),
         default="adam",
         help=f"comma-separated, from {','.join(_bench.OPTIMIZERS)} (default adam)",
     )
-    ap.add_argument("--threads", type=int, help="threads for every contender (default: theirs)")
-    ap.add_argument("--rounds", type=int, default=21, help="timed rounds per contender (21)")
-    ap.add_argument("--round-ms", type=float, default=100.0, help="length of a round (100 ms)")
-    ap.add_argument("--warmup-ms", type=float, default=300.0, help="warm-up per contender")
+    ap.add_argument(
+        "--threads",
+        type=_bench.option(_bench.positive_int),
+        help="threads for every contender (default: theirs)",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=_bench.option(_bench.positive_int),
+        default=21,
+        help="timed rounds per contender (21)",
+    )
+    ap.add_argument(
+        "--round-ms",
+        type=_bench.option(_bench.positive_float),
+        default=100.0,
+        help="length of a round (100 ms)",
+    )
+    ap.add_argument(
+        "--warmup-ms",
+        type=_bench.option(_bench.nonnegative_float),
+        default=300.0,
+        help="warm-up per contender",
+    )
     ap.add_argument(
         "--gap-ms",
-        type=float,
+        type=_bench.option(_bench.nonnegative_float),
         default=_bench.GAP_S * 1000,
         help=f"pause before each timed round ({_bench.GAP_S * 1000:g} ms)",
     )
     ap.add_argument(
         "--settle-ms",
-        type=float,
+        type=_bench.option(_bench.nonnegative_float),
         default=_bench.SETTLE_S * 1000,
         help=f"untimed steps after each pause ({_bench.SETTLE_S * 1000:g} ms)",
     )
-    ap.add_argument("--cases", help="e.g. 784-256-128-10:128,2-16-2:32 (default: the issue's)")
+    ap.add_argument(
+        "--cases",
+        type=_bench.option(_bench.parse_cases),
+        default=_bench.FULL_CASES,
+        help="e.g. 784-256-128-10:128,2-16-2:32 (default: the issue's)",
+    )
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     ap.add_argument("--no-numpy", action="store_true", help="skip NumPy")
     ap.add_argument("--json", metavar="PATH", help="also write header and rows as JSON")
     ap.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
-    a = ap.parse_args()
-
-    optimizers = [o.strip() for o in a.optimizers.split(",") if o.strip()]
-    for o in optimizers:
-        if o not in _bench.OPTIMIZERS:
-            ap.error(f"--optimizers: unknown {o!r}; known: {', '.join(_bench.OPTIMIZERS)}")
-    cases = _bench.FULL_CASES
-    if a.cases:
-        cases = []
-        for item in a.cases.split(","):
-            net, _, batch = item.partition(":")
-            cases.append(([int(s) for s in net.split("-")], int(batch)))
+    a = ap.parse_args(argv)
 
     use_torch = not a.no_torch and _bench.torch_available()
-    threads = _bench.thread_settings(a.threads, use_torch)
-    head = _bench.header(threads)
-    print("\n".join(_bench.format_table(head, []).splitlines()), flush=True)
-    rows = _bench.run_cases(
-        cases,
-        optimizers,
-        rounds=a.rounds,
-        round_s=a.round_ms / 1000,
-        warmup_s=a.warmup_ms / 1000,
-        use_torch=use_torch,
-        use_numpy=not a.no_numpy,
-        gap_s=a.gap_ms / 1000,
-        settle_s=a.settle_ms / 1000,
-        progress=lambda line: print(line, flush=True),
-    )
+    # The thread counts found here come back at the end (this may run in someone's process).
+    with _bench.thread_settings(a.threads, use_torch) as threads:
+        head = _bench.header(threads)
+        print("\n".join(_bench.format_table(head, []).splitlines()), flush=True)
+        rows = _bench.run_cases(
+            a.cases,
+            a.optimizers,
+            rounds=a.rounds,
+            round_s=a.round_ms / 1000,
+            warmup_s=a.warmup_ms / 1000,
+            use_torch=use_torch,
+            use_numpy=not a.no_numpy,
+            gap_s=a.gap_ms / 1000,
+            settle_s=a.settle_ms / 1000,
+            progress=lambda line: print(line, flush=True),
+        )
     head["load_average_end"] = _bench.header(threads)["load_average"]
     print(f"load at the end: {head['load_average_end']}")
     if a.json:

@@ -22,14 +22,17 @@ environment keeps glibc from returning that memory and gives NumPy's fault-free 
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import datetime
+import math
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -262,6 +265,60 @@ def time_contenders(
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
+# ------------------------------------------------------------------------------------ options
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``prog: error: message``, exit status 2), as
+    ``fastmlp``'s own, instead of the usage block and then the message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def option(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` as an argparse ``type=``: its ValueError message becomes the error text
+    (``argument --cases: <message>``) instead of argparse's bare "invalid value"."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def positive_int(text: str) -> int:
+    """An int >= 1 (thread counts, rounds); ValueError otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"expected an int >= 1, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0 (the length of a timed round); ValueError otherwise."""
+    return _finite_float(text, "> 0", lambda v: v > 0)
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite float >= 0 (warm-up, pause, settling time); ValueError otherwise."""
+    return _finite_float(text, ">= 0", lambda v: v >= 0)
+
+
+def _finite_float(text: str, bound: str, ok: Callable[[float], bool]) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and ok(value)):
+        raise ValueError(f"expected a number {bound}, got {text!r}")
+    return value
+
+
 # ------------------------------------------------------------------------------------ report
 def cpu_model() -> str:
     try:
@@ -294,33 +351,86 @@ def header(threads: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def thread_settings(n: int | None, use_torch: bool = True) -> dict[str, Any]:
+@contextlib.contextmanager
+def thread_settings(n: int | None, use_torch: bool = True) -> Iterator[dict[str, Any]]:
     """Apply ``n`` threads to fastmlp, PyTorch (if ``use_torch`` and installed) and NumPy's BLAS
-    (threadpoolctl, if installed); return what each uses."""
+    (threadpoolctl, if installed) for the ``with`` block; yield what each uses.
+
+    The counts found on entry are put back on exit, exception or not: ``fastmlp bench`` runs in
+    the caller's process (``fastmlp.cli.main`` is callable from Python, and the scripts can be run
+    with ``runpy``), where a benchmark's ``--threads 1`` must not outlive the benchmark.
+    """
     import fastmlp as fm
 
-    if n is not None:
-        fm.set_num_threads(n)
-    out: dict[str, Any] = {"fastmlp": fm.get_num_threads()}
+    restore: list[Callable[[], object]] = []  # undo actions, run in reverse order
     try:
-        import threadpoolctl
-
         if n is not None:
-            threadpoolctl.threadpool_limits(n, user_api="blas")
-        out["numpy_blas"] = [
-            f"{i.get('internal_api')} {i.get('num_threads')}"
-            for i in threadpoolctl.threadpool_info()
-            if i.get("user_api") == "blas"
-        ]
-    except ImportError:
-        out["numpy_blas"] = "threadpoolctl not installed"
-    if use_torch and torch_available():
-        import torch
+            old_fm = fm.get_num_threads()
+            fm.set_num_threads(n)
+            restore.append(lambda: fm.set_num_threads(old_fm))
+        out: dict[str, Any] = {"fastmlp": fm.get_num_threads()}
+        try:
+            import threadpoolctl
+        except ImportError:
+            # Say so in the header: a "--threads 1" row would otherwise hide a multi-threaded BLAS.
+            out["numpy_blas"] = "not limited (threadpoolctl not installed)"
+        else:
+            if n is not None:
+                limiter = threadpoolctl.threadpool_limits(n, user_api="blas")
+                restore.append(limiter.restore_original_limits)
+            out["numpy_blas"] = [
+                f"{i.get('internal_api')} {i.get('num_threads')}"
+                for i in threadpoolctl.threadpool_info()
+                if i.get("user_api") == "blas"
+            ]
+        if use_torch and torch_available():
+            import torch
 
-        if n is not None:
-            torch.set_num_threads(n)
-        out["torch"] = torch.get_num_threads()
-    return out
+            if n is not None:
+                old_torch = torch.get_num_threads()
+                torch.set_num_threads(n)
+                restore.append(lambda: torch.set_num_threads(old_torch))
+            out["torch"] = torch.get_num_threads()
+        yield out
+    finally:
+        for undo in reversed(restore):
+            undo()
+
+
+def parse_optimizers(text: str) -> list[str]:
+    """``"adam,sgd"`` -> ``["adam", "sgd"]``; ValueError (a one-line message) for an unknown name
+    or an empty list, which would time nothing and print an empty table."""
+    names = [o.strip() for o in text.split(",") if o.strip()]
+    known = ", ".join(OPTIMIZERS)
+    if not names:
+        raise ValueError(f"no optimizer given; known: {known}")
+    for o in names:
+        if o not in OPTIMIZERS:
+            raise ValueError(f"unknown {o!r}; known: {known}")
+    return names
+
+
+def parse_cases(text: str) -> list[tuple[list[int], int]]:
+    """``"784-256-128-10:128,2-16-2:32"`` -> ``[([784, 256, 128, 10], 128), ([2, 16, 2], 32)]``.
+
+    ValueError (a one-line message) unless every item is at least two layer sizes >= 1
+    joined by ``-``, then ``:`` and a batch >= 1: checked here, before any timing, instead of
+    surfacing as a traceback from ``int()`` or the engine halfway through a run."""
+    cases = []
+    for item in text.split(","):
+        net, sep, batch = item.strip().partition(":")
+        try:
+            sizes = [int(s) for s in net.split("-")]
+            rows = int(batch)
+        except ValueError:
+            sizes, rows = [], 0
+        if not sep or len(sizes) < 2 or min(sizes) < 1 or rows < 1:
+            raise ValueError(
+                f"expected NETWORK:BATCH items such as 784-256-128-10:128 (layer sizes "
+                f">= 1, at least two; batch >= 1), got {item.strip()!r}"
+            )
+        cases.append((sizes, rows))
+    return cases
 
 
 def run_cases(
@@ -408,6 +518,11 @@ def format_table(head: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _md_cell(d: dict[str, float], k: str, fmt: str, suffix: str = "") -> str:
+    """A Markdown cell: ``-`` for a contender left out, as in the text table (not ``nan``)."""
+    return format(d[k], fmt) + suffix if k in d else "-"
+
+
 def format_markdown(head: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """The table as Markdown, with the header facts above it."""
     out = [
@@ -427,9 +542,8 @@ def format_markdown(head: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         us, sp = r["us"], r["speedup"]
         out.append(
             f"| {'-'.join(map(str, r['sizes']))} | {r['batch']} | {r['optimizer']} "
-            f"| {us['ours']:.1f} | {us.get('numpy', float('nan')):.1f} "
-            f"| {us.get('torch', float('nan')):.1f} "
-            f"| {sp.get('numpy', float('nan')):.2f}x | {sp.get('torch', float('nan')):.2f}x "
+            f"| {us['ours']:.1f} | {_md_cell(us, 'numpy', '.1f')} | {_md_cell(us, 'torch', '.1f')} "
+            f"| {_md_cell(sp, 'numpy', '.2f', 'x')} | {_md_cell(sp, 'torch', '.2f', 'x')} "
             f"| {_faults_cell(r)} |"
         )
     return "\n".join(out) + "\n"

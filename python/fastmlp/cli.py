@@ -555,23 +555,25 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import _bench
 
-    optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
-    for o in optimizers:
-        if o not in _bench.OPTIMIZERS:
-            raise CLIError(f"--optimizers: unknown {o!r}; known: {', '.join(_bench.OPTIMIZERS)}")
+    try:  # an empty list would print an empty table and exit 0
+        optimizers = _bench.parse_optimizers(args.optimizers)
+    except ValueError as exc:
+        raise CLIError(f"--optimizers: {exc}") from None
     use_torch = not args.no_torch and _bench.torch_available()
-    head = _bench.header(_bench.thread_settings(args.threads, use_torch))
-    print(_bench.format_table(head, []), flush=True)
-    _bench.run_cases(
-        _bench.QUICK_CASES,
-        optimizers,
-        rounds=args.rounds,
-        round_s=0.04,
-        warmup_s=0.08,
-        use_torch=use_torch,
-        use_numpy=not args.no_numpy,
-        progress=lambda line: print(line, flush=True),
-    )
+    # The caller's thread counts come back afterwards (main() is callable from Python).
+    with _bench.thread_settings(args.threads, use_torch) as threads:
+        head = _bench.header(threads)
+        print(_bench.format_table(head, []), flush=True)
+        _bench.run_cases(
+            _bench.QUICK_CASES,
+            optimizers,
+            rounds=args.rounds,
+            round_s=0.04,
+            warmup_s=0.08,
+            use_torch=use_torch,
+            use_numpy=not args.no_numpy,
+            progress=lambda line: print(line, flush=True),
+        )
     if not use_torch and not args.no_torch:
         print("(PyTorch is not installed: no PyTorch column)")
     print("full benchmark: benchmarks/bench_step.py in the fastmlp repository")
