@@ -23,12 +23,12 @@ namespace fastmlp {
 
 namespace {
 
-// True when no element is NaN or +-inf. Tests the exponent bits with an integer reduction, which
-// vectorises (a float reduction would not without -ffast-math) and is exact: an element is
-// non-finite iff its exponent field is all ones, iff (bits & 0x7f800000) == 0x7f800000.
-// Blocks of 4096 floats (16 KiB, in L1) with an early exit keep a failing check short.
-// Every |v[i]| below the float whose bits are limit_bits (NaN compares above every limit): on the
-// bits, so that the loop vectorises.
+// True when every |v[i]| is below the float whose bits are limit_bits. Compares the bits with an
+// integer reduction, which vectorises (a float reduction would not without -ffast-math) and is
+// exact: for non-negative floats the order of the bit patterns (bits & 0x7fffffff) is the order
+// of the values, inf is 0x7f800000 and every NaN lies above it, so limit_bits = 0x7f800000
+// (kInfBits) tests "finite". Blocks of 4096 floats (16 KiB, in L1) with an early exit keep a
+// failing check short.
 bool all_below(const float* v, int64_t n, uint32_t limit_bits) {
   constexpr int64_t kBlock = 4096;
   for (int64_t b = 0; b < n; b += kBlock) {
