@@ -101,6 +101,17 @@ void bind_optimizer_state(py::module_& m, const char* doc) {
       .def_property_readonly("kind", [](const State& s) { return static_cast<int>(s.kind()); });
 }
 
+// A new float32 array (P,) filled by net.*get (get_parameters or get_gradients), which takes the
+// network's lock: the GIL is released while it waits for a step running on another thread.
+template <typename Net>
+py::array_t<float> flat_copy(const Net& net, void (Net::*get)(float*) const) {
+  auto out = new_f32({static_cast<py::ssize_t>(net.num_parameters())});
+  float* po = out.mutable_data();
+  py::gil_scoped_release release;
+  (net.*get)(po);
+  return out;
+}
+
 // The Network methods both engines bind alike (NumPy in, NumPy out, GIL released around the
 // engine call): the constructor, forward, loss_and_gradients, train_step, take_train_counts,
 // evaluate, set_parameters, the parameter and gradient copies and the read-only facts. Net:
@@ -197,24 +208,10 @@ void bind_network_common(py::class_<Net>& cls) {
           },
           py::arg("values"))
       .def(
-          "parameters",
-          [](const Net& net) {
-            auto out = new_f32({static_cast<py::ssize_t>(net.num_parameters())});
-            float* po = out.mutable_data();
-            py::gil_scoped_release release;
-            net.get_parameters(po);
-            return out;
-          },
+          "parameters", [](const Net& net) { return flat_copy(net, &Net::get_parameters); },
           "Float32 copy (P,) of the flat parameter buffer (layout: engine/network.h).")
       .def(
-          "gradients",
-          [](const Net& net) {
-            auto out = new_f32({static_cast<py::ssize_t>(net.num_parameters())});
-            float* po = out.mutable_data();
-            py::gil_scoped_release release;
-            net.get_gradients(po);
-            return out;
-          },
+          "gradients", [](const Net& net) { return flat_copy(net, &Net::get_gradients); },
           "Float32 copy (P,) of the gradients of the last loss_and_gradients/train_step.")
       .def_property(
           "rng_offset",
