@@ -181,11 +181,13 @@ def test_relu_backward_selects_as_pytorch():
     ):
         np.testing.assert_array_equal(got, expected[: got.shape[-1]])
         assert not np.signbit(got[got == 0]).any()  # +0, as a select gives (dy * 0 could be -0)
-    # The fused linear forward and the reference agree that relu passes NaN.
-    z = ops.linear(np.array([[1.0]], np.float32), np.array([[np.nan, -1.0, 2.0]], np.float32))
-    relu_z = reference.linear(np.ones((1, 1)), np.array([[np.nan, -1.0, 2.0]]), activation="relu")
-    np.testing.assert_array_equal(relu_z, ops.relu(z))
-    assert np.isnan(relu_z[0, 0])
+    # The fused linear forward (relu in the GEMM epilogue) and the reference agree that relu
+    # passes NaN; 40 columns: full 16-column tiles and an edge tile.
+    w = np.tile(np.array([[np.nan, -1.0, 2.0, -0.0, 3.0]], np.float32), (1, 8))
+    fused = ops.linear(np.ones((1, 1), np.float32), w, activation="relu")
+    relu_z = reference.linear(np.ones((1, 1)), w.astype(np.float64), activation="relu")
+    np.testing.assert_array_equal(fused, relu_z)
+    assert np.isnan(relu_z[0, ::5]).all() and np.isnan(fused[0, ::5]).all()
 
 
 @pytest.mark.parametrize("name", ["sigmoid", "tanh", "elu"])

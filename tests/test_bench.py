@@ -43,11 +43,22 @@ def blas_threads() -> list[int]:
 
 @pytest.fixture
 def fm_threads():
-    """fastmlp at 3 threads for the test (a count no benchmark below asks for), put back after."""
+    """fastmlp, and NumPy's BLAS where threadpoolctl can set it, at 3 threads for the test (a
+    count no benchmark below asks for, and no library's default, so that a restore that did
+    nothing would show), put back after."""
     old = fm.get_num_threads()
     fm.set_num_threads(3)
+    try:
+        import threadpoolctl
+    except ImportError:
+        limiter = None
+    else:
+        limiter = threadpoolctl.threadpool_limits(3, user_api="blas")
+        assert all(n == 3 for n in blas_threads())
     yield 3
     fm.set_num_threads(old)
+    if limiter is not None:
+        limiter.restore_original_limits()
 
 
 def run_script(monkeypatch: pytest.MonkeyPatch, name: str, *args: str) -> int:

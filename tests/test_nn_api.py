@@ -379,6 +379,9 @@ def test_load_names_the_file_in_model_errors_and_reads_file_objects(tmp_path):
     path = _model_file(tmp_path, lambda c: c.update(version=2))
     with pytest.raises(ValueError, match=r"is a fastmlp model of format version 2; this fastmlp"):
         fm.load(path)
+    # A file that cannot be read is not called "not a model": the OS error comes through.
+    with pytest.raises(IsADirectoryError):
+        fm.load(tmp_path)
     model, buffer = fm.MLP([3, 4, 2], seed=1), io.BytesIO()
     model.save(buffer)
     buffer.seek(0)

@@ -31,7 +31,10 @@ FASTMLP_HD float regularized_grad(float g, float p, float weight_decay, float l1
 // square the gradient (Adam's and RMSProp's second moments, AdaGrad's sum) and from 2^64 on the
 // square overflows float32 (2^128): the step would write inf or NaN into the parameters while
 // reporting success. The engines refuse such a step before any update, as they refuse NaN and
-// inf. (AdaGrad's sum can still reach the limit over very many steps of gradients near it.)
+// inf. The bound is on the raw gradient g, not on g' = g + weight_decay * p + l1 * sign(p): the
+// regularised gradient can still overflow when |weight_decay * p| nears 2^64 (weights of 1e20 and
+// more), and AdaGrad's sum can reach float32's range over very many steps of gradients near the
+// bound; both are left to float32.
 constexpr uint32_t kUpdateGradientLimitBits = 0x5f800000u;
 
 // ---------------------------------------------------------------- SGD

@@ -559,9 +559,10 @@ class MLP:
         the mean loss before the update. Dropout is applied in training mode.
 
         ``loss=None`` uses :attr:`loss`; an explicit loss becomes the model's :attr:`loss`.
-        A non-finite loss or gradient raises ``FloatingPointError`` before anything changes
-        (parameters, optimizer state and step count, dropout offset); when the cause is a NaN or
-        inf in ``x`` or ``y`` it is ``ValueError`` naming the argument instead.
+        A non-finite loss or gradient, or a gradient of 2^64 (1.8e19) or more, whose square the
+        adaptive optimizers cannot hold in float32, raises ``FloatingPointError`` before anything
+        changes (parameters, optimizer state and step count, dropout offset); when the cause is a
+        NaN or inf in ``x`` or ``y`` it is ``ValueError`` naming the argument instead.
 
         Float32 C-contiguous ``x`` with int64 labels (or float32 targets) and no label smoothing
         take a fast path with no conversion or extra pass over the data in Python."""
@@ -754,9 +755,9 @@ def load(path: PathLike | IO[bytes]) -> MLP:
 
     try:
         archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+        # Not OSError: a file that cannot be read (missing, a folder, no permission) says so
+        # itself, and may well be a model.
         # NumPy's own message for a non-NumPy file suggests loading it with pickles allowed:
         # not advice to pass on for a file that was meant to be a model.
         raise invalid(f"not an .npz archive: {type(exc).__name__}") from None
@@ -767,7 +768,7 @@ def load(path: PathLike | IO[bytes]) -> MLP:
         def read(key: str) -> np.ndarray:
             try:
                 return f[key]
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            except (ValueError, EOFError, zipfile.BadZipFile) as exc:
                 # e.g. an object array, which allow_pickle=False refuses to read
                 raise invalid(f"{key}: {type(exc).__name__}: {exc}") from None
 
