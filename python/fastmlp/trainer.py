@@ -20,7 +20,7 @@ whole training set after the epoch (eval mode, the weights the epoch ended with)
 forward pass over the training set, about a third of the epoch's arithmetic. Models without the
 engine's counters (anything that is not a :class:`fastmlp.MLP`) always get that evaluation.
 
-Mini-batches are gathered with ``np.take`` into two buffers allocated once per ``fit`` (no
+Mini-batches are gathered with ``ndarray.take`` into two buffers allocated once per ``fit`` (no
 allocation per batch), and the targets are converted once per ``fit`` (integer labels to int64,
 float targets to float32), so every step takes the engine's fast path. The arrays handed to
 ``model.train_step`` are therefore overwritten by the next batch: a model that keeps them must
@@ -528,10 +528,12 @@ class Trainer:
                     else:
                         # mode="clip": the indices are a permutation, always in range, and
                         # NumPy buffers `out` for the default mode="raise" (a second copy;
-                        # 34 vs 21 ms per 60000x784 epoch, measured).
+                        # 34 vs 21 ms per 60000x784 epoch, measured). The method with positional
+                        # arguments (axis, out, mode): np.take's wrapper and keywords cost 1.9 us
+                        # a call against 0.5, a quarter of a 2-16-2 step's 11 us.
                         idx = order[lo:hi]
-                        xb = np.take(X, idx, axis=0, out=xbuf[: hi - lo], mode="clip")
-                        yb = np.take(y, idx, axis=0, out=ybuf[: hi - lo], mode="clip")
+                        xb = X.take(idx, 0, xbuf[: hi - lo], "clip")
+                        yb = y.take(idx, 0, ybuf[: hi - lo], "clip")
                     try:
                         if device_data is not None:
                             # y was validated once, in _DeviceData (model._y).
