@@ -494,6 +494,38 @@ def test_a_gradient_whose_square_overflows_is_refused_before_the_update(make_opt
     assert opt.step_count == 1
 
 
+@pytest.mark.parametrize("batch", [4, 256])
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda m: fm.optim.RMSProp(m, lr=1e-3, centered=True, weight_decay=10.0),
+        lambda m: fm.optim.AdaGrad(m, lr=1e-3, weight_decay=10.0),
+        lambda m: fm.optim.Adam(m, lr=1e-3, l1=2.0**64),
+    ],
+)
+def test_the_bound_covers_weight_decay_and_l1(make_opt, batch):
+    """g' = g + weight_decay * p + l1 * sign(p) is what the rules square: a weight of 1e21 under
+    weight_decay=10 overflowed with g = 0 (centered RMSProp wrote NaN). AdamW's decoupled decay
+    is not part of g': the same weight trains."""
+    x = np.full((batch, 40), 0.1, np.float32)
+    x[:, 0] = 0.0  # input 0 is always 0: W_1[0, 0]'s gradient is 0
+    t = np.zeros((batch, 64), np.float32)
+    model = fm.MLP([40, 64, 64], activation="identity", seed=0, loss="mse")
+    assert model._net.step_is_batch_parallel(batch) == (batch == 256)
+    weights = model.get_weights()
+    weights[0][0, 0] = 1e21
+    model.set_weights(weights)
+    opt = make_opt(model)
+    with pytest.raises(FloatingPointError, match=r"^gradients: NaN, infinite, or 2\^64"):
+        model.train_step(x, t, optimizer=opt)
+    for a, b in zip(model.get_weights(), weights):
+        np.testing.assert_array_equal(a, b)
+    assert opt.step_count == 0
+    adamw = fm.optim.AdamW(model, lr=1e-3, weight_decay=10.0)
+    model.train_step(x, t, optimizer=adamw)
+    assert np.isfinite(model.get_weights()[0]).all() and adamw.step_count == 1
+
+
 def test_failed_step_keeps_the_optimizer_state(rng):
     """A step that raises leaves moments and step count alone: the next good step equals the
     step a twin model takes without the failure in between."""

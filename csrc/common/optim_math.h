@@ -26,16 +26,18 @@ FASTMLP_HD float regularized_grad(float g, float p, float weight_decay, float l1
   return g + weight_decay * p + l1 * sign_of(p);
 }
 
-// Gradients an optimizer update accepts: below 2^64 in magnitude (float bits 0x5f800000; NaN and
-// inf compare above it too, bits & 0x7fffffff >= kUpdateGradientLimitBits). The adaptive rules
-// square the gradient (Adam's and RMSProp's second moments, AdaGrad's sum) and from 2^64 on the
-// square overflows float32 (2^128): the step would write inf or NaN into the parameters while
-// reporting success. The engines refuse such a step before any update, as they refuse NaN and
-// inf. The bound is on the raw gradient g, not on g' = g + weight_decay * p + l1 * sign(p): the
-// regularised gradient can still overflow when |weight_decay * p| nears 2^64 (weights of 1e20 and
-// more), and AdaGrad's sum can reach float32's range over very many steps of gradients near the
-// bound; both are left to float32.
-constexpr uint32_t kUpdateGradientLimitBits = 0x5f800000u;
+// The regularised gradients an optimizer update accepts: |g| + weight_decay * |p| + l1, a bound on
+// |g'|, below 2^64 (NaN and inf fail the test too). The adaptive rules square g' (Adam's and
+// RMSProp's second moments, AdaGrad's sum) and from 2^64 on the square overflows float32
+// (2^128): the step would write inf or NaN into the parameters while reporting success. The
+// engines refuse such a step before any update, as they refuse NaN and inf. (AdaGrad's sum can
+// still reach float32's range over very many steps of gradients near the bound.)
+constexpr float kUpdateGradientLimit = 18446744073709551616.0f;  // 2^64
+
+// Whether g' can be formed and squared in float32 (see kUpdateGradientLimit); false for NaN.
+FASTMLP_HD bool gradient_updatable(float g, float p, float weight_decay, float l1) {
+  return fabsf(g) + weight_decay * fabsf(p) + l1 < kUpdateGradientLimit;
+}
 
 // ---------------------------------------------------------------- SGD
 struct SgdScalars {

@@ -50,19 +50,36 @@ bool all_finite(const float* v, int64_t n) {
   return all_below(v, n, kInfBits);
 }
 
-// The gradients a step may go on with: finite, and below kUpdateGradientLimitBits when an
-// optimizer update follows (see common/optim_math.h).
-uint32_t gradient_limit_bits(bool for_update) {
-  return for_update ? kUpdateGradientLimitBits : kInfBits;
+// Whether a step may go on with the n gradients at grads (params: the parameters at the same
+// offsets): all finite, and when an update follows (optimizer), every g' the rule will form within
+// kUpdateGradientLimit (common/optim_math.h). Without weight decay and L1 that bound is |g| < 2^64,
+// tested on the bits as all_finite is.
+bool gradients_usable(const float* grads, const float* params, int64_t n,
+                      const OptimizerState* optimizer) {
+  if (optimizer == nullptr) return all_finite(grads, n);
+  const float weight_decay = optimizer->config().gradient_weight_decay();
+  const float l1 = optimizer->config().gradient_l1();
+  constexpr uint32_t kTwoTo64Bits = 0x5f800000u;
+  if (weight_decay == 0.0f && l1 == 0.0f) return all_below(grads, n, kTwoTo64Bits);
+  constexpr int64_t kBlock = 4096;
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t end = std::min(n, b + kBlock);
+    uint32_t bad = 0;
+    for (int64_t i = b; i < end; ++i) {
+      bad |= static_cast<uint32_t>(!gradient_updatable(grads[i], params[i], weight_decay, l1));
+    }
+    if (bad != 0) return false;
+  }
+  return true;
 }
 
 constexpr const char* kBadGradients =
     "gradients: NaN or infinite values (is the learning rate too large?); the parameters and the "
     "optimizer state were left unchanged";
 constexpr const char* kBadUpdateGradients =
-    "gradients: NaN, infinite, or 2^64 (1.8e19) or more in magnitude, where the optimizers' "
-    "squared gradients overflow float32 (is the learning rate too large?); the parameters and "
-    "the optimizer state were left unchanged";
+    "gradients: NaN, infinite, or 2^64 (1.8e19) or more in magnitude with weight decay and L1, "
+    "where the optimizers' squared gradients overflow float32 (is the learning rate too large?); "
+    "the parameters and the optimizer state were left unchanged";
 
 }  // namespace
 
@@ -358,7 +375,6 @@ bool Network::backward_parallel(const float* x, int64_t n, bool training, uint64
                                 int nt, OptimizerState* optimizer) {
   FirstError error;
   std::atomic<bool> finite{true};
-  const uint32_t limit = gradient_limit_bits(optimizer != nullptr);
 #pragma omp parallel num_threads(nt)
   {
     const auto [t, team] = team_slot();
@@ -385,12 +401,14 @@ bool Network::backward_parallel(const float* x, int64_t n, bool training, uint64
                  layer.in, dz, layer.out, 0.0f, dw, layer.out);
             // Checked while the block is still in this core's cache, instead of a serial pass
             // over all P gradients afterwards.
-            if (!all_below(dw, (i1 - i0) * layer.out, limit)) finite.store(false);
+            const float* w = params_.data() + layer.w_offset + i0 * layer.out;
+            if (!gradients_usable(dw, w, (i1 - i0) * layer.out, optimizer)) finite.store(false);
           }
           if (t == team - 1) {
             float* db = grads_.data() + layer.b_offset;
             column_sum(db, dz, n, layer.out);
-            if (!all_below(db, layer.out, limit)) finite.store(false);
+            const float* bias = params_.data() + layer.b_offset;
+            if (!gradients_usable(db, bias, layer.out, optimizer)) finite.store(false);
           }
           if (prev != nullptr && r0 < r1) {
             const int64_t d = prev->out, rows = r1 - r0;
@@ -499,7 +517,7 @@ double Network::gradients_locked(const float* x, const Targets& y, int64_t n, Lo
     if (updated != nullptr) *updated = finite && optimizer != nullptr;
   } else {
     backward(x, n, training, end);
-    finite = all_below(grads_.data(), num_parameters(), gradient_limit_bits(optimizer != nullptr));
+    finite = gradients_usable(grads_.data(), params_.data(), num_parameters(), optimizer);
   }
   if (!finite)
     throw_non_finite(x, y, n, optimizer != nullptr ? kBadUpdateGradients : kBadGradients);

@@ -125,9 +125,10 @@ class Network {
                             float label_smoothing, bool training, float* gradients_out = nullptr);
 
   // loss_and_gradients, then one optimizer update of every parameter; NonFiniteError also for a
-  // finite gradient of 2^64 or more (kUpdateGradientLimitBits, common/optim_math.h), whose square
-  // the adaptive optimizers cannot hold. On any exception (NonFiniteError included) parameters,
-  // optimizer state, its step count and rng_offset are as they were before the call.
+  // finite gradient that reaches 2^64 with weight decay and L1 (kUpdateGradientLimit,
+  // common/optim_math.h), whose square the adaptive optimizers cannot hold. On any exception
+  // (NonFiniteError included) parameters, optimizer state, its step count and rng_offset are as
+  // they were before the call.
   double train_step(const float* x, const Targets& y, int64_t n, LossKind loss,
                     float label_smoothing, bool training, OptimizerState& optimizer);
 

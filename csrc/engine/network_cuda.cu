@@ -37,6 +37,16 @@ __global__ void nonfinite_kernel(int* flag, const float* v, int64_t n, uint32_t 
 
 constexpr uint32_t kInfBits = 0x7f800000u;
 
+// flag[0] = 1 when some g' an update would form from grads and params leaves
+// kUpdateGradientLimit (gradient_updatable, common/optim_math.h, as the CPU engine tests it).
+__global__ void unupdatable_kernel(int* flag, const float* grads, const float* params, int64_t n,
+                                   float weight_decay, float l1) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    if (!gradient_updatable(grads[i], params[i], weight_decay, l1)) flag[0] = 1;
+  }
+}
+
 // count[0] += predictions of `logits` that match the targets, as fastmlp::Network::count_correct:
 // labels: the first maximum of each row equals the label; bce: (z > 0) == (target > 0.5) per
 // element. Integer atomics: the sum is exact whatever the order.
@@ -465,7 +475,7 @@ void Network::throw_non_finite(const float* x, const Targets& y, int64_t n, bool
 double Network::gradients_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
                                  float label_smoothing, bool training, bool input_on_host,
                                  const float* host_x, const Targets& host_y, uint64_t* next_offset,
-                                 bool for_update) {
+                                 const OptimizerState* optimizer) {
   const uint64_t end = forward_rows(nullptr, x, n, training, true, rng_offset_);
   const double value =
       compute_loss(ws(scratch_row_[0]), ws(layers_.back().a_row), y, n, loss, label_smoothing);
@@ -479,19 +489,25 @@ double Network::gradients_locked(const float* x, const Targets& y, int64_t n, Lo
   backward(x, n, training, end);
   int* flag = flags_.as<int>();
   check_cuda(cudaMemsetAsync(flag, 0, sizeof(int), kStream), "gradients: finiteness check");
-  nonfinite_kernel<<<blocks_for(num_params_), kThreads, 0, kStream>>>(
-      flag, grads_.as<float>(), num_params_, for_update ? kUpdateGradientLimitBits : kInfBits);
+  if (optimizer != nullptr) {
+    unupdatable_kernel<<<blocks_for(num_params_), kThreads, 0, kStream>>>(
+        flag, grads_.as<float>(), params_.as<float>(), num_params_,
+        optimizer->config().gradient_weight_decay(), optimizer->config().gradient_l1());
+  } else {
+    nonfinite_kernel<<<blocks_for(num_params_), kThreads, 0, kStream>>>(flag, grads_.as<float>(),
+                                                                        num_params_, kInfBits);
+  }
   check_launch("gradients: finiteness check");
   int bad = 0;
   copy(&bad, flag, sizeof(int), cudaMemcpyDeviceToHost, "gradients: finiteness check");
   check_cuda(cudaStreamSynchronize(kStream), "backward pass");
   if (bad != 0) {
     throw_non_finite(host_x, host_y, n, input_on_host,
-                     for_update
-                         ? "gradients: NaN, infinite, or 2^64 (1.8e19) or more in magnitude, where "
-                           "the optimizers' squared gradients overflow float32 (is the learning "
-                           "rate too large?); the parameters and the optimizer state were left "
-                           "unchanged"
+                     optimizer != nullptr
+                         ? "gradients: NaN, infinite, or 2^64 (1.8e19) or more in magnitude with "
+                           "weight decay and L1, where the optimizers' squared gradients overflow "
+                           "float32 (is the learning rate too large?); the parameters and the "
+                           "optimizer state were left unchanged"
                          : "gradients: NaN or infinite values (is the learning rate too large?); "
                            "the parameters and the optimizer state were left unchanged");
   }
@@ -505,7 +521,7 @@ double Network::step_locked(const float* x, const Targets& y, int64_t n, LossKin
   optimizer.prepare(num_parameters());  // may allocate or throw: before anything changes
   uint64_t end = rng_offset_;
   const double value = gradients_locked(x, y, n, loss, label_smoothing, training, input_on_host,
-                                        host_x, host_y, &end, /*for_update=*/true);
+                                        host_x, host_y, &end, &optimizer);
   int64_t correct = 0, total = 0;
   count_correct(ws(layers_.back().a_row), y, n, loss, &correct, &total);
   optimizer.apply(params_.as<float>(), grads_.as<float>(), num_parameters(), kStream);
@@ -548,7 +564,7 @@ double Network::loss_and_gradients(const float* x, const Targets& y, int64_t n, 
   const Targets dy = stage(&dx, y, n);
   uint64_t end = rng_offset_;
   const double value =
-      gradients_locked(dx, dy, n, loss, label_smoothing, training, true, x, y, &end, false);
+      gradients_locked(dx, dy, n, loss, label_smoothing, training, true, x, y, &end, nullptr);
   rng_offset_ = end;
   if (gradients_out != nullptr) copy_gradients_locked(gradients_out);
   return value;

@@ -65,6 +65,7 @@ class OptimizerState {
   OptimizerKind kind() const { return config_.kind(); }
   int64_t step() const { return step_; }
   float lr() const { return config_.lr(); }
+  const OptimizerConfig& config() const { return config_; }
   void set_lr(float lr) { config_.set_lr(lr); }
 
   // Allocates (zeroed) device state for n parameters on the current device, once; ValueError if
@@ -167,7 +168,7 @@ class Network {
   double gradients_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
                           float label_smoothing, bool training, bool input_on_host,
                           const float* host_x, const Targets& host_y, uint64_t* next_offset,
-                          bool for_update);
+                          const OptimizerState* optimizer);
   double step_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
                      float label_smoothing, bool training, OptimizerState& optimizer,
                      bool input_on_host, const float* host_x, const Targets& host_y);

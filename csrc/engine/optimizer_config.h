@@ -74,6 +74,35 @@ class OptimizerConfig {
     }
   }
 
+  // The weight decay and L1 that the rule adds into g' = g + weight_decay * p + l1 * sign(p)
+  // (AdamW's decoupled decay scales p instead and is not part of g'). The engines bound |g'|
+  // before an update (kUpdateGradientLimit, common/optim_math.h).
+  float gradient_weight_decay() const {
+    switch (kind_) {
+      case OptimizerKind::Sgd:
+        return sgd_.weight_decay;
+      case OptimizerKind::Adagrad:
+        return adagrad_.weight_decay;
+      case OptimizerKind::Rmsprop:
+        return rmsprop_.weight_decay;
+      case OptimizerKind::Adam:
+        return adam_.decoupled_weight_decay ? 0.0f : adam_.weight_decay;
+    }
+    return 0.0f;
+  }
+  float gradient_l1() const {
+    switch (kind_) {
+      case OptimizerKind::Sgd:
+        return sgd_.l1;
+      case OptimizerKind::Adagrad:
+        return adagrad_.l1;
+      case OptimizerKind::Rmsprop:
+        return rmsprop_.l1;
+      case OptimizerKind::Adam:
+        return adam_.l1;
+    }
+    return 0.0f;
+  }
   // Which of the three state buffers the rule uses (see OptimizerState): sgd [momentum];
   // adagrad [sum_sq]; rmsprop [square_avg, momentum, grad_avg]; adam [m, v].
   bool uses_buffer(int i) const {

@@ -559,8 +559,9 @@ class MLP:
         the mean loss before the update. Dropout is applied in training mode.
 
         ``loss=None`` uses :attr:`loss`; an explicit loss becomes the model's :attr:`loss`.
-        A non-finite loss or gradient, or a gradient of 2^64 (1.8e19) or more, whose square the
-        adaptive optimizers cannot hold in float32, raises ``FloatingPointError`` before anything
+        A non-finite loss or gradient, or a gradient of 2^64 (1.8e19) or more with the optimizer's
+        weight decay and L1 added, whose square the adaptive optimizers cannot hold in float32,
+        raises ``FloatingPointError`` before anything
         changes (parameters, optimizer state and step count, dropout offset); when the cause is a
         NaN or inf in ``x`` or ``y`` it is ``ValueError`` naming the argument instead.
 
