@@ -173,13 +173,21 @@ def test_train_bce_names_its_two_accuracies(capsys, tmp_path):
 
 
 def test_train_options(capsys):
-    rc, out, _ = run(
-        capsys, "train", "--hidden", "8,8,8", "--activation", "tanh", "--dropout", "0.1",
-        "--weight-decay", "1e-4", "--l1", "1e-5", "--batch-size", "full",
-        "--schedule", "multistep:milestones=[1,2],gamma=0.5", "--early-stopping", "1",
-        "--label-smoothing", "0.05", "--threads", "1", "--seed", "3", *SMALL,
-    )  # fmt: skip
-    assert rc == 0 and out.startswith("test:")
+    # main() runs in this process: --threads 1 must apply to the run only. Two threads before
+    # (whatever the machine's default), so that a count left at 1 shows.
+    saved = fm.get_num_threads()
+    fm.set_num_threads(2)
+    try:
+        rc, out, _ = run(
+            capsys, "train", "--hidden", "8,8,8", "--activation", "tanh", "--dropout", "0.1",
+            "--weight-decay", "1e-4", "--l1", "1e-5", "--batch-size", "full",
+            "--schedule", "multistep:milestones=[1,2],gamma=0.5", "--early-stopping", "1",
+            "--label-smoothing", "0.05", "--threads", "1", "--seed", "3", *SMALL,
+        )  # fmt: skip
+        assert rc == 0 and out.startswith("test:")
+        assert fm.get_num_threads() == 2
+    finally:
+        fm.set_num_threads(saved)
 
 
 def test_train_save_and_load(capsys, tmp_path):

@@ -403,6 +403,18 @@ def save_plot(
 def cmd_train(args: argparse.Namespace) -> int:
     import fastmlp as fm
 
+    # --threads sets the process-wide count; main() is callable from Python (the tests call it
+    # in-process), so the caller's count is put back afterwards, as `fastmlp bench` does.
+    threads = fm.get_num_threads()
+    try:
+        return _train(args)
+    finally:
+        fm.set_num_threads(threads)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import fastmlp as fm
+
     defaults = DATA_DEFAULTS[args.data]
     hidden = args.hidden if args.hidden is not None else defaults["hidden"]
     lr = args.lr if args.lr is not None else defaults["lr"]
