@@ -125,7 +125,7 @@ def test_train_options_that_would_be_ignored_are_errors(capsys, monkeypatch, arg
 def test_train_too_few_samples_names_the_option(capsys):
     rc, _, err = run(capsys, "train", "--n-samples", "3", "--epochs", "1", "--quiet")
     assert_one_line_error(
-        rc, err, "--n-samples: the 70/15/15 train/val/test split needs at least 4 points, got 3"
+        rc, err, "--n-samples: 3 points are too few for the train/val/test split (val: 0.15 of 3"
     )
     rc, out, _ = run(capsys, "train", "--n-samples", "4", "--epochs", "1", "--quiet")
     assert rc == 0 and "(1 samples)" in out  # the minimum works

@@ -159,12 +159,20 @@ def check_real(value: object, name: str, *, finite: bool = True) -> float:
     return v
 
 
-def check_probability(p: float, name: str, *, allow_one: bool = False) -> float:
-    """Check ``0 <= p < 1`` (or ``<= 1``), also in float32, and return it as a float."""
-    p = check_real(p, name, finite=False)  # the range test below rejects NaN and inf
-    if not in_unit_interval(p, allow_one=allow_one):
+def check_unit_interval(
+    value: object, name: str, *, allow_one: bool = False, what: str = "a value"
+) -> float:
+    """``value`` as a float in ``[0, 1)`` (``[0, 1]`` with ``allow_one``), the bound checked in
+    float32 too; the message calls it ``what`` (e.g. "a probability")."""
+    v = check_real(value, name, finite=False)  # the range test below rejects NaN and inf
+    if not in_unit_interval(v, allow_one=allow_one):
         upper = "1]" if allow_one else "1)"
         raise ValueError(
-            f"{name}: expected a probability in [0, {upper}, got {p}{float32_rounding_note(p)}"
+            f"{name}: expected {what} in [0, {upper}, got {v}{float32_rounding_note(v)}"
         )
-    return p
+    return v
+
+
+def check_probability(p: object, name: str, *, allow_one: bool = False) -> float:
+    """Check ``0 <= p < 1`` (or ``<= 1``), also in float32, and return it as a float."""
+    return check_unit_interval(p, name, allow_one=allow_one, what="a probability")

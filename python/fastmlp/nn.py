@@ -805,16 +805,14 @@ def load(path: PathLike | IO[bytes]) -> MLP:
 
 
 def _check_weight_shapes(
-    sizes: object, weights: list[np.ndarray], invalid: Callable[[str], ValueError]
+    sizes: Any, weights: list[np.ndarray], invalid: Callable[[str], ValueError]
 ) -> None:
     """The shapes of W_l and b_l against the config's layer sizes, before the model is built: a
     small file whose config claims huge layers must not make load() allocate them."""
-    if not (
-        isinstance(sizes, list)
-        and len(sizes) >= 2
-        and all(type(s) is int and s >= 1 for s in sizes)
-    ):
-        raise invalid(f"layer_sizes {sizes!r} is not a list of at least two positive ints")
+    try:
+        sizes = _check_sizes(sizes)  # MLP's own rule, applied before anything is allocated
+    except (TypeError, ValueError) as exc:
+        raise invalid(str(exc)) from None
     layers = len(sizes) - 1
     if len(weights) < 2 * layers:
         raise invalid(f"{len(weights)} arrays for {layers} layers (W and b each)")

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._checks import check_real, float32_rounding_note, in_unit_interval
+from ._checks import check_real, check_unit_interval
 
 __all__ = ["SGD", "AdaGrad", "Adam", "AdamW", "Optimizer", "RMSProp"]
 
@@ -54,20 +54,10 @@ def _positive(value: object, name: str) -> float:
     return v
 
 
-def _unit(value: object, name: str, *, allow_one: bool = False) -> float:
-    v = check_real(value, name)
-    if not in_unit_interval(v, allow_one=allow_one):
-        upper = "]" if allow_one else ")"
-        raise ValueError(
-            f"{name}: expected a value in [0, 1{upper}, got {v}{float32_rounding_note(v)}"
-        )
-    return v
-
-
 def _betas(betas: object) -> tuple[float, float]:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
-    return _unit(betas[0], "betas[0]"), _unit(betas[1], "betas[1]")
+    return check_unit_interval(betas[0], "betas[0]"), check_unit_interval(betas[1], "betas[1]")
 
 
 def _state_class(model: Any) -> Any:
@@ -143,7 +133,7 @@ class SGD(Optimizer):
         self._check_model(model)
         lr = _nonneg(lr, "lr")
         momentum = _nonneg(momentum, "momentum")
-        dampening = _unit(dampening, "dampening", allow_one=True)
+        dampening = check_unit_interval(dampening, "dampening", allow_one=True)
         if nesterov and (momentum <= 0.0 or dampening != 0.0):
             raise ValueError("nesterov: needs momentum > 0 and dampening == 0 (as PyTorch)")
         defaults = {
@@ -218,7 +208,7 @@ class RMSProp(Optimizer):
         self._check_model(model)
         lr = _nonneg(lr, "lr")
         defaults = {
-            "alpha": _unit(alpha, "alpha"),
+            "alpha": check_unit_interval(alpha, "alpha"),
             "eps": _positive(eps, "eps"),
             "weight_decay": _nonneg(weight_decay, "weight_decay"),
             "momentum": _nonneg(momentum, "momentum"),

@@ -26,8 +26,7 @@ from .._checks import (
     as_inplace,
     check_real,
     check_same_shape,
-    float32_rounding_note,
-    in_unit_interval,
+    check_unit_interval,
 )
 from . import _dispatch
 
@@ -298,16 +297,8 @@ def _betas(betas: object) -> tuple[float, float]:
         beta1, beta2 = betas  # type: ignore[misc]
     except (TypeError, ValueError):
         raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}") from None
-    checked = []
-    for i, beta in enumerate((beta1, beta2)):
-        b = check_real(beta, f"betas[{i}]")
-        # Checked here as well as in C++, to name the value as given: 0.99999999 is 1 in float32.
-        if not in_unit_interval(b):
-            raise ValueError(
-                f"betas[{i}]: expected a value in [0, 1), got {b}{float32_rounding_note(b)}"
-            )
-        checked.append(b)
-    return checked[0], checked[1]
+    # Checked here as well as in C++, to name the value as given: 0.99999999 is 1 in float32.
+    return check_unit_interval(beta1, "betas[0]"), check_unit_interval(beta2, "betas[1]")
 
 
 def _adam(
