@@ -267,8 +267,8 @@ def time_contenders(
 
 # ------------------------------------------------------------------------------------ options
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (``prog: error: message``, exit status 2), as
-    ``fastmlp``'s own, instead of the usage block and then the message."""
+    """An ArgumentParser whose errors are one line (``prog: error: message``, exit status 2)
+    instead of the usage block and then the message; the ``fastmlp`` command's parser too."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

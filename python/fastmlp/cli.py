@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from ._bench import OneLineParser
+
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "sigmoid", "tanh", "identity")
 LOSSES = ("cross_entropy", "mse", "hinge", "bce")
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "adagrad", "rmsprop")
@@ -50,10 +52,8 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        # One line instead of argparse's usage + message.
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+# One-line errors instead of argparse's usage + message, as the benchmark scripts print them.
+_Parser = OneLineParser
 
 
 # ----------------------------------------------------------------------------------------------
