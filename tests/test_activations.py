@@ -104,8 +104,8 @@ def test_activation_backward_matches_reference(rng, name, shape):
     dx = ops.activation_backward(x, y, dy, name, alpha)
     assert dx.dtype == np.float32 and dx.shape == shape
     ref = reference.activation_backward(x, None, dy, name, alpha)
-    # The kernel computes sigmoid' = y(1 - y), tanh' = 1 - y^2 and elu' = y + alpha from the
-    # float32 output y, whose absolute error near |y| = 1 (or y = -alpha) is ~1-2 ulp(1) ~ 1e-7;
+    # The kernel computes sigmoid' = y(1 - y) and tanh' = 1 - y^2 from the float32 output y,
+    # whose absolute error near |y| = 1 is ~1-2 ulp(1) ~ 1e-7;
     # these expressions cancel to small values there, so the error is absolute: <= ~4e-7 * |dy|.
     # rtol 1e-5 covers the relative error (a few u) where there is no cancellation.
     np.testing.assert_allclose(dx, ref, rtol=1e-5, atol=1e-6)
@@ -204,6 +204,19 @@ def test_large_inputs_stay_finite(name):
     # And still against the reference (tolerances as in the forward/backward tests).
     np.testing.assert_allclose(y, reference.activation(x, name), rtol=1e-6, atol=1e-38)
     np.testing.assert_allclose(dx, reference.activation_derivative(x, name), rtol=1e-5, atol=1e-6)
+
+
+def test_elu_derivative_is_accurate_in_its_tail():
+    # f'(x) = alpha e^x for x <= 0, to a few ulps relative even where it is tiny: computed from
+    # f(x) + alpha it cancels to one rounding step of alpha (4e-4 relative error at x = -10, 0 from
+    # x = -20).
+    for cols in (5, 67):
+        x = np.linspace(-30.0, -5.0, cols, dtype=np.float32)[None, :]
+        for alpha in (1.0, 0.7):
+            dx = ops.activation_backward(x, ops.elu(x, alpha), np.ones_like(x), "elu", alpha)
+            exact = reference.activation_derivative(x, "elu", alpha)
+            assert (dx > 0).all()
+            np.testing.assert_allclose(dx, exact, rtol=1e-6, atol=0)
 
 
 # ---------------------------------------------------------------- finite differences (reference)

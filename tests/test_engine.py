@@ -160,6 +160,26 @@ def test_gradcheck(loss, activation):
     assert fm.gradcheck(model, x, y, loss) < 1e-4
 
 
+def test_gradients_through_saturated_elu_units(rng):
+    # Hidden pre-activations of about -15: elu's derivative alpha e^z (3e-7) keeps its relative
+    # accuracy, so W1's and b1's gradients (~1e-7) do too (computed as f(z) + alpha it had 2.6%
+    # error here). Against the float64 reference's analytic gradients: central differences of the
+    # loss (~0.7) carry ~1e-10 of rounding, 1e-3 of gradients this small.
+    model = fm.MLP([3, 4, 2], activation="elu", seed=0)
+    w = model.get_weights()
+    w[0][:] = 0.01
+    w[1][:] = -15.0
+    model.set_weights(w)
+    x, y = rng.normal(size=(8, 3)).astype(np.float32), np.arange(8) % 2
+    _, grads = model.loss_and_gradients(x, y)
+    params = [p.astype(np.float64) for p in model.get_weights()]
+    _, exact = ReferenceMLP.from_model(model).loss_and_gradients(
+        params, x.astype(np.float64), y, "cross_entropy"
+    )
+    for g, e in zip(grads, exact):
+        assert np.abs(g - e).max() <= 1e-5 * np.abs(e).max()
+
+
 def test_gradcheck_detects_a_wrong_gradient(rng):
     class Broken(fm.MLP):
         def loss_and_gradients(self, x, y, loss=None, *, label_smoothing=0.0):

@@ -172,6 +172,17 @@ def test_predict_bce(rng):
     assert multi.predict(x).shape == (40, 3) and multi.predict_proba(x).shape == (40, 3)
 
 
+def test_predict_proba_bce_keeps_relative_accuracy_for_negative_logits():
+    # sigmoid(z) for z down to -80 to float32 relative accuracy, not rounded to 0 (log of the
+    # probability stays finite); the 1x1 identity model makes the logits exactly z.
+    model = fm.MLP([1, 1], loss="bce", seed=0)
+    model.set_weights([np.ones((1, 1), np.float32), np.zeros(1, np.float32)])
+    z = np.array([-80.0, -30.0, -20.0, -17.0, -10.0, 0.0, 10.0, 30.0], np.float32)[:, None]
+    p = model.predict_proba(z)
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-z[:, 0].astype(np.float64))), rtol=1e-6)
+    assert p.dtype == np.float32 and p.shape == (8,)
+
+
 def test_predict_mse(rng):
     model = fm.MLP([4, 8, 2], seed=1, loss="mse")
     x, _ = data(rng)

@@ -4,7 +4,7 @@
 //   relu        f(x) = max(x, 0)                           f'(x) = [x > 0]
 //   leaky_relu  f(x) = x if x > 0 else alpha * x           f'(x) = 1 if x > 0 else alpha
 //   prelu       same as leaky_relu, alpha is learned       df/dalpha = 0 if x > 0 else x
-//   elu         f(x) = x if x > 0 else alpha * (e^x - 1)   f'(x) = 1 if x > 0 else f(x) + alpha
+//   elu         f(x) = x if x > 0 else alpha * (e^x - 1)   f'(x) = 1 if x > 0 else alpha * e^x
 //   sigmoid     f(x) = 1 / (1 + e^-x)                      f'(x) = f(x) * (1 - f(x))
 //   tanh        f(x) = tanh(x)                             f'(x) = 1 - f(x)^2
 //
@@ -15,7 +15,9 @@
 // inf or NaN (dy * 0 would be NaN) and a NaN input passes dy on; the other sign tests take the
 // x <= 0 branch for NaN and multiply (leaky: dy * alpha, as leaky_relu_backward).
 // The derivative takes both the input x and the output y = f(x) and uses whichever gives it
-// exactly and cheaply (y for sigmoid, tanh, elu; x for the sign tests).
+// accurately and cheaply: y for sigmoid and tanh, x for the sign tests and for elu, whose
+// f(x) + alpha would cancel to one rounding step of alpha for x below about -5 (0 from x = -20,
+// where alpha * e^x is still 2e-9 alpha); PyTorch's elu_backward also reads x.
 #pragma once
 
 #include <cmath>
@@ -77,7 +79,7 @@ FASTMLP_HD float activation_derivative(Activation kind, float x, float y, float 
     case Activation::Prelu:
       return x > 0.0f ? 1.0f : alpha;
     case Activation::Elu:
-      return x > 0.0f ? 1.0f : y + alpha;
+      return x > 0.0f ? 1.0f : alpha * expf(x);
     case Activation::Sigmoid:
       return y * (1.0f - y);
     case Activation::Tanh:

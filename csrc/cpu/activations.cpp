@@ -23,8 +23,8 @@
 namespace fastmlp {
 
 namespace detail {
-// activations_avx2.cpp: the forward of leaky_relu/prelu and the backward of relu/leaky_relu/prelu/
-// elu over [begin, end); false for the other kinds. Only called after cpu_has_avx2_fma().
+// activations_avx2.cpp: the forward of leaky_relu/prelu and the backward of relu/leaky_relu/prelu
+// over [begin, end); false for the other kinds. Only called after cpu_has_avx2_fma().
 bool activation_forward_avx2(float* y, const float* x, int64_t begin, int64_t end, Activation kind,
                              float alpha);
 bool activation_backward_avx2(float* dx, const float* x, const float* y, const float* dy,
@@ -114,9 +114,10 @@ void activation_forward(float* y, const float* x, int64_t n, Activation kind, fl
 void activation_backward(float* dx, const float* x, const float* y, const float* dy, int64_t n,
                          Activation kind, float alpha) {
   if (n <= 0) return;
-  const int nt = threads_for(n, kCheapGrain);  // no transcendental: the derivative reuses y
-  if (cpu_has_avx2_fma() && (kind == Activation::Relu || kind == Activation::LeakyRelu ||
-                             kind == Activation::Prelu || kind == Activation::Elu)) {
+  // elu's derivative evaluates e^x; sigmoid's and tanh's reuse y.
+  const int nt = threads_for(n, kind == Activation::Elu ? kTranscendentalGrain : kCheapGrain);
+  if (cpu_has_avx2_fma() &&
+      (kind == Activation::Relu || kind == Activation::LeakyRelu || kind == Activation::Prelu)) {
     // Bit-identical to the loop below (see activations_avx2.cpp for why it is needed).
     parallel_ranges(n, nt, [&](int64_t begin, int64_t end) {
       detail::activation_backward_avx2(dx, x, y, dy, begin, end, kind, alpha);

@@ -1,6 +1,6 @@
 // AVX2 forward of leaky_relu/prelu, backward of the sign-tested activations (relu, leaky_relu,
-// prelu, elu) and rows of PReLU with a learned slope, called from activations.cpp after
-// cpu_has_avx2_fma().
+// prelu; elu's backward needs e^x and stays scalar) and rows of PReLU with a learned slope, called
+// from activations.cpp after cpu_has_avx2_fma().
 //
 // Why this file exists: these scalar loops do not vectorize. Under the default -ftrapping-math the
 // compiler will not turn `x > 0 ? x : alpha * x` or `x > 0 ? dy : dy * alpha` (a conditionally
@@ -12,8 +12,7 @@
 //   leaky/prelu y  = x > 0 ? x : alpha * x
 //   relu        dx = x <= 0 ? 0 : dy            (a select, as PyTorch's; dy * 0 is NaN for inf dy)
 //   leaky/prelu dx = dy * (x > 0 ? 1 : alpha)
-//   elu         dx = dy * (x > 0 ? 1 : y + alpha)
-// (no multiply-add can be formed: each line is one add at most, then one multiply).
+// (no multiply-add can be formed: each line is one multiply at most).
 // Compiled with -mavx2 -mfma.
 #include <immintrin.h>
 
@@ -45,14 +44,12 @@ bool activation_forward_avx2(float* y, const float* x, int64_t begin, int64_t en
 // not handle, which the caller then runs through its scalar loop. dx may alias dy exactly.
 bool activation_backward_avx2(float* dx, const float* x, const float* y, const float* dy,
                               int64_t begin, int64_t end, Activation kind, float alpha) {
-  if (kind != Activation::Relu && kind != Activation::LeakyRelu && kind != Activation::Prelu &&
-      kind != Activation::Elu) {
+  if (kind != Activation::Relu && kind != Activation::LeakyRelu && kind != Activation::Prelu) {
     return false;
   }
   const __m256 zero = _mm256_setzero_ps();
   const __m256 one = _mm256_set1_ps(1.0f);
   const __m256 va = _mm256_set1_ps(alpha);
-  const bool elu = kind == Activation::Elu;
   int64_t i = begin;
   if (kind == Activation::Relu) {
     // A select, as activation_dx: dy where !(x <= 0) (true for NaN), else +0.
@@ -65,8 +62,7 @@ bool activation_backward_avx2(float* dx, const float* x, const float* y, const f
       const __m256 xv = _mm256_loadu_ps(x + i);
       const __m256 gv = _mm256_loadu_ps(dy + i);
       const __m256 positive = _mm256_cmp_ps(xv, zero, _CMP_GT_OQ);  // false for NaN, as `x > 0`
-      const __m256 slope = elu ? _mm256_add_ps(_mm256_loadu_ps(y + i), va) : va;
-      _mm256_storeu_ps(dx + i, _mm256_mul_ps(gv, _mm256_blendv_ps(slope, one, positive)));
+      _mm256_storeu_ps(dx + i, _mm256_mul_ps(gv, _mm256_blendv_ps(va, one, positive)));
     }
   }
   for (; i < end; ++i) dx[i] = activation_dx(kind, dy[i], x[i], y[i], alpha);

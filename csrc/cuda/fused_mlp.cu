@@ -335,10 +335,10 @@ __device__ __forceinline__ void backward_layer(const FusedArgs& p, int l, float*
       float d = 0.0f;  // padded rows and columns: 0, which the next step multiplies harmlessly
       if (valid && col < n_out) {
         const float zv = z[at + col];
-        // The derivative takes y = f(z) (sigmoid, tanh, elu), recomputed here: a_l's bits, as long
-        // as y is rounded as it is when stored. Without the explicit add (y + 0 == y) the compiler
-        // may fuse elu's alpha * expm1f(z) with the derivative's "+ alpha" into one FMA, whose
-        // last bit can differ from activation_backward's (which reads the stored y).
+        // The derivative takes y = f(z) (sigmoid, tanh), recomputed here: a_l's bits, as long as
+        // y is rounded as it is when stored. The explicit add (y + 0 == y) keeps the compiler from
+        // fusing the forward's last operation into the derivative's arithmetic, which could
+        // change a last bit against activation_backward's (which reads the stored y).
         const float y = __fadd_rn(activation_forward(kind, zv, alpha), 0.0f);
         d = activation_dx(kind, acc[i][c], zv, y, alpha);
         dz[at + col] = d;

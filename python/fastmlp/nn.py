@@ -43,7 +43,7 @@ from ._checks import (
     float32_rounding_note,
     in_unit_interval,
 )
-from .ops._activations import DEFAULT_ALPHA, resolve_activation
+from .ops._activations import DEFAULT_ALPHA, resolve_activation, sigmoid
 from .optim import Optimizer
 
 __all__ = ["INITS", "LOSSES", "MLP", "load"]
@@ -525,7 +525,8 @@ class MLP:
             )
         z = self.forward(x)
         if self._loss == "bce":
-            p = (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)  # sigmoid without overflow
+            # The library's stable sigmoid: (1 + tanh(z / 2)) / 2 would round to 0 for z < -17.
+            p = sigmoid(z)
             return p[:, 0] if p.shape[1] == 1 else p
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)

@@ -6,7 +6,7 @@ Formulas (``csrc/common/activation_math.h``; at ``x == 0`` the left derivative, 
     relu        f(x) = max(x, 0)                         f'(x) = [x > 0]
     leaky_relu  f(x) = x if x > 0 else alpha * x         f'(x) = 1 if x > 0 else alpha
     prelu       f(x) = x if x > 0 else slope * x         (slope learned, see prelu_backward)
-    elu         f(x) = x if x > 0 else alpha (e^x - 1)   f'(x) = 1 if x > 0 else f(x) + alpha
+    elu         f(x) = x if x > 0 else alpha (e^x - 1)   f'(x) = 1 if x > 0 else alpha e^x
     sigmoid     f(x) = 1 / (1 + e^-x)                    f'(x) = f(x) (1 - f(x))
     tanh        f(x) = tanh(x)                           f'(x) = 1 - f(x)^2
 
@@ -79,12 +79,11 @@ def resolve_activation(name: str, alpha: float | None = None) -> tuple[int, floa
     if name not in DEFAULT_ALPHA:
         raise ValueError(f"alpha: activation {name!r} takes no alpha, got {alpha!r}")
     a = check_real(alpha, "alpha")  # finite in float32 too: 1e39 would reach the kernels as inf
-    # The backward passes tell x > 0 from x <= 0 and, for elu, compute f'(x) = y + alpha from the
-    # output y = f(x); a caller that keeps only y (the forward may run in place, y aliasing x) can
-    # only recover the sign of x when f preserves it: y > 0 exactly when x > 0. That holds for
-    # leaky_relu with alpha >= 0 and elu with alpha > 0; a negative alpha also makes f
-    # non-monotonic, and elu with alpha = 0 is relu (use "relu"). prelu's slope is learned and
-    # its backward uses x, so any finite slope is accepted.
+    # The backward passes tell x > 0 from x <= 0; a caller that keeps only y (the forward may run
+    # in place, y aliasing x) can only recover the sign of x when f preserves it: y > 0 exactly
+    # when x > 0. That holds for leaky_relu with alpha >= 0 and elu with alpha > 0; a negative
+    # alpha also makes f non-monotonic, and elu with alpha = 0 is relu (use "relu"). prelu's
+    # slope is learned and its backward uses x, so any finite slope is accepted.
     if name == "leaky_relu" and a < 0.0:
         raise ValueError(f"alpha: leaky_relu expects alpha >= 0, got {a}")
     if name == "elu" and a <= 0.0:
