@@ -14,6 +14,8 @@
 // (dx = x <= 0 ? 0 : dy, threshold_backward), so a dead unit passes no gradient even when dy is
 // inf or NaN (dy * 0 would be NaN) and a NaN input passes dy on; the other sign tests take the
 // x <= 0 branch for NaN and multiply (leaky: dy * alpha, as leaky_relu_backward).
+// e^x, e^x - 1, sigmoid and tanh are common/exp_math.h's (vectorised in cpu/exp_avx2.h with the
+// same bits): not the C library's, which are scalar calls several times slower.
 // The derivative takes both the input x and the output y = f(x) and uses whichever gives it
 // accurately and cheaply: y for sigmoid and tanh, x for the sign tests and for elu, whose
 // f(x) + alpha would cancel to one rounding step of alpha for x below about -5 (0 from x = -20,
@@ -22,6 +24,7 @@
 
 #include <cmath>
 
+#include "common/exp_math.h"
 #include "common/macros.h"
 
 namespace fastmlp {
@@ -36,16 +39,6 @@ enum class Activation : int {
   Tanh = 6,
 };
 
-// Numerically stable logistic: never evaluates exp of a large positive number.
-FASTMLP_HD float sigmoidf_stable(float x) {
-  if (x >= 0.0f) {
-    const float e = expf(-x);
-    return 1.0f / (1.0f + e);
-  }
-  const float e = expf(x);
-  return e / (1.0f + e);
-}
-
 FASTMLP_HD float activation_forward(Activation kind, float x, float alpha) {
   switch (kind) {
     case Activation::Identity:
@@ -59,11 +52,11 @@ FASTMLP_HD float activation_forward(Activation kind, float x, float alpha) {
     case Activation::Prelu:
       return x > 0.0f ? x : alpha * x;
     case Activation::Elu:
-      return x > 0.0f ? x : alpha * expm1f(x);
+      return x > 0.0f ? x : expmath::mul_rn(alpha, expmath::expm1(x));
     case Activation::Sigmoid:
-      return sigmoidf_stable(x);
+      return expmath::sigmoid(x);
     case Activation::Tanh:
-      return tanhf(x);
+      return expmath::tanh(x);
   }
   return x;
 }
@@ -79,7 +72,7 @@ FASTMLP_HD float activation_derivative(Activation kind, float x, float y, float 
     case Activation::Prelu:
       return x > 0.0f ? 1.0f : alpha;
     case Activation::Elu:
-      return x > 0.0f ? 1.0f : alpha * expf(x);
+      return x > 0.0f ? 1.0f : expmath::mul_rn(alpha, expmath::exp(x));
     case Activation::Sigmoid:
       return y * (1.0f - y);
     case Activation::Tanh:

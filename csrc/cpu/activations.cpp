@@ -18,32 +18,21 @@
 #include "common/errors.h"
 #include "common/scratch.h"
 #include "common/threading.h"
+#include "cpu/activations_avx2.h"
 #include "cpu/cpu_features.h"
 
 namespace fastmlp {
 
-namespace detail {
-// activations_avx2.cpp: the forward of leaky_relu/prelu and the backward of relu/leaky_relu/prelu
-// over [begin, end); false for the other kinds. Only called after cpu_has_avx2_fma().
-bool activation_forward_avx2(float* y, const float* x, int64_t begin, int64_t end, Activation kind,
-                             float alpha);
-bool activation_backward_avx2(float* dx, const float* x, const float* y, const float* dy,
-                              int64_t begin, int64_t end, Activation kind, float alpha);
-// One row of prelu_forward / prelu_backward (same contracts as the scalar rows below).
-void prelu_forward_row_avx2(float* yr, const float* xr, const float* slope, int64_t cols,
-                            int64_t n_slope);
-void prelu_backward_row_avx2(float* dxr, double* acc, const float* xr, const float* slope,
-                             const float* dyr, int64_t cols, int64_t n_slope);
-}  // namespace detail
-
 namespace {
 
 // Elements per thread below which another thread does not pay for itself. A parallel region costs
-// ~1-5 us to open; a compare-and-select runs at ~1 element/ns per core and an expf/tanhf at
-// ~5-10 ns per element, so these grains give each thread >= ~10-30 us of work. Estimates from those
-// per-element costs, not tuned on a quiet machine.
+// ~1-5 us to open; a compare-and-select runs at ~1 element/ns per core, elu/sigmoid/tanh at
+// ~0.7-1.1 ns per element with AVX2 (common/exp_math.h on eight lanes; 1024 x 256 on one thread)
+// and ~5-10 ns in the scalar loop, so these grains give each thread >= ~10-30 us of work.
+// Estimates from those per-element costs, not tuned on a quiet machine.
 constexpr int64_t kCheapGrain = int64_t{1} << 15;  // identity, relu, leaky_relu, prelu, sums
-constexpr int64_t kTranscendentalGrain = int64_t{1} << 12;  // elu, sigmoid, tanh
+constexpr int64_t kTranscendentalGrain = int64_t{1} << 14;        // elu, sigmoid, tanh (AVX2)
+constexpr int64_t kScalarTranscendentalGrain = int64_t{1} << 12;  // the same, scalar loop
 
 // Rows per reduction chunk: at least kMinChunkRows (so a chunk is worth a partial-sum row), and at
 // most kMaxChunks chunks (so the partial sums stay small: kMaxChunks * cols doubles). Depends only
@@ -60,6 +49,10 @@ int64_t chunk_rows_for(int64_t rows) {
 
 bool is_transcendental(Activation kind) {
   return kind == Activation::Elu || kind == Activation::Sigmoid || kind == Activation::Tanh;
+}
+
+int64_t transcendental_grain() {
+  return cpu_has_avx2_fma() ? kTranscendentalGrain : kScalarTranscendentalGrain;
 }
 
 // Calls f(std::integral_constant<Activation, K>{}) for the run-time kind, so that each loop below
@@ -93,9 +86,10 @@ void dispatch(Activation kind, const F& f) {
 // (each element is read before it is written), partial overlap is not allowed.
 void activation_forward(float* y, const float* x, int64_t n, Activation kind, float alpha) {
   if (n <= 0) return;
-  const int nt = threads_for(n, is_transcendental(kind) ? kTranscendentalGrain : kCheapGrain);
-  if (cpu_has_avx2_fma() && (kind == Activation::LeakyRelu || kind == Activation::Prelu)) {
-    // Bit-identical to the loop below (see activations_avx2.cpp for why it is needed).
+  const int nt = threads_for(n, is_transcendental(kind) ? transcendental_grain() : kCheapGrain);
+  // identity and relu: the loop below vectorises; the others need activations_avx2.cpp.
+  if (cpu_has_avx2_fma() && kind != Activation::Identity && kind != Activation::Relu) {
+    // Bit-identical to the loop below.
     parallel_ranges(n, nt, [&](int64_t begin, int64_t end) {
       detail::activation_forward_avx2(y, x, begin, end, kind, alpha);
     });
@@ -115,9 +109,9 @@ void activation_backward(float* dx, const float* x, const float* y, const float*
                          Activation kind, float alpha) {
   if (n <= 0) return;
   // elu's derivative evaluates e^x; sigmoid's and tanh's reuse y.
-  const int nt = threads_for(n, kind == Activation::Elu ? kTranscendentalGrain : kCheapGrain);
-  if (cpu_has_avx2_fma() &&
-      (kind == Activation::Relu || kind == Activation::LeakyRelu || kind == Activation::Prelu)) {
+  const int nt = threads_for(n, kind == Activation::Elu ? transcendental_grain() : kCheapGrain);
+  if (cpu_has_avx2_fma() && (kind == Activation::Relu || kind == Activation::LeakyRelu ||
+                             kind == Activation::Prelu || kind == Activation::Elu)) {
     // Bit-identical to the loop below (see activations_avx2.cpp for why it is needed).
     parallel_ranges(n, nt, [&](int64_t begin, int64_t end) {
       detail::activation_backward_avx2(dx, x, y, dy, begin, end, kind, alpha);

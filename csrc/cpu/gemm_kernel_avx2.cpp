@@ -5,13 +5,15 @@
 // A values of column p, then issues 12 FMAs. Zen 3 retires two 256-bit FMAs per cycle, so the loop
 // is FMA-bound (12 FMAs vs 2 loads + 6 broadcasts). The epilogue runs on the accumulators before
 // they are stored: bias, preactivation store and identity/relu/leaky/prelu in registers; elu,
-// sigmoid and tanh go through the scalar activation_forward on one row at a time.
+// sigmoid and tanh through activations_avx2.cpp on one row at a time (out of line: their
+// exponentials would bloat every instantiation of the kernel, and cost more than the call).
 // The kernel is instantiated for 1..6 rows (a short edge panel issues only its own FMAs); the
 // write-back helpers are forced inline because GCC stopped inlining store_row into six
 // instantiations, which made a 32x16x2 product 1.6x slower.
 // Compiled with -mavx2 -mfma; only reached after cpu_has_avx2_fma().
 #include <immintrin.h>
 
+#include "cpu/activations_avx2.h"
 #include "cpu/gemm_kernel.h"
 
 namespace fastmlp {
@@ -123,8 +125,7 @@ FASTMLP_ALWAYS_INLINE void store_row(int r, __m256 ab0, __m256 ab1, const MicroT
       alignas(32) float row[NR];
       _mm256_store_ps(row, z0);
       _mm256_store_ps(row + 8, z1);
-      for (int j = 0; j < t.nr; ++j)
-        row[j] = activation_forward(t.activation, row[j], t.activation_alpha);
+      detail::activation_forward_avx2(row, row, 0, t.nr, t.activation, t.activation_alpha);
       z0 = _mm256_load_ps(row);
       z1 = _mm256_load_ps(row + 8);
     }
