@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -259,6 +260,34 @@ def test_adamw_decouples_weight_decay() -> None:
     ops.adamw_step(p, np.zeros(2), m, v, 1, lr=0.1, weight_decay=0.5)
     np.testing.assert_allclose(p, [2.0 * 0.95, -4.0 * 0.95], rtol=1e-7)  # one rounding
     assert not m.any() and not v.any()
+
+
+def test_adamw_l1_uses_the_sign_of_p_before_the_decay() -> None:
+    # lr * weight_decay = 3 flips p's sign: 1 decays to -2. g' = 0 + l1 * sign(p) is +1 with the
+    # sign before the decay (p = -2 - lr * 1 / (1 + eps) = -3), -1 with the sign after (-1).
+    p = np.array([1.0], dtype=np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    ops.adamw_step(p, np.zeros(1), m, v, 1, lr=1.0, weight_decay=3.0, l1=1.0)
+    np.testing.assert_allclose(p, [-3.0], rtol=1e-6)
+    expected, _, _ = ref.adamw_step(
+        np.array([1.0]), np.zeros(1), np.zeros(1), np.zeros(1), 1, lr=1.0, weight_decay=3.0, l1=1.0
+    )
+    np.testing.assert_allclose(p, expected, rtol=1e-6)
+
+
+def test_optimizer_docstrings_state_what_the_engine_does() -> None:
+    # AdamW: g' takes the sign of p before the decay (the test above), so the docstring writes
+    # g' first.
+    adamw = fastmlp.optim.AdamW.__doc__
+    assert adamw.index("g' = g + l1 * sign(p)") < adamw.index("p  = p * (1 - lr * weight_decay)")
+    assert "sign of p before the decay" in adamw
+    # Centered RMSProp clamps v - a^2 at 0, where PyTorch would take sqrt of a negative (NaN).
+    rmsprop = " ".join(fastmlp.optim.RMSProp.__doc__.split())
+    assert "sqrt(max(v - a^2, 0))" in rmsprop and "clamped at 0" in rmsprop
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if readme.is_file():  # the README's conventions say so too
+        text = " ".join(readme.read_text(encoding="utf-8").split())
+        assert "except that centered RMSProp clamps `v - a^2` at 0" in text
 
 
 def test_adam_eps_after_bias_correction() -> None:

@@ -179,14 +179,18 @@ class AdaGrad(Optimizer):
 
 
 class RMSProp(Optimizer):
-    """RMSProp, as ``torch.optim.RMSprop``::
+    """RMSProp, as ``torch.optim.RMSprop`` (but for the clamp below)::
 
         g' = g + weight_decay * p + l1 * sign(p)
         v  = alpha * v + (1 - alpha) * g'^2
-        centered: a = alpha * a + (1 - alpha) * g',  denom = sqrt(v - a^2) + eps
+        centered: a = alpha * a + (1 - alpha) * g',  denom = sqrt(max(v - a^2, 0)) + eps
         else:     denom = sqrt(v) + eps
         momentum > 0: b = momentum * b + g' / denom,  p = p - lr * b
         else:         p = p - lr * g' / denom
+
+    One deliberate difference from PyTorch: ``v - a^2`` (a variance, non-negative in exact
+    arithmetic) is clamped at 0 before the square root, where float32 rounding can make it
+    negative and PyTorch gives NaN.
 
     Tieleman & Hinton, Coursera "Neural Networks for Machine Learning", lecture 6.5
     (https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf); centered
@@ -265,9 +269,9 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay, as ``torch.optim.AdamW``::
 
+        g' = g + l1 * sign(p)             (sign of p before the decay; no weight decay in g')
         p  = p * (1 - lr * weight_decay)
-        g' = g + l1 * sign(p)             (no weight decay in the gradient)
-        then the Adam update with g'.
+        then the Adam update of this decayed p with g'.
 
     Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019
     (https://arxiv.org/abs/1711.05101).
