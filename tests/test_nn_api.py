@@ -741,6 +741,24 @@ def test_forward_with_dropout_draws_the_training_masks(rng):
         model.forward(x, dropout=1)
 
 
+def test_dropout_offsets_skip_layers_without_dropout(rng):
+    """A hidden layer with dropout 0 draws nothing: the next dropout layer's masks start at
+    rng_offset itself, and the pass advances it by that layer's n * width only (the class
+    docstring says so)."""
+    model = fm.MLP([5, 7, 16, 3], dropout=[0.0, 0.5], seed=2)
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    offset = model.rng_offset
+    noisy = model.forward(x, dropout=True)
+    assert model.rng_offset == offset + 4 * 16
+    w1, b1, w2, b2, w3, b3 = model.get_weights()
+    h1 = np.maximum(x @ w1 + b1, 0)
+    mask = fm.reference.dropout_mask((4, 16), 0.5, seed=2, offset=offset)
+    h2 = np.maximum(h1 @ w2 + b2, 0) * mask
+    np.testing.assert_allclose(noisy, h2 @ w3 + b3, rtol=1e-5, atol=1e-6)
+    doc = " ".join(fm.MLP.__doc__.split())
+    assert "every earlier layer with ``dropout > 0``" in doc
+
+
 def test_arrays_that_went_through_pickle_are_accepted(rng):
     """An unpickled array (multiprocessing, joblib) has a float32 dtype object of its own: equal
     to np.float32's, not the same object. The bindings compared identity and refused it with

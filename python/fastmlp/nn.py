@@ -232,8 +232,9 @@ class MLP:
 
     Dropout masks are reproducible: layer ``l`` of a training-mode pass uses
     ``fastmlp.reference.dropout_mask((n, width_l), p_l, seed=seed, offset=o)`` where ``o`` is
-    :attr:`rng_offset` before the pass plus ``n * width`` of every earlier dropout layer of the
-    pass; the pass then advances :attr:`rng_offset` by the total. A failed step leaves it as it was.
+    :attr:`rng_offset` before the pass plus ``n * width`` of every earlier layer with
+    ``dropout > 0`` (a layer with ``p = 0`` draws nothing); the pass then advances
+    :attr:`rng_offset` by the total. A failed step leaves it as it was.
     """
 
     def __init__(
