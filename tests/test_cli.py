@@ -330,6 +330,8 @@ def test_train_mnist_errors(capsys, tmp_path):
         (["--schedule", "step:gamma"], "--schedule"),
         (["--schedule", "step:size=3"], "--schedule"),
         (["--dropout", "1.5"], "dropout"),
+        (["--label-smoothing", "1"], None),  # [0, 1], as MLP.train_step and Trainer
+        (["--label-smoothing", "1.5"], "argument --label-smoothing: expected a number in [0, 1]"),
         (["--device", "tpu"], "device"),
         (["--seed", "-1"], "argument --seed: expected an int >= 0, got '-1'"),
         (["--hidden", "0", "--dropout", "0.5"], "--dropout: the model has no hidden layer"),

@@ -253,6 +253,16 @@ def test_label_smoothing_is_passed_to_train_step(circles):
     assert model.kwargs == [{}]
 
 
+def test_label_smoothing_range_is_train_steps(circles):
+    # MLP.train_step takes [0, 1] (PyTorch's range; 1 gives uniform targets): so does Trainer.
+    Xtr, ytr, _, _ = circles
+    model = RecordingMLP([2, 8, 2], seed=0)
+    fm.Trainer(model, batch_size=None, epochs=1, label_smoothing=1.0, verbose=0).fit(Xtr, ytr)
+    assert model.kwargs == [{"label_smoothing": 1.0}]
+    with pytest.raises(ValueError, match=r"^label_smoothing: expected a probability in \[0, 1\]"):
+        fm.Trainer(model, label_smoothing=1.5)
+
+
 # ---------------------------------------------------------------------------------------------
 # Early stopping
 # ---------------------------------------------------------------------------------------------
@@ -572,7 +582,7 @@ def test_verbose_2_without_tqdm_falls_back_to_lines(circles, capsys, monkeypatch
         ({"seed": -1}, ValueError, r"^seed"),
         ({"verbose": "loud"}, ValueError, r"^verbose"),
         ({"shuffle": "yes"}, TypeError, r"^shuffle"),
-        ({"label_smoothing": 1.0}, ValueError, r"^label_smoothing"),
+        ({"label_smoothing": 1.5}, ValueError, r"^label_smoothing"),  # [0, 1], as train_step
         ({"label_smoothing": float("nan")}, ValueError, r"^label_smoothing"),
         ({"label_smoothing": "a"}, TypeError, r"^label_smoothing: expected a real number, got str"),
         ({"label_smoothing": None}, TypeError, r"^label_smoothing: expected a real number"),

@@ -98,6 +98,14 @@ def _nonneg_float(text: str) -> float:
     return value
 
 
+def _unit_float(text: str) -> float:
+    """A number in [0, 1], such as --label-smoothing (MLP.train_step's range)."""
+    value = _nonneg_float(text)
+    if value > 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
 def _int_at_least(text: str, lo: int) -> int:
     try:
         value: int | None = int(text)
@@ -663,9 +671,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--l1", type=_nonneg_float, default=0.0, help="L1 penalty (default 0)")
     t.add_argument(
         "--label-smoothing",
-        type=_nonneg_float,
+        type=_unit_float,
         default=0.0,
-        help="label smoothing for cross_entropy (default 0)",
+        help="label smoothing for cross_entropy, in [0, 1] (default 0)",
     )
     t.add_argument(
         "--schedule",

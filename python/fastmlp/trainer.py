@@ -277,8 +277,8 @@ class Trainer:
     shuffle:
         reshuffle the rows every epoch (``False``: fixed order, still every row once).
     label_smoothing:
-        passed to ``train_step`` for ``loss="cross_entropy"`` when non-zero (PyTorch's convention:
-        targets ``(1 - eps) * onehot + eps / classes``).
+        in [0, 1]; passed to ``train_step`` for ``loss="cross_entropy"`` when non-zero (PyTorch's
+        convention: targets ``(1 - eps) * onehot + eps / classes``).
     callbacks:
         callables ``cb(history, epoch)`` run after each epoch; one returning ``True`` (a Python
         or NumPy bool, e.g. ``np.mean(h.val_loss) < 0.1``) stops the run
@@ -371,7 +371,8 @@ class Trainer:
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle: expected a bool, got {type(shuffle).__name__}")
         self.shuffle = bool(shuffle)
-        label_smoothing = check_probability(label_smoothing, "label_smoothing")
+        # [0, 1] as MLP.train_step (PyTorch's range): 1 is uniform targets, a valid extreme.
+        label_smoothing = check_probability(label_smoothing, "label_smoothing", allow_one=True)
         if label_smoothing and loss != "cross_entropy":
             raise ValueError(f"label_smoothing: only for loss='cross_entropy', not {loss!r}")
         self.label_smoothing = label_smoothing
