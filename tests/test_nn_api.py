@@ -4,11 +4,14 @@ inference per loss, persistence, modes, and one test per argument rule."""
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import json
 import math
 import pickle
+import sys
 import threading
+import typing
 
 import numpy as np
 import pytest
@@ -561,6 +564,24 @@ def test_float_target_rules(setup):
         _step(model, opt, x, t + 2, loss="bce")
     with pytest.raises(ValueError, match=r"^y: contains NaN"):
         _step(model, opt, x, t * np.nan, loss="mse")
+
+
+def test_train_step_optimizer_is_required_in_every_call_form(setup):
+    model, opt, x, y = setup
+    # The call forms in use: optimizer by keyword (with or without loss), or fourth positionally.
+    assert math.isfinite(model.train_step(x, y, optimizer=opt))
+    assert math.isfinite(model.train_step(x, y, loss="cross_entropy", optimizer=opt))
+    assert math.isfinite(model.train_step(x, y, "cross_entropy", opt))
+    assert math.isfinite(model.train_step(x, y, None, opt, label_smoothing=0.1))
+    with pytest.raises(TypeError, match=r"^optimizer: .*\(it is required\), got None"):
+        model.train_step(x, y)
+    if sys.version_info >= (3, 11):  # typing.get_overloads
+        # The annotation says it is required: no overload gives optimizer a default.
+        overloads = typing.get_overloads(fm.MLP.train_step)
+        assert len(overloads) == 2
+        for f in overloads:
+            param = inspect.signature(f).parameters["optimizer"]
+            assert param.default is inspect.Parameter.empty, f
 
 
 def test_loss_and_optimizer_rules(setup):

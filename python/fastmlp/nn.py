@@ -29,7 +29,7 @@ import numbers
 import os
 import zipfile
 from collections.abc import Callable, Sequence
-from typing import IO, Any, Union
+from typing import IO, Any, Union, overload
 
 import numpy as np
 
@@ -548,18 +548,46 @@ class MLP:
     def _loss_or_default(self, loss: str | None) -> str:
         return self._loss if loss is None else _check_loss(loss)
 
+    # optimizer is required, but it comes after the optional loss, which Python's own signature
+    # cannot say; these overloads tell type checkers the two valid forms:
+    # train_step(x, y, loss, optimizer) and train_step(x, y[, loss=...], optimizer=...).
+    @overload
+    def train_step(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        loss: str | None,
+        optimizer: Optimizer,
+        *,
+        label_smoothing: float = ...,
+    ) -> float: ...
+
+    @overload
+    def train_step(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        loss: str | None = ...,
+        *,
+        optimizer: Optimizer,
+        label_smoothing: float = ...,
+    ) -> float: ...
+
     def train_step(
         self,
         x: np.ndarray,
         y: np.ndarray,
         loss: str | None = None,
-        optimizer: Any = None,
+        optimizer: Optimizer | None = None,
         *,
         label_smoothing: float = 0.0,
     ) -> float:
         """One fused step (forward, loss, backward, ``optimizer`` update) on a mini-batch; returns
         the mean loss before the update. Dropout is applied in training mode.
 
+        ``optimizer`` is required: a :mod:`fastmlp.optim` optimizer built for this model, passed
+        by keyword or as the fourth argument (its ``None`` default only lets ``loss`` be left out
+        before it, and raises ``TypeError``).
         ``loss=None`` uses :attr:`loss`; an explicit loss becomes the model's :attr:`loss`.
         A non-finite loss or gradient, or a gradient of 2^64 (1.8e19) or more with the optimizer's
         weight decay and L1 added, whose square the adaptive optimizers cannot hold in float32,
@@ -585,6 +613,11 @@ class MLP:
             value = self._step_fast(x, y, self._loss_code, self._training, optimizer._state)
             if value is not None:
                 return value
+        if optimizer is None:
+            raise TypeError(
+                "optimizer: expected a fastmlp.optim optimizer (it is required), got None; e.g. "
+                "model.train_step(x, y, optimizer=fastmlp.optim.SGD(model, lr=0.1))"
+            )
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
                 f"optimizer: expected a fastmlp.optim optimizer, got {type(optimizer).__name__}"
