@@ -86,3 +86,16 @@ def test_core_stub_lists_every_public_name() -> None:
     }
     public = {name for name in dir(fastmlp._core) if not name.startswith("__")}
     assert public <= declared, f"missing from _core.pyi: {sorted(public - declared)}"
+
+
+@pytest.mark.parametrize("module", ["_core", "_cuda"])
+def test_stub_loss_and_gradients_return_type(module: str) -> None:
+    """Network.loss_and_gradients returns (loss, flat float32 gradients), not a bare tuple."""
+    stub = Path(fastmlp.__file__).with_name(f"{module}.pyi")
+    tree = ast.parse(stub.read_text())
+    network = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Network")
+    method = next(
+        n for n in network.body if isinstance(n, ast.FunctionDef) and n.name == "loss_and_gradients"
+    )
+    assert method.returns is not None
+    assert ast.unparse(method.returns) == "tuple[float, numpy.typing.NDArray[numpy.float32]]"

@@ -144,7 +144,7 @@ class Network:
         loss: int,
         label_smoothing: float = 0.0,
         training: bool = False,
-    ) -> tuple:
+    ) -> tuple[float, numpy.typing.NDArray[numpy.float32]]:
         """
         (mean loss, float32 copy (P,) of its gradients), taken in one locked engine call.
         """
