@@ -200,6 +200,20 @@ def test_core_in_place_forward() -> None:
     np.testing.assert_array_equal(x, expected)
 
 
+def test_core_refuses_shifted_overlap() -> None:
+    # y may be x itself (dropout.h), but a view shifted by one element would read inputs the
+    # kernel had already overwritten (and race between threads): refused, for backward too.
+    x = np.arange(1, 1 + 1032, dtype=np.float32)
+    before = x.copy()
+    with pytest.raises(ValueError, match=r"^y: may be x itself but must not partly overlap it"):
+        _core.dropout_forward(x[1:], x[:-1], p=0.5, seed=1, offset=0)
+    with pytest.raises(ValueError, match=r"^dx: may be dy itself but must not partly overlap it"):
+        _core.dropout_backward(x[:-1], x[1:], p=0.5, seed=1, offset=0)
+    np.testing.assert_array_equal(x, before)  # refused before anything was written
+    _core.dropout_backward(x, x, p=0.5, seed=1, offset=0)  # exact aliasing stays allowed
+    np.testing.assert_array_equal(x, ops.dropout_backward(before, 0.5, seed=1))
+
+
 def test_empty() -> None:
     assert ops.dropout(np.zeros((0, 3), np.float32), 0.5, seed=1).shape == (0, 3)
     assert ops.dropout_mask(0, 0.5, seed=1).shape == (0,)

@@ -413,3 +413,26 @@ def test_core_checks_arguments_again():
     with pytest.raises(ValueError, match=r"^b: expected 3 rows"):
         _core.matmul(a, b, False, True, 1.0)
     assert np.array_equal(_core.matmul(a, b, False, False, 2.0), np.full((2, 4), 6, np.float32))
+
+
+def test_core_gemm_refuses_every_output_input_overlap():
+    """Each output (c, preactivation) against each input it could overlap (a, b, bias) and the
+    other output: a bias inside preactivation was read after the kernel overwrote it."""
+    a, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
+    c = np.zeros((2, 4), np.float32)
+    z = np.zeros((2, 4), np.float32)
+    with pytest.raises(ValueError, match=r"^preactivation: must not share memory with bias"):
+        _core.gemm(c, a, b, bias=z[1], activation="relu", preactivation=z)
+    with pytest.raises(ValueError, match=r"^preactivation: must not share memory with bias"):
+        _core.gemm(c, a, b, bias=z[0], preactivation=z)  # identity too
+    with pytest.raises(ValueError, match=r"^c: must not share memory with bias"):
+        _core.gemm(c, a, b, bias=c[1])
+    flat = np.zeros(16, np.float32)  # a is floats 0-5, preactivation 4-11
+    with pytest.raises(ValueError, match=r"^preactivation: must not share memory with a"):
+        _core.gemm(c, flat[:6].reshape(2, 3), b, preactivation=flat[4:12].reshape(2, 4))
+    # Identity: preactivation may be c itself (gemm.h), not a shifted part of it.
+    buf = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"^preactivation: may be c itself but must not partly"):
+        _core.gemm(buf[:2], a, b, preactivation=buf[1:])
+    _core.gemm(c, a, b, bias=np.ones(4, np.float32), preactivation=c)
+    np.testing.assert_array_equal(c, np.full((2, 4), 4, np.float32))

@@ -24,6 +24,7 @@ errors accumulate: 10 x the one-step bound, so rtol = 2e-5 and atol = 2e-5 * max
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -324,6 +325,86 @@ def test_grad_may_alias_param(n: int) -> None:
         step=1,
     )
     np.testing.assert_array_equal(p, expected)
+
+
+_CORE_HYPER = {
+    "sgd_step": dict(
+        lr=0.1, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0, l1=0.0, step=2
+    ),
+    "adagrad_step": dict(lr=0.1, lr_decay=0.0, weight_decay=0.0, eps=1e-10, l1=0.0, step=1),
+    "rmsprop_step": dict(
+        lr=0.1, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.9, centered=True, l1=0.0, step=1
+    ),
+    "adam_step": dict(
+        lr=0.1,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,
+        decoupled_weight_decay=False,
+        l1=0.0,
+        step=1,
+    ),
+}
+# Each binding's in-place buffers in argument order (param first), then the grad position.
+_CORE_BUFFERS = {
+    "sgd_step": ["param", "momentum_buffer"],
+    "adagrad_step": ["param", "sum_sq"],
+    "rmsprop_step": ["param", "square_avg", "momentum_buffer", "grad_avg"],
+    "adam_step": ["param", "m", "v"],
+}
+
+
+def _core_call(fn: str, buffers: dict[str, np.ndarray], grad: np.ndarray) -> None:
+    getattr(fastmlp._core, fn)(*buffers.values(), grad, **_CORE_HYPER[fn])
+
+
+def _core_overlap_cases() -> list[tuple[str, str, str, str]]:
+    """(function, buffer a, buffer b, expected message) for every pair of arrays the binding
+    must keep apart: two written buffers, or grad and a state buffer (grad may be param exactly,
+    not a shifted view of it)."""
+    cases = []
+    for fn, names in _CORE_BUFFERS.items():
+        for i, later in enumerate(names):
+            for earlier in names[:i]:
+                cases.append((fn, later, earlier, f"{later}: must not share memory with {earlier}"))
+            if later != "param":
+                cases.append((fn, "grad", later, f"grad: must not share memory with {later}"))
+        cases.append((fn, "grad", "param", "grad: may be param itself but must not partly"))
+    return cases
+
+
+@pytest.mark.parametrize(("fn", "a", "b", "message"), _core_overlap_cases())
+def test_core_refuses_overlapping_buffers(fn: str, a: str, b: str, message: str) -> None:
+    # _core is the last line of defence behind fastmlp.ops (which refuses overlapping state and
+    # copies an overlapping grad): m and v as one array gave v the update of m, silently.
+    n = 16
+    arrays = {name: np.zeros(n, np.float32) for name in _CORE_BUFFERS[fn]}
+    arrays["grad"] = np.ones(n, np.float32)
+    shared = np.ones(n + 1, np.float32)
+    arrays[a] = shared[:n]
+    # The same array, except grad and param: those may be one array, not shifted views.
+    arrays[b] = shared[1:] if (a, b) == ("grad", "param") else shared[:n]
+    snapshot = {k: v.copy() for k, v in arrays.items()}
+    grad = arrays.pop("grad")
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        _core_call(fn, arrays, grad)
+    arrays["grad"] = grad
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(v, snapshot[k], err_msg=k)  # refused before any write
+
+
+@pytest.mark.parametrize("fn", list(_CORE_BUFFERS))
+def test_core_grad_may_be_param_itself(fn: str) -> None:
+    # optim.cpp: grad is read before param is written, element by element, so grad may be param.
+    p = np.linspace(-1, 1, 16, dtype=np.float32)
+    buffers = {name: np.zeros(16, np.float32) for name in _CORE_BUFFERS[fn]}
+    buffers["param"] = p
+    expected = {k: v.copy() for k, v in buffers.items()}
+    _core_call(fn, expected, p.copy())
+    _core_call(fn, buffers, p)
+    for k, v in buffers.items():
+        np.testing.assert_array_equal(v, expected[k], err_msg=k)
 
 
 def test_grad_any_float_dtype_and_layout() -> None:

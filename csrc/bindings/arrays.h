@@ -93,6 +93,28 @@ inline void check_labels(const int64_t* labels, int64_t n, int64_t classes, cons
   }
 }
 
+// True when x and y share at least one byte; empty arrays share none.
+inline bool overlaps(const py::array& x, const py::array& y) {
+  const auto* x0 = static_cast<const char*>(x.data());
+  const auto* y0 = static_cast<const char*>(y.data());
+  return x.nbytes() > 0 && y.nbytes() > 0 && x0 < y0 + y.nbytes() && y0 < x0 + x.nbytes();
+}
+
+// Refuses a and b sharing memory, where at least one is written by the kernel; the message names
+// a. With exact_alias_ok, for kernels documented to allow it (they read element i before writing
+// element i), a may be the very same memory as b (same start and size); a shifted or partial
+// overlap is still refused: the kernel would read elements already overwritten, and threads race.
+inline void check_no_overlap(const py::array& a, const char* a_name, const py::array& b,
+                             const char* b_name, bool exact_alias_ok = false) {
+  if (!overlaps(a, b)) return;
+  if (exact_alias_ok) {
+    if (a.data() == b.data() && a.nbytes() == b.nbytes()) return;
+    throw ValueError(
+        detail::concat(a_name, ": may be ", b_name, " itself but must not partly overlap it"));
+  }
+  throw ValueError(detail::concat(a_name, ": must not share memory with ", b_name));
+}
+
 inline py::array_t<float> new_f32(std::vector<py::ssize_t> shape) {
   return py::array_t<float>(shape);
 }

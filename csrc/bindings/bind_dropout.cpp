@@ -35,12 +35,14 @@ void bind_dropout(py::module_& m) {
         float* yp = out_f32(y, "y");
         const float* xp = in_f32(x, "x");
         check_same_size(y, "y", x, "x");
+        check_no_overlap(y, "y", x, "x", /*exact_alias_ok=*/true);  // dropout.h: may alias
         const auto n = static_cast<int64_t>(x.size());
         py::gil_scoped_release release;
         dropout_forward(yp, xp, n, p, seed, offset);
       },
       py::arg("y"), py::arg("x"), py::kw_only(), py::arg("p"), py::arg("seed"), py::arg("offset"),
-      "y = x * mask / (1 - p) with the Philox mask of (seed, offset + i); y may be x.");
+      "y = x * mask / (1 - p) with the Philox mask of (seed, offset + i); y may be x, not a "
+      "shifted view of it.");
 
   m.def(
       "dropout_backward",
@@ -48,12 +50,14 @@ void bind_dropout(py::module_& m) {
         float* dxp = out_f32(dx, "dx");
         const float* dyp = in_f32(dy, "dy");
         check_same_size(dx, "dx", dy, "dy");
+        check_no_overlap(dx, "dx", dy, "dy", /*exact_alias_ok=*/true);  // dropout.h: may alias
         const auto n = static_cast<int64_t>(dy.size());
         py::gil_scoped_release release;
         dropout_backward(dxp, dyp, n, p, seed, offset);
       },
       py::arg("dx"), py::arg("dy"), py::kw_only(), py::arg("p"), py::arg("seed"), py::arg("offset"),
-      "dx = dy * mask / (1 - p), regenerating forward's mask; dx may be dy.");
+      "dx = dy * mask / (1 - p), regenerating forward's mask; dx may be dy, not a shifted view "
+      "of it.");
 
   m.def(
       "dropout_mask",

@@ -42,12 +42,6 @@ Activation parse_activation(const std::string& name) {
   throw ValueError("activation: unknown '" + name + "'; known: " + known);
 }
 
-bool overlaps(const py::array& x, const py::array& y) {
-  const auto* x0 = static_cast<const char*>(x.data());
-  const auto* y0 = static_cast<const char*>(y.data());
-  return x.nbytes() > 0 && y.nbytes() > 0 && x0 < y0 + y.nbytes() && y0 < x0 + x.nbytes();
-}
-
 // a and b checked as 2-D C-contiguous float32 whose op()s can be multiplied: op(a) (m, k) and
 // op(b) (k, n).
 struct Operands {
@@ -76,7 +70,10 @@ void gemm_py(py::array c, const py::array& a, const py::array& b, bool trans_a, 
   const Operands ab = check_operands(a, b, trans_a, trans_b);
   float* pc = out_f32(c, "c", 2);
   check_shape(c, "c", {ab.m, ab.n});
-  FASTMLP_CHECK(!overlaps(c, a) && !overlaps(c, b), "c: must not share memory with a or b");
+  // Every output (c, preactivation) is checked against every input it could overlap (a, b,
+  // bias) and against the other output.
+  check_no_overlap(c, "c", a, "a");
+  check_no_overlap(c, "c", b, "b");
 
   GemmEpilogue epi;
   epi.activation = parse_activation(activation);
@@ -84,15 +81,18 @@ void gemm_py(py::array c, const py::array& a, const py::array& b, bool trans_a, 
   if (bias) {
     epi.bias = in_f32(*bias, "bias", 1);
     check_shape(*bias, "bias", {ab.n});
-    FASTMLP_CHECK(!overlaps(c, *bias), "bias: must not share memory with c");
+    check_no_overlap(c, "c", *bias, "bias");
   }
   if (preactivation) {
     epi.preactivation = out_f32(*preactivation, "preactivation", 2);
     check_shape(*preactivation, "preactivation", {ab.m, ab.n});
-    FASTMLP_CHECK(!overlaps(*preactivation, a) && !overlaps(*preactivation, b),
-                  "preactivation: must not share memory with a or b");
+    check_no_overlap(*preactivation, "preactivation", a, "a");
+    check_no_overlap(*preactivation, "preactivation", b, "b");
+    if (bias) check_no_overlap(*preactivation, "preactivation", *bias, "bias");
+    // gemm.h: preactivation may alias c (exactly) for the identity activation only.
     FASTMLP_CHECK(epi.activation == Activation::Identity || !overlaps(*preactivation, c),
                   "preactivation: may share memory with c only for the identity activation");
+    check_no_overlap(*preactivation, "preactivation", c, "c", /*exact_alias_ok=*/true);
   }
   // The kernel reads C only when beta != 0; with beta == 0 it may hold anything.
   py::gil_scoped_release release;

@@ -1,10 +1,12 @@
 // _core.sgd_step / adagrad_step / rmsprop_step / adam_step: in-place optimizer updates on float32
-// arrays. Every array is checked (dtype, contiguity, writability, shape equal to param's) before
-// the GIL is released; the hyper-parameters are validated by the kernels (cpu/optim.cpp).
+// arrays. Every array is checked (dtype, contiguity, writability, shape equal to param's, no
+// overlap between buffers: check_apart) before the GIL is released; the hyper-parameters are
+// validated by the kernels (cpu/optim.cpp).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "bindings/arrays.h"
 #include "bindings/bindings.h"
@@ -49,6 +51,26 @@ const float* grad_input(const py::array& grad, const py::array& param) {
   return ptr;
 }
 
+// An array the step writes (param or a state buffer), or nullptr for an absent optional one.
+struct Written {
+  const py::array* array;
+  const char* name;
+};
+
+// cpu/optim.cpp: param and the state buffers are written, so none may overlap another; grad is
+// only read and may be param itself (each element is read before it is written), but no shifted
+// view of it nor any part of a state buffer (fastmlp.ops copies such a grad first).
+void check_apart(std::initializer_list<Written> written, const py::array& grad) {
+  for (auto w = written.begin(); w != written.end(); ++w) {
+    if (w->array == nullptr) continue;
+    for (auto prev = written.begin(); prev != w; ++prev) {
+      if (prev->array != nullptr) check_no_overlap(*w->array, w->name, *prev->array, prev->name);
+    }
+    const bool is_param = w == written.begin();
+    check_no_overlap(grad, "grad", *w->array, w->name, /*exact_alias_ok=*/is_param);
+  }
+}
+
 }  // namespace
 
 void bind_optim(py::module_& m) {
@@ -60,6 +82,9 @@ void bind_optim(py::module_& m) {
         py::array buf_holder;
         float* b = optional_state_buffer(momentum_buffer, buf_holder, "momentum_buffer", param);
         const float* g = grad_input(grad, param);
+        check_apart({{&param, "param"},
+                     {momentum_buffer.is_none() ? nullptr : &buf_holder, "momentum_buffer"}},
+                    grad);
         const auto n = static_cast<int64_t>(param.size());
         SgdConfig config;
         config.lr = lr;
@@ -83,6 +108,7 @@ void bind_optim(py::module_& m) {
         float* p = out_f32(param, "param");
         float* s = state_buffer(sum_sq, "sum_sq", param);
         const float* g = grad_input(grad, param);
+        check_apart({{&param, "param"}, {&sum_sq, "sum_sq"}}, grad);
         const auto n = static_cast<int64_t>(param.size());
         AdagradConfig config;
         config.lr = lr;
@@ -108,6 +134,11 @@ void bind_optim(py::module_& m) {
         float* b = optional_state_buffer(momentum_buffer, buf_holder, "momentum_buffer", param);
         float* a = optional_state_buffer(grad_avg, avg_holder, "grad_avg", param);
         const float* g = grad_input(grad, param);
+        check_apart({{&param, "param"},
+                     {&square_avg, "square_avg"},
+                     {momentum_buffer.is_none() ? nullptr : &buf_holder, "momentum_buffer"},
+                     {grad_avg.is_none() ? nullptr : &avg_holder, "grad_avg"}},
+                    grad);
         const auto n = static_cast<int64_t>(param.size());
         RmspropConfig config;
         config.lr = lr;
@@ -135,6 +166,7 @@ void bind_optim(py::module_& m) {
         float* mm = state_buffer(exp_avg, "m", param);
         float* vv = state_buffer(exp_avg_sq, "v", param);
         const float* g = grad_input(grad, param);
+        check_apart({{&param, "param"}, {&exp_avg, "m"}, {&exp_avg_sq, "v"}}, grad);
         const auto n = static_cast<int64_t>(param.size());
         AdamConfig config;
         config.lr = lr;
