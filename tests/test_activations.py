@@ -633,6 +633,15 @@ for cols in (61, 5, 8):  # with a tail, narrower than one vector, exactly one ve
         dx, dslope = ops.prelu_backward(xc, slope, dyc)
         out[f"prelu_dx_{label}_{cols}"] = dx
         out[f"prelu_dslope_{label}_{cols}"] = dslope
+# Row softmaxes (common/exp_math.h's exp on eight lanes, masked row tails; 8-lane double sums).
+for cols in (1, 5, 8, 10, 17, 300):
+    xs = (4 * rng.standard_normal((9, cols))).astype(np.float32)
+    dys = rng.standard_normal((9, cols)).astype(np.float32)
+    for log in (False, True):
+        key = f"{'log_' if log else ''}softmax_{cols}"
+        out[key] = ops.log_softmax(xs) if log else ops.softmax(xs)
+        backward = ops.log_softmax_backward if log else ops.softmax_backward
+        out[key + "_backward"] = backward(out[key], dys)
 np.savez(sys.argv[1], **out)
 """
 

@@ -3,7 +3,8 @@
 // Shape legend: x, y, dx, dy are (rows, cols) row-major float32. One warp per row (8 rows per
 // block of 256): each lane walks the columns lane, lane + 32, ... and the warp combines its lanes
 // with a fixed butterfly (device_util.cuh), so results are the same bits on every run. As on the
-// CPU, the row max is subtracted before expf and the row sums are taken in double.
+// CPU, the row max is subtracted before exp (common/exp_math.h's, the CPU's function) and the row
+// sums are taken in double (in another order than the CPU's: results agree to an ulp or so).
 // Aliasing: y may alias x, dx may alias dy. Every value a row needs is read before that row is
 // written: the reductions finish (with a warp-wide exchange, which orders the lanes) before the
 // write loop, and each lane rewrites only the columns it read itself.
@@ -12,6 +13,7 @@
 #include <cstdint>
 
 #include "common/errors.h"
+#include "common/exp_math.h"
 #include "cuda/check.h"
 #include "cuda/device_util.cuh"
 #include "cuda/kernels.h"
@@ -44,15 +46,15 @@ __global__ void __launch_bounds__(kThreads)
     // the sum, so the whole row becomes NaN, as on the CPU.
     const float m = row_max(a, cols, lane);
     double s = 0.0;
-    for (int64_t j = lane; j < cols; j += kWarp) s += static_cast<double>(expf(a[j] - m));
+    for (int64_t j = lane; j < cols; j += kWarp) s += static_cast<double>(expmath::exp(a[j] - m));
     s = warp_sum(s);
     const float inv = static_cast<float>(1.0 / s);
-    for (int64_t j = lane; j < cols; j += kWarp) o[j] = expf(a[j] - m) * inv;
+    for (int64_t j = lane; j < cols; j += kWarp) o[j] = expmath::exp(a[j] - m) * inv;
   } else if (kOp == RowOp::LogSoftmax) {
     // y = (x - m) - log sum exp(x - m).
     const float m = row_max(a, cols, lane);
     double s = 0.0;
-    for (int64_t j = lane; j < cols; j += kWarp) s += static_cast<double>(expf(a[j] - m));
+    for (int64_t j = lane; j < cols; j += kWarp) s += static_cast<double>(expmath::exp(a[j] - m));
     s = warp_sum(s);
     const float log_sum = static_cast<float>(log(s));
     for (int64_t j = lane; j < cols; j += kWarp) o[j] = (a[j] - m) - log_sum;
@@ -69,7 +71,7 @@ __global__ void __launch_bounds__(kThreads)
     double s = 0.0;
     for (int64_t j = lane; j < cols; j += kWarp) s += static_cast<double>(d[j]);
     const float ss = static_cast<float>(warp_sum(s));
-    for (int64_t j = lane; j < cols; j += kWarp) o[j] = d[j] - expf(a[j]) * ss;
+    for (int64_t j = lane; j < cols; j += kWarp) o[j] = d[j] - expmath::exp(a[j]) * ss;
   }
 }
 
