@@ -340,6 +340,36 @@ def test_rejects_bad_out():
         ops.matmul(shared, shared, out=shared)
 
 
+@pytest.mark.parametrize("device", [None, "cuda"])  # checked before the device is chosen
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"alpha": "2"}, TypeError, r"^alpha: expected a real number, got str"),
+        ({"alpha": 1e39}, ValueError, r"^alpha: expected a finite value, got 1e\+39 \(inf in"),
+        ({"alpha": float("nan")}, ValueError, r"^alpha: expected a finite value"),
+        ({"beta": None}, TypeError, r"^beta: expected a real number, got NoneType"),
+        ({"beta": -1e39}, ValueError, r"^beta: expected a finite value"),
+        ({"trans_a": "False"}, TypeError, r"^trans_a: expected True or False, got str"),
+        ({"trans_b": 1}, TypeError, r"^trans_b: expected True or False, got int"),
+        ({"trans_b": None}, TypeError, r"^trans_b: expected True or False, got NoneType"),
+    ],
+)
+def test_rejects_bad_scalars(kwargs, error, pattern, device):
+    a, b = np.ones((3, 3), np.float32), np.ones((3, 3), np.float32)
+    with pytest.raises(error, match=pattern):
+        ops.matmul(a, b, out=np.zeros((3, 3), np.float32), device=device, **kwargs)
+
+
+def test_accepts_numpy_scalars():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.ones((2, 4), np.float32)
+    got = ops.matmul(a, b, trans_a=np.bool_(True), alpha=np.float32(2.0))
+    np.testing.assert_array_equal(got, 2 * a.T @ b)
+    out = np.ones((3, 4), np.float32)
+    ops.matmul(a, b, trans_a=True, trans_b=np.False_, out=out, beta=np.int64(1))
+    np.testing.assert_array_equal(out, a.T @ b + 1)
+
+
 def test_rejects_beta_without_out():
     with pytest.raises(ValueError, match=r"^beta: "):
         ops.matmul(np.ones((2, 3)), np.ones((3, 4)), beta=1.0)

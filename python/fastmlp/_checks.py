@@ -110,6 +110,16 @@ def check_int(value: object, name: str, minimum: int) -> int:
     return int(value)
 
 
+def check_bool(value: object, name: str) -> bool:
+    """``value`` as a bool, checked: a Python or NumPy bool only (``bool("False")`` is True, and
+    a 0/1 or None given for a flag is more likely a mistake than a choice)."""
+    if type(value) is bool:
+        return value
+    if not isinstance(value, np.bool_):
+        raise TypeError(f"{name}: expected True or False, got {type(value).__name__}")
+    return bool(value)
+
+
 def in_unit_interval(value: float, *, allow_one: bool = False) -> bool:
     """``0 <= value < 1`` (``<= 1`` with ``allow_one``), the bound checked in float32 too: the
     kernels take float32, where 0.99999999 is 1 (see :func:`float32_rounding_note`)."""

@@ -80,6 +80,7 @@ def _same_shape(a: DeviceArray, a_name: str, b: DeviceArray, b_name: str) -> Non
 def matmul(
     a: object, b: object, trans_a: bool, trans_b: bool, alpha: float, out: object, beta: float
 ) -> Array:
+    # trans_a, trans_b, alpha and beta come checked from ops.matmul (check_bool, check_real).
     call = _Call(a, b, out)
     da = call.f32(a, "a", 2)
     db = call.f32(b, "b", 2)
@@ -92,7 +93,6 @@ def matmul(
             f"(a {_shape_str(da.shape)}, b {_shape_str(db.shape)}, trans_a={trans_a}, "
             f"trans_b={trans_b})"
         )
-    beta = float(beta)
     if out is None:
         if beta != 0.0:
             raise ValueError(f"beta: {beta} scales out, so out= must be given")
@@ -116,9 +116,9 @@ def matmul(
         m,
         n,
         k,
-        trans_a=bool(trans_a),
-        trans_b=bool(trans_b),
-        alpha=float(alpha),
+        trans_a=trans_a,
+        trans_b=trans_b,
+        alpha=alpha,
         beta=beta,
     )
     if isinstance(out, np.ndarray):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .._checks import _shape_str, as_float_input, as_inplace
+from .._checks import _shape_str, as_float_input, as_inplace, check_bool, check_real
 from . import _dispatch
 from ._activations import resolve_linear_activation
 
@@ -46,8 +46,15 @@ def matmul(
     neither ``a`` nor ``b`` (the result is ``beta * out``, even where they hold NaN or inf).
     ``out`` may not share memory with ``a`` or ``b``.
 
+    ``trans_a`` and ``trans_b`` are bools; ``alpha`` and ``beta`` real numbers, finite in float32.
+
     ``device="cuda"`` (or DeviceArray inputs) runs it on the GPU: see :mod:`fastmlp.cuda`.
     """
+    # Checked, not coerced: float("2") and bool("False") would run a product nobody asked for.
+    trans_a = check_bool(trans_a, "trans_a")
+    trans_b = check_bool(trans_b, "trans_b")
+    alpha = check_real(alpha, "alpha")
+    beta = check_real(beta, "beta")
     # NumPy arrays only and no device= cannot mean the GPU: skip the DeviceArray checks.
     host_only = (
         device is None
@@ -60,18 +67,16 @@ def matmul(
     a = as_float_input(a, "a", 2)
     b = as_float_input(b, "b", 2)
     m, n, _ = _inner_dims(a, b, trans_a, trans_b)
-    alpha = float(alpha)
-    beta = float(beta)
     if out is None:
         if beta != 0.0:
             raise ValueError(f"beta: {beta} scales out, so out= must be given")
-        return _core.matmul(a, b, bool(trans_a), bool(trans_b), alpha)
+        return _core.matmul(a, b, trans_a, trans_b, alpha)
     out = as_inplace(out, "out", 2)
     if out.shape != (m, n):
         raise ValueError(f"out: expected shape {_shape_str((m, n))}, got {_shape_str(out.shape)}")
     if np.may_share_memory(out, a) or np.may_share_memory(out, b):
         raise ValueError("out: must not share memory with a or b")
-    _core.gemm(out, a, b, trans_a=bool(trans_a), trans_b=bool(trans_b), alpha=alpha, beta=beta)
+    _core.gemm(out, a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta)
     return out
 
 
