@@ -225,6 +225,12 @@ BAD_CALLS: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("p negative", lambda: ops.dropout(X, -0.1, seed=1), ValueError, "p"),
     ("p one", lambda: ops.dropout(X, 1.0, seed=1), ValueError, "p"),
     ("p nan", lambda: ops.dropout_mask(8, float("nan"), seed=1), ValueError, "p"),
+    (
+        "masked x",
+        lambda: ops.dropout(np.ma.masked_array(X, mask=X > 2), 0.5, seed=1),
+        TypeError,
+        "x: masked arrays are not supported",
+    ),
     ("p too big backward", lambda: ops.dropout_backward(X, 1.5, seed=1), ValueError, "p"),
     ("negative seed", lambda: ops.dropout(X, 0.5, seed=-1), ValueError, "seed"),
     ("seed 2**64", lambda: ops.dropout(X, 0.5, seed=2**64), ValueError, "seed"),

@@ -370,6 +370,18 @@ def test_accepts_numpy_scalars():
     np.testing.assert_array_equal(out, a.T @ b + 1)
 
 
+def test_rejects_masked_arrays():
+    # np.asarray would drop the mask: the product would use the masked-out values as data.
+    a = np.ma.masked_array(np.ones((2, 3), np.float32), mask=[[0, 1, 0], [0, 0, 0]])
+    b = np.ones((3, 4), np.float32)
+    with pytest.raises(TypeError, match=r"^a: masked arrays are not supported; pass \.filled"):
+        ops.matmul(a, b)
+    with pytest.raises(TypeError, match=r"^weight: masked arrays are not supported"):
+        ops.linear(b.T.copy(), a.T)
+    with pytest.raises(TypeError, match=r"^out: masked arrays are not supported"):
+        ops.matmul(b.T.copy(), b, out=np.ma.masked_array(np.zeros((4, 4), np.float32)))
+
+
 def test_rejects_beta_without_out():
     with pytest.raises(ValueError, match=r"^beta: "):
         ops.matmul(np.ones((2, 3)), np.ones((3, 4)), beta=1.0)

@@ -360,6 +360,15 @@ def test_bad_label_smoothing(rng, eps):
         _core.softmax_cross_entropy(z, y, eps, True)
 
 
+def test_masked_labels_and_inputs_are_refused(rng):
+    z, y = make_inputs(rng, "softmax_cross_entropy", (4, 3))
+    masked_y = np.ma.masked_array(y, mask=[0, 1, 0, 0])
+    with pytest.raises(TypeError, match=r"^labels: masked arrays are not supported"):
+        ops.softmax_cross_entropy(z, masked_y)
+    with pytest.raises(TypeError, match=r"^logits: masked arrays are not supported"):
+        ops.softmax_cross_entropy(np.ma.masked_array(z), y)
+
+
 @pytest.mark.parametrize("margin", [-1.0, float("nan"), float("inf")])
 def test_bad_margin(rng, margin):
     s, y = make_inputs(rng, "multiclass_hinge_loss", (4, 3))

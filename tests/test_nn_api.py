@@ -566,6 +566,31 @@ def test_float_target_rules(setup):
         _step(model, opt, x, t * np.nan, loss="mse")
 
 
+def test_masked_arrays_are_refused_by_every_entry_point(setup):
+    # The mask would be dropped (np.asarray, or the engine reading the buffer): refused instead.
+    model, opt, x, y = setup
+    mx = np.ma.masked_array(x, mask=np.zeros_like(x, dtype=bool))
+    my = np.ma.masked_array(y, mask=np.arange(len(y)) == 0)
+    before = model.get_weights()
+    pattern = r"^{}: masked arrays are not supported; pass \.filled\(\.\.\.\) or the unmasked"
+    with pytest.raises(TypeError, match=pattern.format("x")):
+        model.train_step(mx, y, optimizer=opt)  # float32 C-contiguous: the fast path's shape
+    with pytest.raises(TypeError, match=pattern.format("y")):
+        model.train_step(x, my, optimizer=opt)
+    with pytest.raises(TypeError, match=pattern.format("y")):
+        model.train_step(x, np.ma.masked_array(np.zeros((10, 3), np.float32)), "mse", opt)
+    with pytest.raises(TypeError, match=pattern.format("x")):
+        model.forward(mx)
+    with pytest.raises(TypeError, match=pattern.format("y")):
+        model.evaluate(x, my)
+    with pytest.raises(TypeError, match=pattern.format("y")):
+        model.loss_and_gradients(x, my)
+    with pytest.raises(TypeError, match=pattern.format(r"weights\[0\]")):
+        model.set_weights([np.ma.masked_array(w) for w in before])
+    assert opt.step_count == 0
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before))
+
+
 def test_train_step_optimizer_is_required_in_every_call_form(setup):
     model, opt, x, y = setup
     # The call forms in use: optimizer by keyword (with or without loss), or fourth positionally.

@@ -498,6 +498,18 @@ BAD_CALLS: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         "betas[1]: expected a value in [0, 1), got 0.99999999 (1.0 in float32",
     ),
     ("eps = 0", lambda: _adam_with(eps=0.0), ValueError, "eps"),
+    (
+        "masked param",
+        lambda: _adam_with(param=np.ma.masked_array(np.ones(5, np.float32))),
+        TypeError,
+        "param: masked arrays are not supported",
+    ),
+    (
+        "masked grad",
+        lambda: _adam_with(grad=np.ma.masked_array(np.ones(5), mask=[1, 0, 0, 0, 0])),
+        TypeError,
+        "grad: masked arrays are not supported",
+    ),
     ("negative weight decay", lambda: _adam_with(weight_decay=-0.1), ValueError, "weight_decay"),
     ("negative l1", lambda: _adam_with(l1=-0.1), ValueError, "l1"),
     ("step 0", lambda: _adam_with(step=0), ValueError, "step"),

@@ -632,6 +632,19 @@ def test_model_and_fit_errors(circles):
             fm.EarlyStopping(**kw)
 
 
+def test_fit_refuses_masked_arrays(circles):
+    # np.asarray(y) dropped the mask: fit trained on the masked-out labels as if they were data.
+    Xtr, ytr, Xv, yv = circles
+    t = fm.Trainer(_model(), epochs=1, verbose=0)
+    masked_y = np.ma.masked_array(ytr, mask=np.arange(len(ytr)) == 3)
+    with pytest.raises(TypeError, match=r"^y: masked arrays are not supported; pass \.filled"):
+        t.fit(Xtr, masked_y)
+    with pytest.raises(TypeError, match=r"^X: masked arrays are not supported"):
+        t.fit(np.ma.masked_array(Xtr), ytr)
+    with pytest.raises(TypeError, match=r"^y_val: masked arrays are not supported"):
+        t.fit(Xtr, ytr, validation=(Xv, np.ma.masked_array(yv)))
+
+
 @pytest.mark.parametrize("monitor", ["val_accuracy", "train_accuracy"])
 @pytest.mark.parametrize("who", ["early_stopping", "schedule"])
 def test_accuracy_monitor_with_mse_fails_before_the_first_step(circles, monitor, who):

@@ -8,7 +8,8 @@ Conversion policy (documented in :mod:`fastmlp.ops`):
   float32, C-contiguous and writable: converting them would silently drop the update.
 * Class labels may be any integer dtype and are converted to int64; floats, bools and
   out-of-range values are refused.
-* Everything else (ints or bools where floats are expected, complex, object arrays) is refused.
+* Everything else (ints or bools where floats are expected, complex, object arrays, masked
+  arrays, whose mask a conversion would drop) is refused.
 
 Errors are ``TypeError`` for a wrong dtype or type and ``ValueError`` for a wrong value or shape,
 and the message starts with the argument's name.
@@ -35,6 +36,15 @@ def _shape_str(shape: Sequence[int]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+def check_not_masked(x: object, name: str) -> None:
+    """Refuse a ``np.ma.MaskedArray``: converting it (np.asarray, or the kernels reading its
+    buffer) silently drops the mask, computing on the masked-out values as if they were data."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name}: masked arrays are not supported; pass .filled(...) or the unmasked data"
+        )
+
+
 def as_float_input(x: object, name: str, ndim: int | None = None) -> np.ndarray:
     """Return ``x`` as a C-contiguous float32 array, checking its dtype kind and ``ndim``."""
     if (
@@ -44,6 +54,7 @@ def as_float_input(x: object, name: str, ndim: int | None = None) -> np.ndarray:
         and (ndim is None or x.ndim == ndim)
     ):
         return x  # already what is asked for (the common case, checked first for speed)
+    check_not_masked(x, name)
     if not isinstance(x, np.ndarray):
         if isinstance(x, (list, tuple)) or np.isscalar(x):
             x = np.asarray(x)
@@ -60,6 +71,7 @@ def as_inplace(x: object, name: str, ndim: int | None = None) -> np.ndarray:
     """Check that ``x`` can be updated in place: float32, C-contiguous, writable."""
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name}: expected a NumPy array, got {type(x).__name__}")
+    check_not_masked(x, name)
     if x.dtype != np.float32:
         raise TypeError(f"{name}: expected a float32 array (it is updated in place), got {x.dtype}")
     if ndim is not None and x.ndim != ndim:
@@ -73,6 +85,7 @@ def as_inplace(x: object, name: str, ndim: int | None = None) -> np.ndarray:
 
 def as_labels(y: object, name: str, n: int, num_classes: int) -> np.ndarray:
     """Return labels as contiguous int64 of length ``n``, each in ``[0, num_classes)``."""
+    check_not_masked(y, name)
     y = np.asarray(y)
     if y.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected integer class labels, got dtype {y.dtype}")

@@ -606,6 +606,10 @@ class MLP:
             and type(label_smoothing) in (float, int)
             and label_smoothing == 0
             and self._step_fast is not None
+            # The binding takes any ndarray: a masked one (whose mask it would ignore) goes to
+            # the checked path, which refuses it. isinstance only for subclasses: it costs.
+            and (type(x) is np.ndarray or not isinstance(x, np.ma.MaskedArray))
+            and (type(y) is np.ndarray or not isinstance(y, np.ma.MaskedArray))
             and isinstance(optimizer, Optimizer)
             and optimizer.model is self
             and optimizer.device == self._device

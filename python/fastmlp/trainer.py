@@ -43,7 +43,14 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_float_input, check_finite, check_int, check_nonempty, check_probability
+from ._checks import (
+    as_float_input,
+    check_finite,
+    check_int,
+    check_nonempty,
+    check_not_masked,
+    check_probability,
+)
 from .schedules import MONITORS, Schedule, make_schedule
 
 __all__ = ["EarlyStopping", "History", "Trainer"]
@@ -396,6 +403,7 @@ class Trainer:
     def _check_data(self, X: Any, y: Any, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:
         X = as_float_input(X, xname, ndim=2)
         check_nonempty(X, xname)
+        check_not_masked(y, yname)  # before np.asarray, which would drop the mask
         y = np.asarray(y)
         if y.ndim == 0 or y.shape[0] != X.shape[0]:
             raise ValueError(
