@@ -226,6 +226,12 @@ BAD_CALLS: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("p one", lambda: ops.dropout(X, 1.0, seed=1), ValueError, "p"),
     ("p nan", lambda: ops.dropout_mask(8, float("nan"), seed=1), ValueError, "p"),
     (
+        "p beyond the float range",  # float(10**400) raised a bare OverflowError
+        lambda: ops.dropout(X, 10**400, seed=1),
+        ValueError,
+        "p: expected a finite value, got 1e+400 (inf in float32",
+    ),
+    (
         "masked x",
         lambda: ops.dropout(np.ma.masked_array(X, mask=X > 2), 0.5, seed=1),
         TypeError,

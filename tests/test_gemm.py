@@ -347,6 +347,7 @@ def test_rejects_bad_out():
         ({"alpha": "2"}, TypeError, r"^alpha: expected a real number, got str"),
         ({"alpha": 1e39}, ValueError, r"^alpha: expected a finite value, got 1e\+39 \(inf in"),
         ({"alpha": float("nan")}, ValueError, r"^alpha: expected a finite value"),
+        ({"alpha": -(10**400)}, ValueError, r"^alpha: expected a finite value, got -1e\+400"),
         ({"beta": None}, TypeError, r"^beta: expected a real number, got NoneType"),
         ({"beta": -1e39}, ValueError, r"^beta: expected a finite value"),
         ({"trans_a": "False"}, TypeError, r"^trans_a: expected True or False, got str"),
@@ -403,6 +404,15 @@ def test_prelu_needs_alpha():
     [
         ("leaky_relu", -1.0, ValueError, r"^alpha: leaky_relu expects alpha >= 0"),
         ("elu", 0.0, ValueError, r"^alpha: elu expects alpha > 0"),
+        # Positive, but 0 in float32: the kernel would get elu with alpha 0 (relu).
+        ("elu", 1e-46, ValueError, r"^alpha: elu expects alpha > 0, got 1e-46 \(0 in float32"),
+        pytest.param(
+            "elu",
+            10**400,
+            ValueError,
+            r"^alpha: expected a finite value, got 1e\+400 \(inf in",
+            id="elu-10**400",
+        ),
         ("leaky_relu", float("nan"), ValueError, r"^alpha: expected a finite value"),
         ("prelu", float("inf"), ValueError, r"^alpha: expected a finite value"),
         ("relu", 0.1, ValueError, r"^alpha: activation 'relu' takes no alpha"),

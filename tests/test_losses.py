@@ -360,6 +360,26 @@ def test_bad_label_smoothing(rng, eps):
         _core.softmax_cross_entropy(z, y, eps, True)
 
 
+@pytest.mark.parametrize(
+    ("margin", "shown"),
+    [(1e39, r"1e\+39"), (10**400, r"1e\+400"), (-(10**400), r"-1e\+400")],
+    ids=["1e39", "10**400", "-10**400"],
+)
+def test_margin_beyond_float32_is_named_as_given(rng, margin, shown):
+    # Checked in Python as the other ops' scalars: the C++ check saw only the float32 inf, and
+    # float(10**400) raised a bare OverflowError.
+    s, y = make_inputs(rng, "multiclass_hinge_loss", (4, 3))
+    pattern = rf"^margin: expected a finite value, got {shown} \(inf in float32"
+    with pytest.raises(ValueError, match=pattern):
+        ops.multiclass_hinge_loss(s, y, margin=margin)
+
+
+def test_label_smoothing_beyond_float_range(rng):
+    z, y = make_inputs(rng, "softmax_cross_entropy", (4, 3))
+    with pytest.raises(ValueError, match=r"^label_smoothing: expected a finite value, got 1e\+400"):
+        ops.softmax_cross_entropy(z, y, label_smoothing=10**400)
+
+
 def test_masked_labels_and_inputs_are_refused(rng):
     z, y = make_inputs(rng, "softmax_cross_entropy", (4, 3))
     masked_y = np.ma.masked_array(y, mask=[0, 1, 0, 0])
@@ -372,7 +392,8 @@ def test_masked_labels_and_inputs_are_refused(rng):
 @pytest.mark.parametrize("margin", [-1.0, float("nan"), float("inf")])
 def test_bad_margin(rng, margin):
     s, y = make_inputs(rng, "multiclass_hinge_loss", (4, 3))
-    with pytest.raises(ValueError, match=r"^margin: expected a finite value >= 0"):
+    # ">= 0" for a negative margin; NaN and inf are refused by check_real, as other ops' scalars.
+    with pytest.raises(ValueError, match=r"^margin: expected a finite value"):
         ops.multiclass_hinge_loss(s, y, margin=margin)
     with pytest.raises(ValueError, match=r"^margin: expected a finite value >= 0"):
         _core.multiclass_hinge_loss(s, y, margin, True)

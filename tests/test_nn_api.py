@@ -491,6 +491,11 @@ def test_layer_sizes_from_numpy():
         ({"layer_sizes": [4, 2.5, 2]}, TypeError, "^layer_sizes: entry 1"),
         ({"layer_sizes": "784,10"}, TypeError, "^layer_sizes: "),
         ({"layer_sizes": np.array([4.0, 3.0])}, TypeError, "^layer_sizes: entry 0"),
+        (
+            {"activation": "elu", "activation_alpha": 1e-46},
+            ValueError,
+            r"^activation_alpha: .*0 in",
+        ),
         ({"activation": "swish"}, ValueError, "^activation: unknown 'swish'"),
         ({"activation": ["relu"]}, ValueError, "^activation: expected 2 entries"),
         ({"dropout": 1.0}, ValueError, "^dropout: entry 0 is 1.0"),
@@ -589,6 +594,30 @@ def test_masked_arrays_are_refused_by_every_entry_point(setup):
         model.set_weights([np.ma.masked_array(w) for w in before])
     assert opt.step_count == 0
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before))
+
+
+@pytest.mark.parametrize(
+    ("call", "pattern"),
+    [
+        (
+            lambda m, x, y, opt: m.evaluate(x, y, batch_size=2**63),  # pybind11's argument dump
+            r"^batch_size: expected <= 9223372036854775807, got 9223372036854775808$",
+        ),
+        (
+            lambda m, x, y, opt: m.train_step(x, y, optimizer=opt, label_smoothing=10**400),
+            r"^label_smoothing: expected a finite value, got 1e\+400 \(inf in float32",
+        ),
+    ],
+)
+def test_out_of_range_scalars_are_named(setup, call, pattern):
+    model, opt, x, y = setup
+    with pytest.raises(ValueError, match=pattern):
+        call(model, x, y, opt)
+
+
+def test_evaluate_takes_any_int64_batch_size(setup):
+    model, _, x, y = setup
+    assert model.evaluate(x, y, batch_size=2**63 - 1) == model.evaluate(x, y)
 
 
 def test_train_step_optimizer_is_required_in_every_call_form(setup):

@@ -499,6 +499,36 @@ BAD_CALLS: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ),
     ("eps = 0", lambda: _adam_with(eps=0.0), ValueError, "eps"),
     (
+        "eps that is 0 in float32",  # as fastmlp.optim.Adam says, not the C++ check's "got 0"
+        lambda: _adam_with(eps=1e-50),
+        ValueError,
+        "eps: expected a value > 0, got 1e-50 (0 in float32, the precision the kernels use)",
+    ),
+    (
+        "adagrad eps that is 0 in float32",
+        lambda: ops.adagrad_step(*_params()[:3], eps=1e-50, step=1),
+        ValueError,
+        "eps: expected a value > 0, got 1e-50 (0 in float32",
+    ),
+    (
+        "rmsprop eps that is 0 in float32",
+        lambda: ops.rmsprop_step(*_params()[:3], eps=1e-50),
+        ValueError,
+        "eps: expected a value > 0, got 1e-50 (0 in float32",
+    ),
+    (
+        "lr beyond the float range",  # float(10**400) raised a bare OverflowError
+        lambda: _adam_with(lr=10**400),
+        ValueError,
+        "lr: expected a finite value, got 1e+400 (inf in float32",
+    ),
+    (
+        "optim lr beyond the float range",
+        lambda: fastmlp.optim.SGD(fastmlp.MLP([2, 2]), lr=10**400),
+        ValueError,
+        "lr: expected a finite value, got 1e+400",
+    ),
+    (
         "masked param",
         lambda: _adam_with(param=np.ma.masked_array(np.ones(5, np.float32))),
         TypeError,

@@ -27,6 +27,9 @@ _FLOAT_KINDS = "f"
 # The smallest magnitude that rounds to inf in float32: halfway between FLT_MAX and 2^128 (ties to
 # even go up). A plain comparison: np.float32(v) under np.errstate costs ~4 us per argument.
 _FLOAT32_ROUNDS_TO_INF = 2.0**128 - 2.0**103
+# The largest magnitude that float32 rounds to 0: 2^-150, halfway between 0 and the smallest
+# subnormal 2^-149 (ties to even go down); anything larger rounds to at least 2^-149.
+_FLOAT32_ROUNDS_TO_ZERO = 2.0**-150
 # The smallest value below 1 that float32 rounds to 1: halfway between 1 - 2^-24 (the float32
 # below 1) and 1, where ties go to the even 1. Compared directly (np.float32(v) costs ~0.5 us).
 _FLOAT32_ROUNDS_TO_ONE = 1.0 - 2.0**-25
@@ -114,12 +117,15 @@ def check_nonempty(x: np.ndarray, name: str) -> None:
         raise ValueError(f"{name}: empty batch (0 rows)")
 
 
-def check_int(value: object, name: str, minimum: int) -> int:
-    """``value`` as an int, checked: a Python or NumPy integer (not a bool) ``>= minimum``."""
+def check_int(value: object, name: str, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as an int, checked: a Python or NumPy integer (not a bool) ``>= minimum`` and,
+    when given, ``<= maximum`` (e.g. 2**63 - 1 for what the engine takes as int64)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name}: expected >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}: expected <= {maximum}, got {value}")
     return int(value)
 
 
@@ -161,15 +167,41 @@ def float32_rounding_note(value: float) -> str:
     return ""
 
 
+def float32_zero_note(value: float) -> str:
+    """`` (0 in float32, ...)`` for a non-zero value that the kernels, which take float32, would
+    see as 0; else ``""``. Appended to the message of a check that requires ``value > 0``."""
+    if value != 0.0 and abs(value) <= _FLOAT32_ROUNDS_TO_ZERO:
+        return " (0 in float32, the precision the kernels use)"
+    return ""
+
+
+def _beyond_float64(value: object) -> str:
+    """How a real number too large for a float (an int such as 10**400) is shown in a message:
+    from its logarithm, as str() of a 400-digit int is long (and of a 4301-digit one refused)."""
+    try:
+        lg = math.log10(abs(value))  # type: ignore[arg-type]
+    except (OverflowError, TypeError, ValueError):
+        return "a value beyond the float range"
+    e = math.floor(lg)
+    return f"{'-' if value < 0 else ''}{10 ** (lg - e):.6g}e+{e}"  # type: ignore[operator]
+
+
 def check_real(value: object, name: str, *, finite: bool = True) -> float:
     """``value`` as a float, checked: a Python or NumPy real number (not a bool, a string or
     None) that is finite, in float32 too (the kernels take float32, where 1e39 is inf);
-    ``finite=False`` checks the type only, for callers whose range check also rejects NaN."""
+    ``finite=False`` checks the type only, for callers whose range check also rejects NaN.
+    A number too large even for float64 (``10**400``) is refused either way."""
     # float and int first: the ABC test alone costs ~1 us, and ops check several values per call.
     if type(value) is not float and type(value) is not int:
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # what float(10**400) raises, naming nothing
+        raise ValueError(
+            f"{name}: expected a finite value, got {_beyond_float64(value)} (inf in float32, "
+            "the precision the kernels use)"
+        ) from None
     if not finite:
         return v
     if not math.isfinite(v):
@@ -179,6 +211,15 @@ def check_real(value: object, name: str, *, finite: bool = True) -> float:
             f"{name}: expected a finite value, got {v} (inf in float32, the precision the "
             "kernels use)"
         )
+    return v
+
+
+def check_positive(value: object, name: str) -> float:
+    """``value`` as a float ``> 0`` (checked as :func:`check_real`), also in float32: 1e-50 is 0
+    there, which the kernels would refuse (or divide by) as 0."""
+    v = check_real(value, name)
+    if v <= _FLOAT32_ROUNDS_TO_ZERO:
+        raise ValueError(f"{name}: expected a value > 0, got {v}{float32_zero_note(v)}")
     return v
 
 

@@ -38,6 +38,7 @@ from ._checks import (
     as_float_input,
     as_labels,
     check_finite,
+    check_int,
     check_nonempty,
     check_real,
     float32_rounding_note,
@@ -712,13 +713,11 @@ class MLP:
         at a time. Accuracy: arg-max == label (cross_entropy, hinge), (logit > 0) == (target > 0.5)
         per output (bce), None (mse). A non-finite loss is returned as is, not raised."""
         kind = self._loss_or_default(loss)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
-            raise TypeError(f"batch_size: expected an int, got {type(batch_size).__name__}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        # The engine takes an int64; any batch_size >= len(x) means the whole set at once.
+        batch_size = check_int(batch_size, "batch_size", 1, 2**63 - 1)
         xa = self._x(x)
         ya = self._y(y, kind, xa.shape[0])
-        value, correct, total = self._net.evaluate(xa, ya, LOSSES[kind], int(batch_size))
+        value, correct, total = self._net.evaluate(xa, ya, LOSSES[kind], batch_size)
         return {"loss": float(value), "accuracy": correct / total if total else None}
 
     # ------------------------------------------------------------------ persistence

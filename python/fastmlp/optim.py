@@ -28,10 +28,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from . import _core
-from ._checks import check_real, check_unit_interval
+from ._checks import check_positive, check_real, check_unit_interval
 
 __all__ = ["SGD", "AdaGrad", "Adam", "AdamW", "Optimizer", "RMSProp"]
 
@@ -40,17 +38,6 @@ def _nonneg(value: object, name: str) -> float:
     v = check_real(value, name)
     if v < 0.0:
         raise ValueError(f"{name}: expected a value >= 0, got {v}")
-    return v
-
-
-def _positive(value: object, name: str) -> float:
-    v = check_real(value, name)
-    if v <= 0.0:
-        raise ValueError(f"{name}: expected a value > 0, got {v}")
-    if np.float32(v) == 0.0:
-        raise ValueError(
-            f"{name}: expected a value > 0, got {v} (0 in float32, the precision the kernels use)"
-        )
     return v
 
 
@@ -172,7 +159,7 @@ class AdaGrad(Optimizer):
         defaults = {
             "lr_decay": _nonneg(lr_decay, "lr_decay"),
             "weight_decay": _nonneg(weight_decay, "weight_decay"),
-            "eps": _positive(eps, "eps"),
+            "eps": check_positive(eps, "eps"),
             "l1": _nonneg(l1, "l1"),
         }
         super().__init__(model, _state_class(model).adagrad(lr=lr, **defaults), lr, defaults)
@@ -213,7 +200,7 @@ class RMSProp(Optimizer):
         lr = _nonneg(lr, "lr")
         defaults = {
             "alpha": check_unit_interval(alpha, "alpha"),
-            "eps": _positive(eps, "eps"),
+            "eps": check_positive(eps, "eps"),
             "weight_decay": _nonneg(weight_decay, "weight_decay"),
             "momentum": _nonneg(momentum, "momentum"),
             "centered": bool(centered),
@@ -250,7 +237,7 @@ class Adam(Optimizer):
         beta1, beta2 = _betas(betas)
         defaults = {
             "betas": (beta1, beta2),
-            "eps": _positive(eps, "eps"),
+            "eps": check_positive(eps, "eps"),
             "weight_decay": _nonneg(weight_decay, "weight_decay"),
             "l1": _nonneg(l1, "l1"),
         }

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .._checks import as_float_input, check_real, check_same_shape
+from .._checks import as_float_input, check_real, check_same_shape, float32_zero_note
 from . import _dispatch
 
 __all__ = [
@@ -86,8 +86,8 @@ def resolve_activation(name: str, alpha: float | None = None) -> tuple[int, floa
     # slope is learned and its backward uses x, so any finite slope is accepted.
     if name == "leaky_relu" and a < 0.0:
         raise ValueError(f"alpha: leaky_relu expects alpha >= 0, got {a}")
-    if name == "elu" and a <= 0.0:
-        raise ValueError(f"alpha: elu expects alpha > 0, got {a}")
+    if name == "elu" and (a <= 0.0 or float32_zero_note(a)):  # 1e-46 is 0 in the kernels
+        raise ValueError(f"alpha: elu expects alpha > 0, got {a}{float32_zero_note(a)}")
     return ACTIVATIONS[name], a
 
 

@@ -15,14 +15,12 @@ The kernels live in ``fastmlp._cuda`` (csrc/cuda/*.cu), one per CPU kernel, with
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .._checks import _shape_str, as_float_input, as_labels, check_probability
+from .._checks import _shape_str, as_float_input, as_labels, check_probability, check_real
 from ..cuda import DeviceArray, _module, empty, to_device
 
 Array = Any  # np.ndarray | DeviceArray
@@ -299,12 +297,11 @@ def multiclass_hinge_loss(
     call = _Call(scores, labels)
     s = _batch_input(call, scores, "scores")
     y = _labels(labels, "labels", s.shape[0], s.shape[1])
-    if isinstance(margin, bool) or not isinstance(margin, numbers.Real):
-        raise TypeError(f"margin: expected a real number, got {type(margin).__name__}")
-    if not (math.isfinite(margin) and margin >= 0.0):
+    margin = check_real(margin, "margin")  # finite in float32 too: 1e39 is inf in the kernel
+    if margin < 0.0:
         raise ValueError(f"margin: expected a finite value >= 0, got {margin}")
     return _loss(
-        call, "multiclass_hinge_loss", s, need_grad, y._buf, s.shape[0], s.shape[1], float(margin)
+        call, "multiclass_hinge_loss", s, need_grad, y._buf, s.shape[0], s.shape[1], margin
     )
 
 

@@ -8,9 +8,6 @@ Sums are accumulated in float64 in a fixed order, so results do not depend on th
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
 from .. import _core
@@ -19,6 +16,7 @@ from .._checks import (
     as_labels,
     check_nonempty,
     check_probability,
+    check_real,
     check_same_shape,
 )
 from . import _dispatch
@@ -109,11 +107,10 @@ def multiclass_hinge_loss(
         return _dispatch.multiclass_hinge_loss(scores, labels, margin, need_grad)
     s = _batch_input(scores, "scores")
     y = as_labels(labels, "labels", s.shape[0], s.shape[1])
-    if isinstance(margin, bool) or not isinstance(margin, numbers.Real):
-        raise TypeError(f"margin: expected a real number, got {type(margin).__name__}")
-    if not (math.isfinite(margin) and margin >= 0.0):
+    margin = check_real(margin, "margin")  # finite in float32 too: 1e39 is inf in the kernel
+    if margin < 0.0:
         raise ValueError(f"margin: expected a finite value >= 0, got {margin}")
-    loss, grad = _core.multiclass_hinge_loss(s, y, float(margin), bool(need_grad))
+    loss, grad = _core.multiclass_hinge_loss(s, y, margin, bool(need_grad))
     return float(loss), grad
 
 
