@@ -624,3 +624,20 @@ def test_evaluate_matches_reference_and_does_not_depend_on_batch_size(rng):
             assert r1["accuracy"] == np.mean((z > 0) == (y > 0.5))
         else:
             assert r1["accuracy"] is None
+
+
+@pytest.mark.parametrize(
+    ("sizes", "what"),
+    [
+        ([2**48, 2**16, 1], "the parameter count"),  # 2**64 weights wrapped to 0: 131073 reported
+        ([1, 2**61, 1], "the parameter count"),
+        ([2**40, 2**20], "the parameter count"),
+        ([1] + [2**59] * 4, "the parameter count"),  # each layer fits; their sum does not
+    ],
+)
+def test_core_network_refuses_counts_that_overflow(sizes, what):
+    """_core.Network is reachable without MLP's own size check: the engine refuses (ValueError,
+    as every argument error) a layout whose float counts would leave int64, before allocating."""
+    hidden = len(sizes) - 2
+    with pytest.raises(ValueError, match=rf"^layer_sizes: {what} would exceed 2\^60 floats"):
+        _core.Network(sizes, [1] * hidden, [0.0] * hidden, [0.0] * hidden, 0)

@@ -491,6 +491,15 @@ def test_layer_sizes_from_numpy():
         ({"layer_sizes": [4, 2.5, 2]}, TypeError, "^layer_sizes: entry 1"),
         ({"layer_sizes": "784,10"}, TypeError, "^layer_sizes: "),
         ({"layer_sizes": np.array([4.0, 3.0])}, TypeError, "^layer_sizes: entry 0"),
+        # 2**64 weights: wrapped to 0 in the engine's int64 count (131073 parameters reported),
+        # then NumPy's "array is too big" from the initialisation.
+        (
+            {"layer_sizes": [2**48, 2**16, 1]},
+            ValueError,
+            r"^layer_sizes: \[281474976710656, 65536, 1\] has 18446744073709682689 parameters, "
+            r"more than can be allocated",
+        ),
+        ({"layer_sizes": [2**30, 2**30 + 1, 1]}, ValueError, r"^layer_sizes: .* more than can"),
         (
             {"activation": "elu", "activation_alpha": 1e-46},
             ValueError,

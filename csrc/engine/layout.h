@@ -14,6 +14,18 @@
 
 namespace fastmlp {
 
+// The most floats a parameter buffer or a workspace row may hold: 2^60 (4 EiB, more than any
+// machine addresses), so that counts, and their sizes in bytes, stay far from int64 overflow.
+constexpr int64_t kMaxLayoutFloats = int64_t{1} << 60;
+
+// count + b * c for counts and sizes >= 0, or ValueError naming layer_sizes when it would exceed
+// kMaxLayoutFloats ([2^48, 2^16, 1] has 2^64 weights, which int64 arithmetic wraps to 0).
+inline int64_t add_layout_floats(int64_t count, int64_t b, int64_t c, const char* what) {
+  FASTMLP_CHECK(c == 0 || b <= (kMaxLayoutFloats - count) / c, "layer_sizes: ", what,
+                " would exceed 2^60 floats (more than can be allocated)");
+  return count + b * c;
+}
+
 struct Layer {
   int64_t in = 0, out = 0;
   Activation activation = Activation::Identity;
@@ -57,11 +69,11 @@ struct NetworkLayout {
       Layer& layer = layers[l];
       layer.in = sizes[l];
       layer.out = sizes[l + 1];
-      macs_per_row += layer.in * layer.out;
       layer.w_offset = p;
-      p += layer.in * layer.out;
+      p = add_layout_floats(p, layer.in, layer.out, "the parameter count");
+      macs_per_row += layer.in * layer.out;  // <= p: cannot overflow
       layer.b_offset = p;
-      p += layer.out;
+      p = add_layout_floats(p, layer.out, 1, "the parameter count");
       if (l + 1 < L) {
         const int a = static_cast<int>(activations[l]);
         FASTMLP_CHECK(a >= 0 && a <= static_cast<int>(Activation::Tanh),
@@ -77,7 +89,8 @@ struct NetworkLayout {
     // PReLU slopes go after every weight and bias so that [W_1, b_1, ...] keeps the plain layout.
     for (Layer& layer : layers) {
       if (layer.activation == Activation::Prelu) {
-        layer.slope_offset = p++;
+        layer.slope_offset = p;
+        p = add_layout_floats(p, 1, 1, "the parameter count");
         has_prelu = true;
       }
     }
@@ -89,21 +102,22 @@ struct NetworkLayout {
     for (int64_t l = 0; l < L; ++l) {
       Layer& layer = layers[l];
       const bool is_hidden = l + 1 < L;
+      const char* what = "the workspace floats per batch row";
       if (is_hidden && layer.activation != Activation::Identity) {
         layer.z_row = row;
-        row += layer.out;
+        row = add_layout_floats(row, layer.out, 1, what);
       }
       layer.a_row = row;
-      row += layer.out;
+      row = add_layout_floats(row, layer.out, 1, what);
       if (is_hidden && layer.dropout > 0.0f) {
         layer.h_row = row;
-        row += layer.out;
+        row = add_layout_floats(row, layer.out, 1, what);
       }
       max_width = std::max(max_width, layer.out);
     }
     scratch_row[0] = row;
     scratch_row[1] = row + max_width;
-    floats_per_row = row + 2 * max_width;
+    floats_per_row = add_layout_floats(row, 2, max_width, "the workspace floats per batch row");
   }
 };
 

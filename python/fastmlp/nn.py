@@ -58,6 +58,10 @@ _FORMAT_VERSION = 1
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+# The most parameters (weights and biases) a model may have: 2**60 float32 values, 4 EiB, past
+# what any machine addresses; the engine's limit (kMaxLayoutFloats, csrc/engine/layout.h).
+_MAX_PARAMETERS = 2**60
+
 
 def _check_loss(loss: object) -> str:
     if not isinstance(loss, str) or loss not in LOSSES:
@@ -92,7 +96,16 @@ def _check_sizes(layer_sizes: object) -> list[int]:
             raise TypeError(f"layer_sizes: entry {i} is {s!r}, expected an int")
         if s < 1:
             raise ValueError(f"layer_sizes: entry {i} is {s}, expected >= 1")
-    return [int(s) for s in sizes]
+    sizes = [int(s) for s in sizes]
+    # Python ints do not overflow: refuse here, with the count, what NumPy would call "array is
+    # too big" (and the engine, csrc/engine/layout.h, refuses on its own side too).
+    count = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    if count > _MAX_PARAMETERS:
+        raise ValueError(
+            f"layer_sizes: {sizes} has {count} parameters, more than can be allocated "
+            "(at most 2**60 float32 values)"
+        )
+    return sizes
 
 
 def _check_device(device: object) -> str:
