@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 import fastmlp as fm
@@ -342,3 +343,83 @@ def test_bench_epoch_missing_peer_alone_exits_zero(monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert "torch: skipped: torch not installed" in out
     assert err == ""
+
+
+# ------------------------------------------------------------------------------ bench_ops.py
+# One tiny shape, two samples of 1 ms, no untimed calls: a few milliseconds per op.
+TINY_OPS = [
+    "--threads", "1", "--shapes", "8x16", "--repeat", "2", "--sample-ms", "1",
+    "--settle-ms", "0",
+]  # fmt: skip
+
+
+def test_bench_ops_restores_threads_and_writes_rows(monkeypatch, capsys, tmp_path, fm_threads):
+    blas = blas_threads()
+    md, js = tmp_path / "ops.md", tmp_path / "ops.json"
+    args = [*TINY_OPS, "--ops", "relu", "--no-torch", "--markdown", str(md), "--json", str(js)]
+    assert run_script(monkeypatch, "bench_ops.py", *args) == 0
+    assert fm.get_num_threads() == fm_threads
+    assert blas_threads() == blas
+    rows = json.loads(js.read_text())["rows"]
+    assert [(r["op"], r["rows"], r["cols"]) for r in rows] == [("relu", 8, 16)]
+    row = rows[0]
+    assert row["threads"]["fastmlp"] == 1 and "torch" not in row["threads"]
+    assert set(row["us"]) == {"ours", "numpy"} and row["us"]["ours"] > 0
+    assert set(row["ratio"]) == set(row["ratio_paired"]) == {"numpy"}
+    assert len(row["samples_s"]["ours"]) == len(row["samples_s"]["numpy"]) == 2
+    line = next(s for s in md.read_text().splitlines() if s.startswith("| relu "))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[:3] == ["relu", "8x16", "1"]
+    assert cells[5] == "-" and cells[8:] == ["-", "-"]  # PyTorch left out: dashes, not nan
+    assert "load average at end" in md.read_text()
+
+
+def test_bench_ops_every_op_with_torch_agrees(monkeypatch, capsys, tmp_path, fm_threads):
+    """Every op with all three contenders at a tiny shape: each peer's expression computes what
+    ours does (the script checks that before timing a row, and exits 1 otherwise)."""
+    torch = pytest.importorskip("torch")
+    ops_script = load_script("bench_ops.py")
+    old = torch.get_num_threads()
+    js = tmp_path / "ops.json"
+    assert run_script(monkeypatch, "bench_ops.py", *TINY_OPS, "--json", str(js)) == 0
+    assert torch.get_num_threads() == old and fm.get_num_threads() == fm_threads
+    rows = json.loads(js.read_text())["rows"]
+    assert [r["op"] for r in rows] == list(ops_script.OPS)
+    for r in rows:
+        assert set(r["us"]) == {"ours", "numpy", "torch"}, r["op"]
+        assert r["threads"]["torch"] == 1
+
+
+@pytest.mark.parametrize(
+    "numpy_fn",
+    [lambda x: x, lambda x: np.where(x > 0, x, np.float64(0.01) * x)],
+    ids=["wrong-values", "float64-result"],
+)
+def test_bench_ops_peer_that_differs_is_an_error(monkeypatch, capsys, fm_threads, numpy_fn):
+    ops_script = load_script("bench_ops.py")
+    monkeypatch.setitem(
+        ops_script.OPS,
+        "leaky_relu",
+        ("act", "", ops_script.act_forward("leaky_relu", numpy_fn, "")),
+    )
+    assert ops_script.main([*TINY_OPS, "--ops", "leaky_relu", "--no-torch"]) == 1
+    assert_one_line_error(capsys.readouterr().err, "leaky_relu 8x16: numpy's result differs")
+    assert fm.get_num_threads() == fm_threads
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--ops", "relu,gelu"], "--ops"),
+        (["--ops", ","], "--ops"),
+        (["--shapes", "8x0"], "--shapes"),
+        (["--shapes", "8"], "--shapes"),
+        (["--threads", "1,0"], "--threads"),
+        (["--repeat", "0"], "--repeat"),
+        (["--sample-ms", "0"], "--sample-ms"),
+        (["--settle-ms", "-1"], "--settle-ms"),
+    ],
+)
+def test_bench_ops_bad_option_is_a_one_line_error(monkeypatch, capsys, args, option):
+    assert run_script(monkeypatch, "bench_ops.py", *TINY_OPS, "--no-torch", *args) == 2
+    assert_one_line_error(capsys.readouterr().err, f"argument {option}")
