@@ -5,26 +5,17 @@
 // taken in double (a row of 10^5 probabilities summed in float would lose ~3 digits).
 // Stability: the row max m is subtracted before exp, so exp never overflows and the largest term is
 // exactly 1, which also keeps the sum >= 1 (no division by zero, no log of 0).
-// exp is common/exp_math.h's, on eight lanes with AVX2 (softmax_avx2.cpp, the same bits): the C
-// library's scalar expf made a 1024 x 1000 softmax 3.6x slower than PyTorch's. The row sums go to
-// eight double lanes (element j to lane j % 8, then the lanes in order), which the compiler
-// vectorises; the order depends only on cols.
+// exp and the row sums: cpu/row_exp.h.
 #include "cpu/softmax.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "common/exp_math.h"
 #include "common/threading.h"
 #include "cpu/cpu_features.h"
+#include "cpu/row_exp.h"
 
 namespace fastmlp {
-
-namespace detail {
-// softmax_avx2.cpp (bit-identical to the scalar loops below; only after cpu_has_avx2_fma()).
-void exp_shifted_avx2(float* e, const float* x, float shift, int64_t n);
-void log_softmax_backward_row_avx2(float* dx, const float* y, const float* dy, float s, int64_t n);
-}  // namespace detail
 
 namespace {
 
@@ -33,39 +24,12 @@ namespace {
 // An estimate from those costs, not a tuned value.
 constexpr int64_t kRowGrain = int64_t{1} << 14;
 constexpr int64_t kChunk = 256;  // floats of exp terms on the stack (a multiple of kLanes)
-constexpr int kLanes = 8;
 
 float row_max(const float* xr, int64_t cols) {
   float m = xr[0];
   for (int64_t j = 1; j < cols; ++j) m = std::max(m, xr[j]);
   return m;
 }
-
-// e[j] = exp(x[j] - shift); e may alias x exactly.
-void exp_shifted(float* e, const float* x, float shift, int64_t n, bool avx2) {
-  if (avx2) {
-    detail::exp_shifted_avx2(e, x, shift, n);
-    return;
-  }
-  for (int64_t j = 0; j < n; ++j) e[j] = expmath::exp(x[j] - shift);
-}
-
-// sum_j v[j] in double, element j in lane j % kLanes (v starts at a multiple of kLanes of its row).
-struct LaneSum {
-  double lane[kLanes] = {};
-  void add(const float* v, int64_t n) {
-    int64_t j = 0;
-    for (; j + kLanes <= n; j += kLanes) {
-      for (int l = 0; l < kLanes; ++l) lane[l] += v[j + l];
-    }
-    for (int l = 0; j < n; ++j, ++l) lane[l] += v[j];
-  }
-  double total() const {
-    double s = 0.0;
-    for (double v : lane) s += v;
-    return s;
-  }
-};
 
 }  // namespace
 
