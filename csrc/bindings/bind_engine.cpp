@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "bindings/arrays.h"
@@ -56,6 +57,8 @@ std::optional<double> train_step_fast(Network& net, py::handle x, py::handle y, 
   if (loss_uses_labels(kind)) {
     if (c < 2 || !plain_array(y.ptr(), i64, 1) || ya->dimensions[0] != n) return std::nullopt;
     t.labels = reinterpret_cast<const int64_t*>(ya->data);
+    // With the GIL held; the engine then reads the caller's array without it, so the loss kernels
+    // check each label again as they read it (cpu/losses.h): memory safety never rests on this.
     int64_t bad = 0;  // one branch-free pass (vectorises) instead of a branch per label
     for (int64_t i = 0; i < n; ++i) bad |= t.labels[i] < 0 || t.labels[i] >= c;
     if (bad) return std::nullopt;
@@ -79,6 +82,29 @@ std::optional<double> train_step_fast(Network& net, py::handle x, py::handle y, 
   return net.train_step(px, t, n, kind, 0.0f, training, optimizer);
 }
 
+// debug_unchecked_labels: `call` ("train_step", "loss_and_gradients" or "evaluate") with x and y
+// checked as usual except for the label range, so that a test can hand the loss kernels a label
+// out of range deterministically, as another thread rewriting y after the range check would.
+double debug_unchecked_labels(Network& net, const std::string& call, const py::array& x,
+                              const py::array& y, int loss, OptimizerState* optimizer) {
+  const LossKind kind = parse_loss(loss);
+  FASTMLP_CHECK(loss_uses_labels(kind), "loss: expected a loss that takes labels");
+  const float* px = check_x(net, x);
+  const int64_t n = x.shape(0);
+  Targets t;
+  t.labels = in_i64(y, "y", 1);
+  check_shape(y, "y", {n});
+  if (call == "train_step") {
+    FASTMLP_CHECK(optimizer != nullptr, "optimizer: train_step needs one");
+    py::gil_scoped_release release;
+    return net.train_step(px, t, n, kind, 0.0f, true, *optimizer);
+  }
+  py::gil_scoped_release release;
+  if (call == "loss_and_gradients") return net.loss_and_gradients(px, t, n, kind, 0.0f, true);
+  FASTMLP_CHECK(call == "evaluate", "call: expected train_step, loss_and_gradients or evaluate");
+  return net.evaluate(px, t, n, kind, n).loss;
+}
+
 }  // namespace
 
 void bind_engine(py::module_& m) {
@@ -100,7 +126,12 @@ void bind_engine(py::module_& m) {
       .def("workspace_bytes", &Network::workspace_bytes,
            "Debug: bytes held by the activation workspace (it only grows with the batch size).")
       .def("step_is_batch_parallel", &Network::step_is_batch_parallel, py::arg("n"),
-           "Debug: whether a training step on n rows now takes the batch-parallel passes.");
+           "Debug: whether a training step on n rows now takes the batch-parallel passes.")
+      .def("debug_unchecked_labels", &debug_unchecked_labels, py::arg("call"), py::arg("x"),
+           py::arg("y"), py::arg("loss"), py::arg("optimizer") = nullptr,
+           "Debug (tests): train_step or loss_and_gradients (training mode, no label smoothing) or "
+           "evaluate without the label range check, which the loss kernels then make; returns "
+           "the loss.");
 }
 
 }  // namespace fastmlp::bind

@@ -31,7 +31,8 @@ py::tuple result(double loss, const py::object& grad) {
   return py::make_tuple(loss, grad);
 }
 
-using LabelLoss = double (*)(float*, const float*, const int64_t*, int64_t, int64_t, float);
+using LabelLoss = double (*)(float*, const float*, const int64_t*, int64_t, int64_t, float,
+                             const char*);
 using PairLoss = double (*)(float*, const float*, const float*, int64_t, int64_t);
 
 py::tuple label_loss(LabelLoss kernel, const py::array& input, const char* input_name,
@@ -41,6 +42,8 @@ py::tuple label_loss(LabelLoss kernel, const py::array& input, const char* input
   const int64_t batch = input.shape(0), classes = input.shape(1);
   const int64_t* lp = in_i64(labels, "labels", 1);
   check_shape(labels, "labels", {batch});
+  // Checked here for the message naming the first bad label; the kernel reads the caller's array
+  // (no copy) with the GIL released, so it checks each label again as it reads it (cpu/losses.h).
   check_labels(lp, batch, classes, "labels");
   py::object grad = py::none();
   float* gp = nullptr;
@@ -52,7 +55,7 @@ py::tuple label_loss(LabelLoss kernel, const py::array& input, const char* input
   double loss;
   {
     py::gil_scoped_release nogil;
-    loss = kernel(gp, xp, lp, batch, classes, param);
+    loss = kernel(gp, xp, lp, batch, classes, param, "labels");
   }
   return result(loss, grad);
 }

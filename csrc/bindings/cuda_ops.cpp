@@ -274,7 +274,8 @@ void bind_cuda_ops(py::module_& m) {
         py::gil_scoped_release release;
         FASTMLP_CHECK(!cuda::labels_out_of_range(pl, batch, classes, kStream),
                       "labels: a label is out of range [0, ", classes, ")");
-        return cuda::softmax_cross_entropy(pd, pz, pl, batch, classes, label_smoothing, kStream);
+        return cuda::softmax_cross_entropy(pd, pz, pl, batch, classes, label_smoothing, "labels",
+                                           kStream);
       },
       py::arg("dlogits"), py::arg("logits"), py::arg("labels"), py::arg("batch"),
       py::arg("classes"), py::arg("label_smoothing"));
@@ -299,7 +300,7 @@ void bind_cuda_ops(py::module_& m) {
         py::gil_scoped_release release;
         FASTMLP_CHECK(!cuda::labels_out_of_range(pl, batch, classes, kStream),
                       "labels: a label is out of range [0, ", classes, ")");
-        return cuda::multiclass_hinge_loss(pd, ps, pl, batch, classes, margin, kStream);
+        return cuda::multiclass_hinge_loss(pd, ps, pl, batch, classes, margin, "labels", kStream);
       },
       py::arg("dscores"), py::arg("scores"), py::arg("labels"), py::arg("batch"),
       py::arg("classes"), py::arg("margin"));

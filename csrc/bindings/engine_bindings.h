@@ -42,7 +42,9 @@ const float* check_x(const Net& net, const py::array& x) {
   return px;
 }
 
-// y for `loss`: int64 labels (n,) in range, or float32 targets (n, out_features).
+// y for `loss`: int64 labels (n,) in range, or float32 targets (n, out_features). The range check
+// gives the error naming the first bad label; the engine reads y after the GIL is released, so the
+// loss kernels check each label again as they read it (another thread may have changed it).
 template <typename Net>
 Targets check_targets(const Net& net, const py::array& y, LossKind loss, int64_t n) {
   Targets t;

@@ -1,7 +1,7 @@
 // Losses with their gradients, CPU: softmax cross-entropy, MSE, multiclass hinge, BCE on logits.
 //
 // Shape legend: B = batch (rows), C = classes, F = features; inputs (B, C) or (B, F) row-major
-// float32, labels (B,) int64 in [0, C) (checked by the caller), targets (B, F).
+// float32, labels (B,) int64 (each checked as it is read: sum_label_rows_in_order), targets (B, F).
 // Each function computes the mean loss and, in the same pass over a row, writes the gradient of
 // that mean into its first argument (skipped when it is nullptr). The gradient may alias the
 // input it is taken with respect to (every element is read before it is written).
@@ -12,8 +12,11 @@
 #include "cpu/losses.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
+#include "common/errors.h"
+#include "common/macros.h"
 #include "common/scratch.h"
 #include "common/threading.h"
 
@@ -39,6 +42,57 @@ double sum_rows_in_order(int64_t rows, int64_t work, int64_t grain, const RowLos
   return total;
 }
 
+// The error of sum_label_rows_in_order, out of line so that no kernel carries its construction.
+[[noreturn]] FASTMLP_NOINLINE void throw_label_out_of_range(const char* name, int64_t label,
+                                                            int64_t row, int64_t classes) {
+  throw ValueError(detail::concat(
+      name, ": label ", label, " at index ", row, " is out of range [0, ", classes,
+      ") as the loss read it (did another thread change the labels during the call?)"));
+}
+
+// sum_rows_in_order for a label loss: row_loss(i, y) -> double gets the label y of row i, read
+// exactly once and checked to lie in [0, classes) before it indexes anything.
+//
+// Why the kernel checks: the bindings check every label up front with the GIL held, but the
+// kernels then run without it on the caller's own array (nothing copies it), so another Python
+// thread can rewrite a label in between, and a label trusted from that check would index z[y] /
+// d[y] out of bounds. Checking where the label is used makes every caller memory-safe whatever the
+// memory holds when it is read, for one compare per row and no allocation (the engine allocates
+// nothing in the steady state; a private copy of the labels would need a buffer). A row whose
+// label is out of range is skipped; the first one a thread met is kept in locals (nothing in the
+// row loop but the compare) and published after its range, and ValueError is thrown once the
+// parallel region has joined: no exception may leave an OpenMP region.
+template <typename RowLoss>
+double sum_label_rows_in_order(int64_t rows, int64_t classes, int64_t grain, const int64_t* labels,
+                               const char* labels_name, const RowLoss& row_loss) {
+  double* per_row = thread_scratch_doubles(static_cast<size_t>(rows));
+  std::atomic<bool> bad{false};
+  int64_t bad_row = 0, bad_label = 0;  // written by the first thread to set `bad`
+  parallel_ranges(rows, threads_for(rows * classes, grain), [&](int64_t r0, int64_t r1) {
+    int64_t first = -1, first_label = 0;
+    for (int64_t i = r0; i < r1; ++i) {
+      // volatile: exactly one load, so that the value checked is the value used (a plain load of
+      // memory that another thread may write could legally be repeated by the compiler).
+      const int64_t y = *static_cast<const volatile int64_t*>(labels + i);
+      if (static_cast<uint64_t>(y) < static_cast<uint64_t>(classes)) {  // also refuses y < 0
+        per_row[i] = row_loss(i, y);
+      } else if (first < 0) {
+        first = i;
+        first_label = y;
+      }
+    }
+    bool expected = false;
+    if (first >= 0 && bad.compare_exchange_strong(expected, true)) {
+      bad_row = first;
+      bad_label = first_label;
+    }
+  });
+  if (bad.load()) throw_label_out_of_range(labels_name, bad_label, bad_row, classes);
+  double total = 0.0;
+  for (int64_t i = 0; i < rows; ++i) total += per_row[i];
+  return total;
+}
+
 }  // namespace
 
 // Fused softmax + cross-entropy with label smoothing eps; logits (B, C), labels (B,),
@@ -49,17 +103,17 @@ double sum_rows_in_order(int64_t rows, int64_t work, int64_t grain, const RowLos
 //   dlogits_ij = (exp(z_j - m) / s - q_j) / B.
 // The row's exp terms are stored in dlogits on the way and rescaled in place.
 double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
-                             int64_t batch, int64_t classes, float label_smoothing) {
+                             int64_t batch, int64_t classes, float label_smoothing,
+                             const char* labels_name) {
   if (batch <= 0 || classes <= 0) return 0.0;
   const double eps = label_smoothing;
   const double inv_batch = 1.0 / static_cast<double>(batch);
   const float q_other = static_cast<float>(eps / static_cast<double>(classes) * inv_batch);
   const float q_label =
       static_cast<float>(((1.0 - eps) + eps / static_cast<double>(classes)) * inv_batch);
-  const double total =
-      sum_rows_in_order(batch, batch * classes, kTranscendentalGrain, [&](int64_t i) {
+  const double total = sum_label_rows_in_order(
+      batch, classes, kTranscendentalGrain, labels, labels_name, [&](int64_t i, int64_t y) {
         const float* z = logits + i * classes;
-        const int64_t y = labels[i];
         // Pass 1 reads everything the loss needs from z, since dlogits may alias logits.
         const float m = *std::max_element(z, z + classes);
         double sum_gap = 0.0;  // sum_j (m - z_j)
@@ -130,30 +184,31 @@ double mse_loss(float* dpred, const float* pred, const float* target, int64_t ba
 // reference, so the indicator [margin_ij > 0] agrees with it exactly (for a margin representable in
 // float32). dscores may alias scores.
 double multiclass_hinge_loss(float* dscores, const float* scores, const int64_t* labels,
-                             int64_t batch, int64_t classes, float margin) {
+                             int64_t batch, int64_t classes, float margin,
+                             const char* labels_name) {
   if (batch <= 0 || classes <= 0) return 0.0;
   const double inv_batch = 1.0 / static_cast<double>(batch);
   const float g = static_cast<float>(inv_batch);
   const double delta = margin;
-  const double total = sum_rows_in_order(batch, batch * classes, kCheapGrain, [&](int64_t i) {
-    const float* s = scores + i * classes;
-    const int64_t y = labels[i];
-    const double s_y = s[y];
-    double acc = 0.0;
-    int64_t violated = 0;
-    float* d = dscores != nullptr ? dscores + i * classes : nullptr;
-    for (int64_t j = 0; j < classes; ++j) {
-      const double m = (static_cast<double>(s[j]) - s_y) + delta;
-      const bool on = j != y && m > 0.0;
-      // max(0, m) as the reference's np.maximum: a NaN margin (NaN or inf - inf in the scores)
-      // makes the loss NaN instead of dropping out of the sum; its gradient term stays 0.
-      if (j != y && !(m <= 0.0)) acc += m;
-      violated += on;
-      if (d != nullptr) d[j] = on ? g : 0.0f;
-    }
-    if (d != nullptr) d[y] = static_cast<float>(-static_cast<double>(violated) * inv_batch);
-    return acc;
-  });
+  const double total = sum_label_rows_in_order(
+      batch, classes, kCheapGrain, labels, labels_name, [&](int64_t i, int64_t y) {
+        const float* s = scores + i * classes;
+        const double s_y = s[y];
+        double acc = 0.0;
+        int64_t violated = 0;
+        float* d = dscores != nullptr ? dscores + i * classes : nullptr;
+        for (int64_t j = 0; j < classes; ++j) {
+          const double m = (static_cast<double>(s[j]) - s_y) + delta;
+          const bool on = j != y && m > 0.0;
+          // max(0, m) as the reference's np.maximum: a NaN margin (NaN or inf - inf in the scores)
+          // makes the loss NaN instead of dropping out of the sum; its gradient term stays 0.
+          if (j != y && !(m <= 0.0)) acc += m;
+          violated += on;
+          if (d != nullptr) d[j] = on ? g : 0.0f;
+        }
+        if (d != nullptr) d[y] = static_cast<float>(-static_cast<double>(violated) * inv_batch);
+        return acc;
+      });
   return total * inv_batch;
 }
 

@@ -53,14 +53,17 @@ void log_softmax_backward(float* dx, const float* y, const float* dy, int64_t ro
                           cudaStream_t stream);
 
 // ---------------------------------------------------------------- losses (cpu/losses.h)
-// Labels must lie in [0, classes): the caller checks them (the kernels clamp nothing).
+// Labels must lie in [0, classes). The kernels check each label as they read it (the caller's
+// check may predate a change by another thread; cpu/losses.h) and throw ValueError, starting with
+// labels_name, for one out of range: it is never used as an index.
 double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
                              int64_t batch, int64_t classes, float label_smoothing,
-                             cudaStream_t stream);
+                             const char* labels_name, cudaStream_t stream);
 double mse_loss(float* dpred, const float* pred, const float* target, int64_t batch,
                 int64_t features, cudaStream_t stream);
 double multiclass_hinge_loss(float* dscores, const float* scores, const int64_t* labels,
-                             int64_t batch, int64_t classes, float margin, cudaStream_t stream);
+                             int64_t batch, int64_t classes, float margin, const char* labels_name,
+                             cudaStream_t stream);
 double bce_with_logits(float* dlogits, const float* logits, const float* targets, int64_t batch,
                        int64_t features, cudaStream_t stream);
 // Whether any label lies outside [0, classes) (one small reduction; synchronises the stream).

@@ -1,7 +1,12 @@
 // CUDA losses with their gradients (contracts and formulas: cpu/losses.h, cpu/losses.cpp).
 //
 // Shape legend: B = batch (rows), C = classes, F = features; inputs (B, C) or (B, F) row-major
-// float32, labels (B,) int64 in [0, C) (checked by the caller), targets (B, F).
+// float32, labels (B,) int64 in [0, C), targets (B, F).
+// Labels are checked by the row kernels as they read them, as on the CPU (cpu/losses.h): the
+// callers' checks (labels_out_of_range, or the host check before the engine copies host labels to
+// the device with the GIL released) come before the copy or kernel that uses them, and another
+// thread can change the labels in between. A row whose label is out of range is skipped and sets
+// a flag that the host reads with the loss; the call then throws ValueError.
 // One pass per row, one warp per row (8 rows per 256-thread block): the warp computes the row's
 // loss term in double, writes it to per-row slot partial[i], and writes the row's gradient (when
 // the gradient pointer is not null). A second kernel adds the B slots in a fixed tree order in one
@@ -25,19 +30,37 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kRowsPerBlock = kThreads / kWarp;
 
+// The label of `row`, read once (by lane 0) and broadcast, so that every lane of the warp checks
+// and uses the same value even if the memory changes meanwhile; -1 when it lies outside
+// [0, classes), after lane 0 has set *bad and zeroed the row's slot. The result is warp-uniform,
+// so a warp that skips its row does so as a whole (the warp reductions below need every lane).
+__device__ __forceinline__ int64_t row_label(double* partial, double* bad, const int64_t* labels,
+                                             int64_t row, int64_t classes, int lane) {
+  long long y = 0;
+  if (lane == 0) y = *static_cast<const volatile int64_t*>(labels + row);
+  y = __shfl_sync(kFullMask, y, 0);
+  if (y >= 0 && y < classes) return y;
+  if (lane == 0) {
+    partial[row] = 0.0;
+    *bad = 1.0;  // every writer stores the same value: no atomic needed
+  }
+  return -1;
+}
+
 // Softmax cross-entropy with label smoothing (cpu/losses.cpp spells out the algebra):
 //   loss_i = (1 - eps)(log s + m - z_y) + eps (log s + mean_j (m - z_j)),
 //   d_ij = exp(z_j - m) / (s B) - q_j / B  with q_other = eps / (C B), q_label = (1 - eps + eps /
 //   C) / B.
 __global__ void __launch_bounds__(kThreads)
-    softmax_ce_kernel(double* partial, float* dlogits, const float* logits, const int64_t* labels,
-                      int64_t batch, int64_t classes, double eps, double inv_batch, float q_other,
-                      float q_label) {
+    softmax_ce_kernel(double* partial, double* bad, float* dlogits, const float* logits,
+                      const int64_t* labels, int64_t batch, int64_t classes, double eps,
+                      double inv_batch, float q_other, float q_label) {
   const int lane = threadIdx.x % kWarp;
   const int64_t row = int64_t{blockIdx.x} * kRowsPerBlock + threadIdx.x / kWarp;
   if (row >= batch) return;
   const float* z = logits + row * classes;
-  const int64_t y = labels[row];
+  const int64_t y = row_label(partial, bad, labels, row, classes, lane);
+  if (y < 0) return;
   const float z_y = z[y];
   float m = -INFINITY;
   double sum_gap = 0.0;
@@ -91,13 +114,15 @@ __global__ void __launch_bounds__(kThreads)
 // Weston-Watkins hinge: margin_j = (s_j - s_y) + delta in double (as the CPU and the reference),
 // loss_i = sum_{j != y} max(0, margin_j); d_j = [margin_j > 0] / B, d_y = -(count) / B.
 __global__ void __launch_bounds__(kThreads)
-    hinge_kernel(double* partial, float* dscores, const float* scores, const int64_t* labels,
-                 int64_t batch, int64_t classes, double delta, double inv_batch) {
+    hinge_kernel(double* partial, double* bad, float* dscores, const float* scores,
+                 const int64_t* labels, int64_t batch, int64_t classes, double delta,
+                 double inv_batch) {
   const int lane = threadIdx.x % kWarp;
   const int64_t row = int64_t{blockIdx.x} * kRowsPerBlock + threadIdx.x / kWarp;
   if (row >= batch) return;
   const float* s = scores + row * classes;
-  const int64_t y = labels[row];
+  const int64_t y = row_label(partial, bad, labels, row, classes, lane);
+  if (y < 0) return;
   const double s_y = s[y];
   __syncwarp();  // s_y read by every lane before any lane overwrites s (dscores may alias scores)
   const float g = static_cast<float>(inv_batch);
@@ -170,24 +195,34 @@ __global__ void targets_check_kernel(int* bad, const float* t, int64_t n) {
   }
 }
 
-// Per-row partials + fixed-order sum; launches the row kernel through `row_launch(partial)` and
-// returns the double total (synchronising the stream to read it).
+// Per-row partials + fixed-order sum; launches the row kernel through
+// `row_launch(blocks, partial, bad)` and returns the double total (synchronising the stream to read
+// it). `bad` is one double, zeroed first, that a label loss sets to 1 for a label out of range
+// (row_label); the call then throws ValueError naming labels_name (nullptr: a loss without labels).
 template <typename RowLaunch>
-double reduce_rows(int64_t batch, cudaStream_t stream, const char* what,
-                   const RowLaunch& row_launch) {
-  StreamBuffer work(static_cast<size_t>(batch + 1) * sizeof(double), stream, what);
+double reduce_rows(int64_t batch, cudaStream_t stream, const char* what, const char* labels_name,
+                   int64_t classes, const RowLaunch& row_launch) {
+  StreamBuffer work(static_cast<size_t>(batch + 2) * sizeof(double), stream, what);
   double* partial = work.as<double>();
-  double* total = partial + batch;
+  double* total = partial + batch;  // then bad, so that one copy brings both back
+  double* bad = total + 1;
   const int64_t blocks = (batch + kRowsPerBlock - 1) / kRowsPerBlock;
   FASTMLP_CHECK(blocks < (int64_t{1} << 31), "batch: too many rows for one launch, got ", batch);
-  row_launch(static_cast<unsigned>(blocks), partial);
+  if (labels_name != nullptr) {
+    check_cuda(cudaMemsetAsync(bad, 0, sizeof(double), stream), what);
+  }
+  row_launch(static_cast<unsigned>(blocks), partial, bad);
   check_launch(what);
   sum_partials_kernel<<<1, kThreads, 0, stream>>>(total, partial, batch);
   check_launch(what);
-  double host = 0.0;
-  check_cuda(cudaMemcpyAsync(&host, total, sizeof(double), cudaMemcpyDeviceToHost, stream), what);
+  double host[2] = {0.0, 0.0};  // total, bad (read only when zeroed above)
+  const size_t back = (labels_name != nullptr ? 2 : 1) * sizeof(double);
+  check_cuda(cudaMemcpyAsync(host, total, back, cudaMemcpyDeviceToHost, stream), what);
   check_cuda(cudaStreamSynchronize(stream), what);
-  return host;
+  FASTMLP_CHECK(labels_name == nullptr || host[1] == 0.0, labels_name,
+                ": a label is out of range [0, ", classes,
+                ") as the loss read it (did another thread change the labels during the call?)");
+  return host[0];
 }
 
 bool any_flag(cudaStream_t stream, const char* what,
@@ -207,18 +242,19 @@ bool any_flag(cudaStream_t stream, const char* what,
 
 double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
                              int64_t batch, int64_t classes, float label_smoothing,
-                             cudaStream_t stream) {
+                             const char* labels_name, cudaStream_t stream) {
   if (batch <= 0 || classes <= 0) return 0.0;
   const double eps = label_smoothing;
   const double inv_batch = 1.0 / static_cast<double>(batch);
   const float q_other = static_cast<float>(eps / static_cast<double>(classes) * inv_batch);
   const float q_label =
       static_cast<float>(((1.0 - eps) + eps / static_cast<double>(classes)) * inv_batch);
-  const double total =
-      reduce_rows(batch, stream, "softmax_cross_entropy", [&](unsigned blocks, double* partial) {
-        softmax_ce_kernel<<<blocks, kThreads, 0, stream>>>(
-            partial, dlogits, logits, labels, batch, classes, eps, inv_batch, q_other, q_label);
-      });
+  const double total = reduce_rows(batch, stream, "softmax_cross_entropy", labels_name, classes,
+                                   [&](unsigned blocks, double* partial, double* bad) {
+                                     softmax_ce_kernel<<<blocks, kThreads, 0, stream>>>(
+                                         partial, bad, dlogits, logits, labels, batch, classes, eps,
+                                         inv_batch, q_other, q_label);
+                                   });
   return total * inv_batch;
 }
 
@@ -227,24 +263,25 @@ double mse_loss(float* dpred, const float* pred, const float* target, int64_t ba
   if (batch <= 0 || features <= 0) return 0.0;
   const double inv_n = 1.0 / (static_cast<double>(batch) * static_cast<double>(features));
   const double grad_scale = 2.0 * inv_n;
-  const double total =
-      reduce_rows(batch, stream, "mse_loss", [&](unsigned blocks, double* partial) {
-        mse_kernel<<<blocks, kThreads, 0, stream>>>(partial, dpred, pred, target, batch, features,
-                                                    grad_scale);
-      });
+  const double total = reduce_rows(batch, stream, "mse_loss", nullptr, 0,
+                                   [&](unsigned blocks, double* partial, double*) {
+                                     mse_kernel<<<blocks, kThreads, 0, stream>>>(
+                                         partial, dpred, pred, target, batch, features, grad_scale);
+                                   });
   return total * inv_n;
 }
 
 double multiclass_hinge_loss(float* dscores, const float* scores, const int64_t* labels,
-                             int64_t batch, int64_t classes, float margin, cudaStream_t stream) {
+                             int64_t batch, int64_t classes, float margin, const char* labels_name,
+                             cudaStream_t stream) {
   if (batch <= 0 || classes <= 0) return 0.0;
   const double inv_batch = 1.0 / static_cast<double>(batch);
-  const double total =
-      reduce_rows(batch, stream, "multiclass_hinge_loss", [&](unsigned blocks, double* partial) {
-        hinge_kernel<<<blocks, kThreads, 0, stream>>>(partial, dscores, scores, labels, batch,
-                                                      classes, static_cast<double>(margin),
-                                                      inv_batch);
-      });
+  const double total = reduce_rows(batch, stream, "multiclass_hinge_loss", labels_name, classes,
+                                   [&](unsigned blocks, double* partial, double* bad) {
+                                     hinge_kernel<<<blocks, kThreads, 0, stream>>>(
+                                         partial, bad, dscores, scores, labels, batch, classes,
+                                         static_cast<double>(margin), inv_batch);
+                                   });
   return total * inv_batch;
 }
 
@@ -253,8 +290,8 @@ double bce_with_logits(float* dlogits, const float* logits, const float* targets
   if (batch <= 0 || features <= 0) return 0.0;
   const double inv_n = 1.0 / (static_cast<double>(batch) * static_cast<double>(features));
   const float grad_scale = static_cast<float>(inv_n);
-  const double total =
-      reduce_rows(batch, stream, "bce_with_logits", [&](unsigned blocks, double* partial) {
+  const double total = reduce_rows(
+      batch, stream, "bce_with_logits", nullptr, 0, [&](unsigned blocks, double* partial, double*) {
         bce_kernel<<<blocks, kThreads, 0, stream>>>(partial, dlogits, logits, targets, batch,
                                                     features, grad_scale);
       });

@@ -317,11 +317,11 @@ double Network::compute_loss(float* dlogits, const float* logits, const Targets&
   const int64_t c = out_features();
   switch (loss) {
     case LossKind::CrossEntropy:
-      return softmax_cross_entropy(dlogits, logits, y.labels, n, c, label_smoothing);
+      return softmax_cross_entropy(dlogits, logits, y.labels, n, c, label_smoothing, "y");
     case LossKind::Mse:
       return mse_loss(dlogits, logits, y.values, n, c);
     case LossKind::Hinge:
-      return multiclass_hinge_loss(dlogits, logits, y.labels, n, c, 1.0f);
+      return multiclass_hinge_loss(dlogits, logits, y.labels, n, c, 1.0f, "y");
     case LossKind::Bce:
       return bce_with_logits(dlogits, logits, y.values, n, c);
   }

@@ -44,6 +44,12 @@
 // are x and the targets examined, to raise ValueError ("x: contains NaN or infinite values") rather
 // than NonFiniteError. Either way nothing has changed.
 //
+// Labels: the bindings check their range with the GIL held, but the engine reads the caller's
+// array after the GIL is released, when another thread may have changed it. The loss kernels check
+// each label as they read it (cpu/losses.h) and throw ValueError ("y: ...") for one out of range;
+// the loss is computed before the backward pass and the update, so nothing has changed then
+// either. Accuracy counting only compares labels, never indexes with them.
+//
 // Threads (batch-parallel passes): with T >= 2 threads, the forward pass runs in ONE OpenMP region
 // in which each thread takes a contiguous block of batch rows through every layer with
 // single-threaded kernels, and the backward pass in one region with one barrier per layer
