@@ -642,6 +642,14 @@ for cols in (1, 5, 8, 10, 17, 300):
         out[key] = ops.log_softmax(xs) if log else ops.softmax(xs)
         backward = ops.log_softmax_backward if log else ops.softmax_backward
         out[key + "_backward"] = backward(out[key], dys)
+    labels = rng.integers(0, cols, 9)
+    for smoothing in (0.0, 0.1):
+        loss, grad = ops.softmax_cross_entropy(xs, labels, label_smoothing=smoothing)
+        out[f"ce_{cols}_{smoothing}"] = np.array([loss])
+        out[f"ce_grad_{cols}_{smoothing}"] = grad
+        loss_only, _ = ops.softmax_cross_entropy(xs, labels, label_smoothing=smoothing,
+                                                 need_grad=False)
+        out[f"ce_loss_only_{cols}_{smoothing}"] = np.array([loss_only])
 np.savez(sys.argv[1], **out)
 """
 
