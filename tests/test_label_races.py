@@ -135,7 +135,7 @@ def test_cuda_kernels_refuse_a_label_out_of_range(rng, loss):
 
 RACE_SCRIPT = textwrap.dedent(
     """
-    import sys, threading, time, traceback
+    import sys, threading, time
     import numpy as np
     import fastmlp as fm
     from fastmlp import ops
@@ -180,12 +180,6 @@ RACE_SCRIPT = textwrap.dedent(
                 except ValueError as e:
                     assert "out of range" in str(e), (name, str(e))
                     counts[name][1] += 1
-                except IndexError as e:
-                    # _checks.as_labels finds a bad label by its range, then looks it up again
-                    # and may find it gone: a Python error raised before any kernel runs.
-                    frame = traceback.extract_tb(e.__traceback__)[-1]
-                    assert frame.filename.endswith("_checks.py"), (name, frame)
-                    counts[name][1] += 1
     finally:
         stop = True
         writer.join()
@@ -196,9 +190,9 @@ RACE_SCRIPT = textwrap.dedent(
 
 
 def test_labels_rewritten_by_another_thread_never_crash(tmp_path):
-    """Every call either succeeds or raises ValueError (or as_labels' IndexError, before any
-    kernel); before the kernels checked, the engine path segfaulted within a few hundred steps and
-    the ops wrote past the end of the gradient buffer (AddressSanitizer)."""
+    """Every call either succeeds or raises ValueError; before the kernels checked, the engine
+    path segfaulted within a few hundred steps and the ops wrote past the end of the gradient
+    buffer (AddressSanitizer)."""
     script = tmp_path / "race.py"
     script.write_text(RACE_SCRIPT)
     run = subprocess.run(

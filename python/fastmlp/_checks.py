@@ -97,8 +97,10 @@ def as_labels(y: object, name: str, n: int, num_classes: int) -> np.ndarray:
     if y.shape[0] != n:
         raise ValueError(f"{name}: expected {n} labels (one per row), got {y.shape[0]}")
     if n and (y.min() < 0 or y.max() >= num_classes):
-        bad = int(y[(y < 0) | (y >= num_classes)][0])
-        raise ValueError(f"{name}: label {bad} is out of range [0, {num_classes})")
+        # Looked up again for the message: another thread may have put the label back since.
+        bad = y[(y < 0) | (y >= num_classes)]
+        label = f"label {int(bad[0])}" if bad.size else "a label"
+        raise ValueError(f"{name}: {label} is out of range [0, {num_classes})")
     return np.ascontiguousarray(y, dtype=np.int64)
 
 

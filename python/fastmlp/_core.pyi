@@ -95,6 +95,17 @@ class Network:
         dropouts: collections.abc.Sequence[float],
         seed: int,
     ) -> None: ...
+    def debug_unchecked_labels(
+        self,
+        call: str,
+        x: numpy.ndarray,
+        y: numpy.ndarray,
+        loss: int,
+        optimizer: OptimizerState | None = None,
+    ) -> float:
+        """
+        Debug (tests): train_step or loss_and_gradients (training mode, no label smoothing) or evaluate without the label range check, which the loss kernels then make; returns the loss.
+        """
     def evaluate(
         self, x: numpy.ndarray, y: numpy.ndarray, loss: int, batch_size: int
     ) -> tuple[float, int, int]:
