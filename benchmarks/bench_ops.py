@@ -428,14 +428,7 @@ def int_list(text: str) -> list[int]:
 
 def op_list(text: str) -> list[str]:
     """``"relu,softmax"`` -> ``["relu", "softmax"]``; ValueError for an unknown name or none."""
-    names = [o.strip() for o in text.split(",") if o.strip()]
-    known = ", ".join(OPS)
-    if not names:
-        raise ValueError(f"no op given; known: {known}")
-    for o in names:
-        if o not in OPS:
-            raise ValueError(f"unknown {o!r}; known: {known}")
-    return list(dict.fromkeys(names))
+    return _bench.parse_names(text, list(OPS), "op")
 
 
 def shape_list(text: str) -> list[Shape]:

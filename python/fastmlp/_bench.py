@@ -397,17 +397,23 @@ def thread_settings(n: int | None, use_torch: bool = True) -> Iterator[dict[str,
             undo()
 
 
-def parse_optimizers(text: str) -> list[str]:
-    """``"adam,sgd"`` -> ``["adam", "sgd"]``; ValueError (a one-line message) for an unknown name
-    or an empty list, which would time nothing and print an empty table."""
+def parse_names(text: str, known: Sequence[str], what: str) -> list[str]:
+    """``"a, b,"`` -> ``["a", "b"]``, each in ``known``, repeats dropped; ValueError (a one-line
+    message naming the ``what``) for an unknown name or an empty list, which would time nothing
+    and print an empty table."""
     names = [o.strip() for o in text.split(",") if o.strip()]
-    known = ", ".join(OPTIMIZERS)
+    listed = ", ".join(known)
     if not names:
-        raise ValueError(f"no optimizer given; known: {known}")
+        raise ValueError(f"no {what} given; known: {listed}")
     for o in names:
-        if o not in OPTIMIZERS:
-            raise ValueError(f"unknown {o!r}; known: {known}")
-    return names
+        if o not in known:
+            raise ValueError(f"unknown {o!r}; known: {listed}")
+    return list(dict.fromkeys(names))
+
+
+def parse_optimizers(text: str) -> list[str]:
+    """``"adam,sgd"`` -> ``["adam", "sgd"]`` (see :func:`parse_names`)."""
+    return parse_names(text, OPTIMIZERS, "optimizer")
 
 
 def parse_cases(text: str) -> list[tuple[list[int], int]]:
