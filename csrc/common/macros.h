@@ -2,11 +2,14 @@
 #pragma once
 
 // FASTMLP_HD marks scalar math that both backends call: __host__ __device__ under nvcc,
-// plain inline in a host compiler, so the two backends compute the same function.
+// inline in a host compiler, so the two backends compute the same function. On the host the
+// functions are static (one copy per translation unit): the AVX2 files (-mavx2 -mfma) call them
+// too, and with external linkage the linker could keep their AVX2 copy for the whole library,
+// which a CPU without AVX2 cannot run.
 #if defined(__CUDACC__)
 #define FASTMLP_HD __host__ __device__ __forceinline__
 #else
-#define FASTMLP_HD inline
+#define FASTMLP_HD static inline
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
