@@ -5,8 +5,8 @@ Two groups:
 * ``requires_gpu`` tests (the module's former module-level skip, now a mark on each of them) run
   every CUDA op against ``fastmlp.reference`` (float64) and skip, with the reason, on a machine
   without a usable GPU. Tolerances are the CPU tests' (same formulas, same float32 roundings),
-  except where a comment says why the GPU differs (CUDA's expf/tanhf are <= 2 ulp like glibc's;
-  TF32 has its own bound).
+  except where a comment says why the GPU differs (TF32 has its own bound; elu, sigmoid and tanh
+  use common/exp_math.h on both, meant to give the same bits).
 * The rest run everywhere: without a GPU, asking for CUDA raises RuntimeError with the reason, and
   the CPU path is unchanged by the new ``device`` argument.
 
@@ -308,7 +308,7 @@ def test_linear_epilogue_matches_reference(rng, activation, tf32) -> None:
     tol = tf32_tol(k, scale) if tf32 else gemm_tol(k, scale)
     assert np.all(np.abs(z.numpy() - ref_z) <= tol)
     # The activation of the stored z, against the reference: the forward tolerance of
-    # test_activations (<= 10 ulp for the transcendental ones, CUDA's expf/tanhf <= 2 ulp).
+    # test_activations (<= 10 ulp for the transcendental ones: common/exp_math.h on both).
     np.testing.assert_allclose(
         y.numpy(), reference.activation(z.numpy(), activation, alpha), rtol=1e-6, atol=1e-38
     )
@@ -390,7 +390,7 @@ def test_activations_match_reference(rng, name, shape) -> None:
     alpha = ALPHAS.get(name)
     y = host(ops.activation(dev(x), name, alpha))
     # The CPU tests' forward tolerances: exact for identity/relu, 2u for one product, < 10u for
-    # the transcendental kinds (CUDA's expf, expm1f, tanhf are within 2 ulp, like glibc's).
+    # the transcendental kinds (common/exp_math.h's functions on both devices).
     rtol, atol = {
         "identity": (0, 0),
         "relu": (0, 0),
@@ -657,3 +657,13 @@ def test_multi_tensor_launch_matches_per_tensor_cpu_steps(rng) -> None:
     for i in range(len(sizes)):
         np.testing.assert_array_equal(dev_p[i].numpy(), cpu[i], err_msg=f"tensor {i}")
         np.testing.assert_array_equal(dev_v[i].numpy(), v_cpu[i], err_msg=f"tensor {i}")
+
+
+@requires_gpu
+def test_masked_arrays_are_refused_on_the_way_to_the_gpu():
+    x = np.ma.array(np.ones(3, np.float32), mask=[0, 1, 0])
+    with pytest.raises(TypeError, match=r"^x: masked arrays are not supported"):
+        cuda.to_device(x)
+    dev = cuda.zeros((3,))
+    with pytest.raises(TypeError, match=r"^src: masked arrays are not supported"):
+        dev.copy_from(x)

@@ -56,8 +56,9 @@ void gemm_py(DeviceBuffer& c, const DeviceBuffer& a, const DeviceBuffer& b, int6
   FASTMLP_CHECK(pc == nullptr || (pc != pa && pc != pb && pc != epi.bias),
                 "c: must not share memory with a, b or bias");
   FASTMLP_CHECK(
-      epi.preactivation == nullptr || (epi.preactivation != pa && epi.preactivation != pb),
-      "preactivation: must not share memory with a or b");
+      epi.preactivation == nullptr ||
+          (epi.preactivation != pa && epi.preactivation != pb && epi.preactivation != epi.bias),
+      "preactivation: must not share memory with a, b or bias");
   FASTMLP_CHECK(epi.preactivation == nullptr || epi.preactivation != pc ||
                     epi.activation == Activation::Identity,
                 "preactivation: may share memory with c only for the identity activation");

@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "common/errors.h"
+#include "common/exp_math.h"
 #include "cuda/check.h"
 #include "cuda/device_util.cuh"
 #include "cuda/kernels.h"
@@ -72,7 +73,7 @@ __global__ void __launch_bounds__(kThreads)
   double s = 0.0;
   float* d = dlogits != nullptr ? dlogits + row * classes : nullptr;
   for (int64_t j = lane; j < classes; j += kWarp) {
-    const float e = expf(z[j] - m);
+    const float e = expmath::exp(z[j] - m);  // the CPU's exp (common/exp_math.h)
     if (d != nullptr) d[j] = e;
     s += e;
   }

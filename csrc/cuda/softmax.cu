@@ -71,7 +71,8 @@ __global__ void __launch_bounds__(kThreads)
     double s = 0.0;
     for (int64_t j = lane; j < cols; j += kWarp) s += static_cast<double>(d[j]);
     const float ss = static_cast<float>(warp_sum(s));
-    for (int64_t j = lane; j < cols; j += kWarp) o[j] = d[j] - expmath::exp(a[j]) * ss;
+    for (int64_t j = lane; j < cols; j += kWarp)
+      o[j] = expmath::add_rn(d[j], -expmath::mul_rn(expmath::exp(a[j]), ss));
   }
 }
 

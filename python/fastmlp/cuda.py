@@ -32,6 +32,8 @@ from typing import Any, Union
 
 import numpy as np
 
+from ._checks import check_not_masked
+
 __all__ = [
     "FUSED_MAX_LAYERS",
     "FUSED_MAX_WIDTH",
@@ -169,6 +171,7 @@ class DeviceArray:
                 )
             self._buf.copy_from(src._buf)
             return
+        check_not_masked(src, "src")
         arr = np.asarray(src)
         if arr.shape != self._shape:
             raise ValueError(f"src: expected shape {self._shape}, got {arr.shape}")
@@ -265,6 +268,7 @@ def to_device(x: object, dtype: object = None) -> DeviceArray:
         if dtype is None or np.dtype(dtype) == x.dtype:  # type: ignore[call-overload]
             return x
         raise TypeError(f"x: a {x.dtype} DeviceArray cannot be converted to {dtype} on the GPU")
+    check_not_masked(x, "x")
     arr = np.asarray(x)
     if dtype is None:
         if arr.dtype.kind == "f":
