@@ -227,8 +227,8 @@ OPS: dict[str, tuple[str, str, Callable[..., dict[str, Fn | None]]]] = {
     ),
     "elu_backward": (
         "act",
-        "dx = x > 0 ? dy : dy (y + 1)",
-        act_backward("elu", lambda x, y, dy: np.where(x > 0, dy, dy * (y + 1)), "elu_backward"),
+        "dx = x > 0 ? dy : dy e^x",
+        act_backward("elu", lambda x, y, dy: np.where(x > 0, dy, dy * np.exp(x)), "elu_backward"),
     ),
     "sigmoid_backward": (
         "act",

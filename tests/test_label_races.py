@@ -45,7 +45,8 @@ def _model_and_data(rng: np.random.Generator, batch: int, *, wide: bool = False)
 @pytest.mark.parametrize("bad", [10, -1, 1 << 40, -(1 << 62)])
 @pytest.mark.parametrize("batch", [5, 512])
 def test_engine_refuses_a_label_out_of_range_and_changes_nothing(rng, loss, call, bad, batch):
-    """batch 512 on the wide net takes the batch-parallel passes and a threaded loss."""
+    """batch 512 on the wide net takes the batch-parallel passes (the loss itself runs on one
+    thread there: 512 x 10 is below its threading grain)."""
     wide = batch == 512
     model, opt, x, y = _model_and_data(rng, batch, wide=wide)
     twin, twin_opt, _, _ = _model_and_data(np.random.default_rng(12345), batch, wide=wide)

@@ -79,11 +79,11 @@ def resolve_activation(name: str, alpha: float | None = None) -> tuple[int, floa
     if name not in DEFAULT_ALPHA:
         raise ValueError(f"alpha: activation {name!r} takes no alpha, got {alpha!r}")
     a = check_real(alpha, "alpha")  # finite in float32 too: 1e39 would reach the kernels as inf
-    # The backward passes tell x > 0 from x <= 0; a caller that keeps only y (the forward may run
-    # in place, y aliasing x) can only recover the sign of x when f preserves it: y > 0 exactly
-    # when x > 0. That holds for leaky_relu with alpha >= 0 and elu with alpha > 0; a negative
-    # alpha also makes f non-monotonic, and elu with alpha = 0 is relu (use "relu"). prelu's
-    # slope is learned and its backward uses x, so any finite slope is accepted.
+    # The backward passes tell x > 0 from x <= 0, so f must keep the sign of x (y > 0 exactly when
+    # x > 0): leaky_relu with alpha >= 0 and elu with alpha > 0; a negative alpha also makes f
+    # non-monotonic, and elu with alpha = 0 is relu (use "relu"). The backward needs x itself, not
+    # y (elu's derivative is alpha e^x: keep the preactivation, e.g. linear's
+    # return_preactivation). prelu's slope is learned, so any finite slope is accepted.
     if name == "leaky_relu" and a < 0.0:
         raise ValueError(f"alpha: leaky_relu expects alpha >= 0, got {a}")
     if name == "elu" and (a <= 0.0 or float32_zero_note(a)):  # 1e-46 is 0 in the kernels
