@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,16 @@ import pytest
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def restore_threads() -> Iterator[None]:
+    """Puts fastmlp's thread count back after a test that sets it."""
+    import fastmlp
+
+    saved = fastmlp.get_num_threads()
+    yield
+    fastmlp.set_num_threads(saved)
 
 
 def _run_simd_paths(script: str, tmp_path: Path) -> dict[str, dict[str, np.ndarray]]:

@@ -29,13 +29,6 @@ def make_x(rng: np.random.Generator, shape: tuple[int, ...], scale: float = 3.0)
     return x
 
 
-@pytest.fixture
-def restore_threads():
-    n = _core.get_num_threads()
-    yield
-    _core.set_num_threads(n)
-
-
 def as_tuple(result):
     return result if isinstance(result, tuple) else (result,)
 

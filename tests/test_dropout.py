@@ -96,13 +96,6 @@ def test_uniforms_fill_every_lane_evenly() -> None:
         assert abs(kept - (1 - p)) <= 6 * np.sqrt(p * (1 - p) / (LARGE // 4))
 
 
-@pytest.fixture
-def restore_threads():
-    saved = fastmlp.get_num_threads()
-    yield
-    fastmlp.set_num_threads(saved)
-
-
 def test_same_seed_same_mask_any_thread_count(restore_threads: None) -> None:
     x = np.random.default_rng(1).standard_normal(LARGE).astype(np.float32)
     outs = []

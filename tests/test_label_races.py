@@ -70,6 +70,20 @@ def test_engine_refuses_a_label_out_of_range_and_changes_nothing(rng, loss, call
     np.testing.assert_array_equal(net.parameters(), twin._net.parameters())
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_lowest_bad_row_is_reported_whatever_the_threads(rng, restore_threads, threads):
+    """8192 x 10 logits: the loss splits its rows over the threads; two bad labels, one in each
+    half, and the error names the lower row for every thread count (it named either before)."""
+    fm.set_num_threads(threads)
+    model = fm.MLP([4, 10], seed=0)
+    x = rng.standard_normal((8192, 4)).astype(np.float32)
+    y = rng.integers(0, 10, 8192).astype(np.int64)
+    y[100], y[8000] = 10, -1
+    for _ in range(5):
+        with pytest.raises(ValueError, match=rf"^y: label 10 at index 100 .*{RACED}"):
+            model._net.debug_unchecked_labels("loss_and_gradients", x, y, 0)
+
+
 def test_debug_unchecked_labels_matches_the_checked_calls(rng):
     """The test hook runs the same engine calls as the checked methods when the labels are valid,
     so the tests above exercise the real paths."""

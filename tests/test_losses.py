@@ -35,13 +35,6 @@ def make_inputs(rng: np.random.Generator, name: str, shape: tuple[int, int], sca
     return x, rng.standard_normal(shape).astype(np.float32)
 
 
-@pytest.fixture
-def restore_threads():
-    n = _core.get_num_threads()
-    yield
-    _core.set_num_threads(n)
-
-
 # ---------------------------------------------------------------- against the reference
 
 

@@ -213,13 +213,6 @@ def test_ten_steps_free_running(opt: str, cfg: str) -> None:
     _assert_step_close([param, *state], [ref_param, *ref_state], names, RUN_RTOL, RUN_ATOL)
 
 
-@pytest.fixture
-def restore_threads():
-    saved = fastmlp.get_num_threads()
-    yield
-    fastmlp.set_num_threads(saved)
-
-
 @pytest.mark.parametrize("opt", list(CASES))
 def test_thread_count_bit_identical(opt: str, restore_threads: None) -> None:
     cfg = list(CASES[opt])[-1]

@@ -12,8 +12,8 @@
 #include "cpu/losses.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
+#include <mutex>
 
 #include "common/errors.h"
 #include "common/macros.h"
@@ -77,15 +77,16 @@ double sum_rows_in_order(int64_t rows, int64_t work, int64_t grain, const RowLos
 // d[y] out of bounds. Checking where the label is used makes every caller memory-safe whatever the
 // memory holds when it is read, for one compare per row and no allocation (the engine allocates
 // nothing in the steady state; a private copy of the labels would need a buffer). A row whose
-// label is out of range is skipped; the first one a thread met is kept in locals (nothing in the
-// row loop but the compare) and published after its range, and ValueError is thrown once the
-// parallel region has joined: no exception may leave an OpenMP region.
+// label is out of range is skipped; each range keeps its lowest such row in locals (nothing in the
+// row loop but the compare) and the lowest of all is reported, the same row for every thread
+// count, with ValueError thrown once the parallel region has joined: no exception may leave an
+// OpenMP region.
 template <typename RowLoss>
 double sum_label_rows_in_order(int64_t rows, int64_t classes, int64_t grain, const int64_t* labels,
                                const char* labels_name, const RowLoss& row_loss) {
   double* per_row = thread_scratch_doubles(static_cast<size_t>(rows));
-  std::atomic<bool> bad{false};
-  int64_t bad_row = 0, bad_label = 0;  // written by the first thread to set `bad`
+  std::mutex bad_mutex;  // taken only by a range that met a bad label
+  int64_t bad_row = -1, bad_label = 0;
   parallel_ranges(rows, threads_for(rows * classes, grain), [&](int64_t r0, int64_t r1) {
     int64_t first = -1, first_label = 0;
     for (int64_t i = r0; i < r1; ++i) {
@@ -99,13 +100,15 @@ double sum_label_rows_in_order(int64_t rows, int64_t classes, int64_t grain, con
         first_label = y;
       }
     }
-    bool expected = false;
-    if (first >= 0 && bad.compare_exchange_strong(expected, true)) {
-      bad_row = first;
-      bad_label = first_label;
+    if (first >= 0) {
+      const std::lock_guard<std::mutex> lock(bad_mutex);
+      if (bad_row < 0 || first < bad_row) {
+        bad_row = first;
+        bad_label = first_label;
+      }
     }
   });
-  if (bad.load()) throw_label_out_of_range(labels_name, bad_label, bad_row, classes);
+  if (bad_row >= 0) throw_label_out_of_range(labels_name, bad_label, bad_row, classes);
   double total = 0.0;
   for (int64_t i = 0; i < rows; ++i) total += per_row[i];
   return total;
