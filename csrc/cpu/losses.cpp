@@ -32,19 +32,12 @@ constexpr int64_t kTranscendentalGrain = int64_t{1} << 12;
 constexpr int64_t kCheapGrain = int64_t{1} << 15;
 // Softmax cross-entropy's exp terms cost ~1 ns each with AVX2 (cpu/row_exp.h), ~5 scalar.
 constexpr int64_t kRowExpGrain = int64_t{1} << 14;
-constexpr int64_t kExpChunk = 256;  // exp terms on the stack when there is no gradient to hold them
 
 // sum_j (m - z_j) in double, in LaneSum's lanes (so that the compiler can vectorise it).
 double gap_sum(const float* z, float m, int64_t n) {
-  double lane[LaneSum::kLanes] = {};
-  int64_t j = 0;
-  for (; j + LaneSum::kLanes <= n; j += LaneSum::kLanes) {
-    for (int l = 0; l < LaneSum::kLanes; ++l) lane[l] += static_cast<double>(m) - z[j + l];
-  }
-  for (int l = 0; j < n; ++j, ++l) lane[l] += static_cast<double>(m) - z[j];
-  double s = 0.0;
-  for (double v : lane) s += v;
-  return s;
+  LaneSum sum;
+  sum.add_terms(n, [=](int64_t j) { return static_cast<double>(m) - z[j]; });
+  return sum.total();
 }
 
 // Runs row_loss(i) -> double for every row, split across threads, and returns the sum of the row
@@ -141,26 +134,22 @@ double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t*
         const double sum_gap = eps == 0.0 ? 0.0 : gap_sum(z, m, classes);  // sum_j (m - z_j)
         const double gap_y = static_cast<double>(m) - z[y];
         // Pass 2: s = sum_j exp(z_j - m) (cpu/row_exp.h), keeping each term for the gradient.
-        LaneSum lanes;
+        double s;
         if (dlogits != nullptr) {
           float* d = dlogits + i * classes;
           exp_shifted(d, z, m, classes, avx2);
+          LaneSum lanes;
           lanes.add(d, classes);
-          const double s = lanes.total();
+          s = lanes.total();
           // Pass 3: d_j = e_j / (s B) - q_j / B.
           const float scale = static_cast<float>(inv_batch / s);
           const float e_y = d[y];
           for (int64_t j = 0; j < classes; ++j) d[j] = d[j] * scale - q_other;
           d[y] = e_y * scale - q_label;
         } else {
-          float terms[kExpChunk];
-          for (int64_t j0 = 0; j0 < classes; j0 += kExpChunk) {
-            const int64_t n = std::min(kExpChunk, classes - j0);
-            exp_shifted(terms, z + j0, m, n, avx2);
-            lanes.add(terms, n);
-          }
+          s = exp_shifted_sum(z, m, classes, avx2);  // the same terms in the same lanes
         }
-        const double log_s = std::log(lanes.total());
+        const double log_s = std::log(s);
         const double ce_label = log_s + gap_y;  // -log p_y
         if (eps == 0.0) return ce_label;
         const double ce_uniform =

@@ -27,17 +27,21 @@ inline void exp_shifted(float* e, const float* x, float shift, int64_t n, bool a
   for (int64_t j = 0; j < n; ++j) e[j] = expmath::exp(x[j] - shift);
 }
 
-// sum_j v[j] in double, element j in lane j % kLanes. Successive add() calls continue the row:
-// each must start at a multiple of kLanes of it (all but the last add a multiple of kLanes).
+// sum_j term(j) in double, term j in lane j % kLanes. Successive add calls continue the row: each
+// must start at a multiple of kLanes of it (all but the last add a multiple of kLanes).
 struct LaneSum {
   static constexpr int kLanes = 8;
   double lane[kLanes] = {};
-  void add(const float* v, int64_t n) {
+  template <typename Term>
+  void add_terms(int64_t n, const Term& term) {
     int64_t j = 0;
     for (; j + kLanes <= n; j += kLanes) {
-      for (int l = 0; l < kLanes; ++l) lane[l] += v[j + l];
+      for (int l = 0; l < kLanes; ++l) lane[l] += term(j + l);
     }
-    for (int l = 0; j < n; ++j, ++l) lane[l] += v[j];
+    for (int l = 0; j < n; ++j, ++l) lane[l] += term(j);
+  }
+  void add(const float* v, int64_t n) {
+    add_terms(n, [v](int64_t j) { return static_cast<double>(v[j]); });
   }
   double total() const {
     double s = 0.0;
@@ -45,5 +49,20 @@ struct LaneSum {
     return s;
   }
 };
+
+// sum_j exp(x[j] - shift) for j < n, in LaneSum's order (so that it equals summing the terms
+// exp_shifted writes), through a stack buffer: x is only read.
+inline double exp_shifted_sum(const float* x, float shift, int64_t n, bool avx2) {
+  constexpr int64_t kChunk = 256;
+  static_assert(kChunk % LaneSum::kLanes == 0, "a chunk must end on a lane boundary");
+  LaneSum sum;
+  float terms[kChunk];
+  for (int64_t j0 = 0; j0 < n; j0 += kChunk) {
+    const int64_t count = n - j0 < kChunk ? n - j0 : kChunk;
+    exp_shifted(terms, x + j0, shift, count, avx2);
+    sum.add(terms, count);
+  }
+  return sum.total();
+}
 
 }  // namespace fastmlp

@@ -23,7 +23,6 @@ namespace {
 // ~15 us of work, above the ~1-5 us cost of opening a parallel region (and a worker's wake-up).
 // An estimate from those costs, not a tuned value.
 constexpr int64_t kRowGrain = int64_t{1} << 14;
-constexpr int64_t kChunk = 256;  // floats of exp terms on the stack (a multiple of kLanes)
 
 float row_max(const float* xr, int64_t cols) {
   float m = xr[0];
@@ -63,15 +62,8 @@ void log_softmax_forward(float* y, const float* x, int64_t rows, int64_t cols) {
       const float* xr = x + i * cols;
       float* yr = y + i * cols;
       const float m = row_max(xr, cols);
-      // The terms go through a stack buffer: y may alias x, whose row is still needed below.
-      LaneSum sum;
-      float terms[kChunk];
-      for (int64_t j0 = 0; j0 < cols; j0 += kChunk) {
-        const int64_t n = std::min(kChunk, cols - j0);
-        exp_shifted(terms, xr + j0, m, n, avx2);
-        sum.add(terms, n);
-      }
-      const float log_sum = static_cast<float>(std::log(sum.total()));
+      // exp_shifted_sum only reads the row: y may alias x, which is still needed below.
+      const float log_sum = static_cast<float>(std::log(exp_shifted_sum(xr, m, cols, avx2)));
       for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - log_sum;
     }
   });
