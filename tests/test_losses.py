@@ -390,3 +390,14 @@ def test_bad_margin(rng, margin):
         ops.multiclass_hinge_loss(s, y, margin=margin)
     with pytest.raises(ValueError, match=r"^margin: expected a finite value >= 0"):
         _core.multiclass_hinge_loss(s, y, margin, True)
+
+
+@pytest.mark.parametrize("classes", [1, 7, 10, 300, 1000])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_loss_alone_equals_the_loss_with_its_gradient(rng, classes, smoothing):
+    # Both sum the same exp terms in the same double lanes (cpu/row_exp.h): the same bits.
+    x = (5 * rng.standard_normal((33, classes))).astype(np.float32)
+    y = rng.integers(0, classes, 33)
+    with_grad, _ = ops.softmax_cross_entropy(x, y, label_smoothing=smoothing)
+    alone, grad = ops.softmax_cross_entropy(x, y, label_smoothing=smoothing, need_grad=False)
+    assert grad is None and alone == with_grad
