@@ -26,6 +26,13 @@ inline int64_t add_layout_floats(int64_t count, int64_t b, int64_t c, const char
   return count + b * c;
 }
 
+// ValueError naming x when a workspace of rows x floats_per_row would exceed kMaxLayoutFloats
+// (the CPU and CUDA engines' ensure_capacity).
+inline void check_workspace_rows(int64_t rows, int64_t floats_per_row) {
+  FASTMLP_CHECK(rows <= kMaxLayoutFloats / floats_per_row, "x: ", rows, " rows of ", floats_per_row,
+                " workspace floats each would exceed 2^60 floats; pass fewer rows");
+}
+
 struct Layer {
   int64_t in = 0, out = 0;
   Activation activation = Activation::Identity;

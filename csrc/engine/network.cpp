@@ -108,9 +108,7 @@ Network::Network(std::vector<int64_t> sizes, std::vector<Activation> activations
 
 void Network::ensure_capacity(int64_t rows) {
   if (rows <= capacity_rows_) return;
-  FASTMLP_CHECK(rows <= kMaxLayoutFloats / floats_per_row_, "x: ", rows, " rows of ",
-                floats_per_row_,
-                " workspace floats each would exceed 2^60 floats; pass fewer rows");
+  check_workspace_rows(rows, floats_per_row_);
   // A fresh buffer rather than resize(): the old contents are scratch and need no copy.
   std::vector<float> fresh(static_cast<size_t>(rows * floats_per_row_));
   workspace_.swap(fresh);

@@ -216,9 +216,7 @@ bool Network::fused_pass(bool training, bool store_z) const {
 
 void Network::ensure_capacity(int64_t rows) {
   if (rows <= capacity_rows_) return;
-  FASTMLP_CHECK(rows <= kMaxLayoutFloats / floats_per_row_, "x: ", rows, " rows of ",
-                floats_per_row_,
-                " workspace floats each would exceed 2^60 floats; pass fewer rows");
+  check_workspace_rows(rows, floats_per_row_);
   // Scratch::ensure frees the old buffer before allocating: should the allocation fail, no
   // workspace is left, and a stale capacity would let the next smaller batch run its kernels on
   // a null workspace (an illegal address, which ends every later CUDA call of the process).
