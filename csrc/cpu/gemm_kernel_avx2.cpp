@@ -10,7 +10,8 @@
 // The kernel is instantiated for 1..6 rows (a short edge panel issues only its own FMAs); the
 // write-back helpers are forced inline because GCC stopped inlining store_row into six
 // instantiations, which made a 32x16x2 product 1.6x slower.
-// Compiled with -mavx2 -mfma; only reached after cpu_has_avx2_fma().
+// Compiled with -mavx2 -mfma -ffp-contract=off (its FMAs are the intrinsics); only reached after
+// cpu_has_avx2_fma().
 #include <immintrin.h>
 
 #include "cpu/activations_avx2.h"
