@@ -15,20 +15,17 @@
 #include <immintrin.h>
 
 #include "cpu/activations_avx2.h"
+#include "cpu/avx2_partial.h"
 #include "cpu/gemm_kernel.h"
 
 namespace fastmlp {
 namespace {
 
+using avx2::lane_mask;
+using avx2::store_partial;
 using gemm_blocking::MR;
 using gemm_blocking::NR;
 static_assert(MR == 6 && NR == 16, "the AVX2 micro-kernel is written for a 6 x 16 tile");
-
-// Lanes 0..n-1 set, for masked loads/stores of a partial tile (n in 0..8).
-inline __m256i lane_mask(int n) {
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes);
-}
 
 FASTMLP_ALWAYS_INLINE __m256 activate(__m256 z, Activation act, __m256 slope) {
   switch (act) {
@@ -49,17 +46,6 @@ FASTMLP_ALWAYS_INLINE __m256 activate(__m256 z, Activation act, __m256 slope) {
 inline bool vector_activation(Activation act) {
   return act == Activation::Identity || act == Activation::Relu || act == Activation::LeakyRelu ||
          act == Activation::Prelu;
-}
-
-// Stores lanes [0, n) of v to p, n in 1..7. VMASKMOVPS stores are microcoded on AMD Zen (tens of
-// uops each, and as slow with an all-zero mask), so an edge row goes through a buffer instead:
-// on 32x2x16, a narrow output layer, the masked stores were a third of the product's time.
-inline void store_partial(float* p, __m256 v, int n) {
-  alignas(32) float row[8];
-  _mm256_store_ps(row, v);
-#pragma GCC unroll 8
-  for (int j = 0; j < 8; ++j)
-    if (j < n) p[j] = row[j];
 }
 
 // Columns [0, nr) of the 16 in (lo, hi) to p: full vector stores where all 8 lanes are valid.
