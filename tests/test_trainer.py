@@ -111,6 +111,23 @@ def _same_weights(a, b) -> bool:
     return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(a, b))
 
 
+def _fit_with_snapshots(model, data, *, lr, batch_size, epochs, early_stopping, val_labels=None):
+    """Adam on the circles with ``early_stopping``, validating on ``val_labels`` (default the
+    true ones); returns the History and the weights after each epoch."""
+    Xtr, ytr, Xv, yv = data
+    snaps: list = []
+    history = fm.Trainer(
+        model,
+        fm.optim.Adam(model, lr=lr),
+        batch_size=batch_size,
+        epochs=epochs,
+        early_stopping=early_stopping,
+        verbose=0,
+        callbacks=[lambda hist, epoch: snaps.append(model.get_weights())],
+    ).fit(Xtr, ytr, validation=(Xv, yv if val_labels is None else val_labels))
+    return history, snaps
+
+
 # ---------------------------------------------------------------------------------------------
 # History and the basic loop
 # ---------------------------------------------------------------------------------------------
@@ -270,21 +287,19 @@ def test_label_smoothing_range_is_train_steps(circles):
 
 @pytest.mark.parametrize("restore_best", [True, False])
 def test_early_stopping_stops_and_restores_the_best_weights(circles, restore_best):
-    Xtr, ytr, Xv, yv = circles
     model = _model()
-    snaps: list = []
     # Validating on flipped labels: the better the model learns, the worse val_loss gets, so
     # the best epoch comes early and the run must stop `patience` epochs after it.
     es = fm.EarlyStopping(patience=3, restore_best=restore_best)
-    h = fm.Trainer(
+    h, snaps = _fit_with_snapshots(
         model,
-        fm.optim.Adam(model, lr=1e-2),
+        circles,
+        lr=1e-2,
         batch_size=32,
         epochs=50,
         early_stopping=es,
-        verbose=0,
-        callbacks=[lambda hist, epoch: snaps.append(model.get_weights())],
-    ).fit(Xtr, ytr, validation=(Xv, 1 - yv))
+        val_labels=1 - circles[3],
+    )
     assert h.stopped_early and len(h) < 50
     assert h.best_epoch == es.best_epoch == int(np.argmin(h.val_loss))
     assert len(h) == es.best_epoch + 3 + 1  # patience epochs without improvement after the best
@@ -295,18 +310,11 @@ def test_early_stopping_stops_and_restores_the_best_weights(circles, restore_bes
 
 
 def test_early_stopping_restores_at_the_end_of_a_full_run(circles):
-    Xtr, ytr, Xv, yv = circles
     model = _model()
-    snaps: list = []
-    h = fm.Trainer(
-        model,
-        fm.optim.Adam(model, lr=5e-2),
-        batch_size=16,
-        epochs=8,
-        early_stopping=fm.EarlyStopping(monitor="val_accuracy", patience=100),
-        verbose=0,
-        callbacks=[lambda hist, epoch: snaps.append(model.get_weights())],
-    ).fit(Xtr, ytr, validation=(Xv, yv))
+    es = fm.EarlyStopping(monitor="val_accuracy", patience=100)
+    h, snaps = _fit_with_snapshots(
+        model, circles, lr=5e-2, batch_size=16, epochs=8, early_stopping=es
+    )
     assert not h.stopped_early and len(h) == 8
     assert h.monitor == "val_accuracy"
     best = h.best_epoch
@@ -319,26 +327,19 @@ def test_min_delta_restores_the_last_real_improvement_and_says_so(circles):
     """With min_delta > 0, early stopping restores the last epoch that improved by more than
     min_delta (Keras's rule); History.best_epoch ignores min_delta, and History.restored_epoch
     names the epoch whose weights the model holds."""
-    Xtr, ytr, Xv, yv = circles
     model = _model()
-    snaps: list = []
     # min_delta=10: only epoch 0 (better than +inf) counts as an improvement; training at this
     # rate lowers val_loss every epoch, by far less than 10.
     es = fm.EarlyStopping(patience=100, min_delta=10.0)
-    h = fm.Trainer(
-        model,
-        fm.optim.Adam(model, lr=1e-2),
-        batch_size=32,
-        epochs=4,
-        early_stopping=es,
-        verbose=0,
-        callbacks=[lambda hist, epoch: snaps.append(model.get_weights())],
-    ).fit(Xtr, ytr, validation=(Xv, yv))
+    h, snaps = _fit_with_snapshots(
+        model, circles, lr=1e-2, batch_size=32, epochs=4, early_stopping=es
+    )
     assert es.best_epoch == 0 and h.restored_epoch == 0
     assert h.best_epoch == int(np.argmin(h.val_loss)) != 0  # ignores min_delta
     assert _same_weights(model.get_weights(), snaps[0])
     assert "restored_epoch=0" in repr(h)
     # Nothing restored: restore_best=False, or no early stopping at all.
+    Xtr, ytr, Xv, yv = circles
     for early_stopping in (fm.EarlyStopping(patience=100, restore_best=False), None):
         h = fm.Trainer(_model(), epochs=2, early_stopping=early_stopping, verbose=0).fit(
             Xtr, ytr, validation=(Xv, yv)
