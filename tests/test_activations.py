@@ -629,6 +629,15 @@ for cols in (61, 5, 8):  # with a tail, narrower than one vector, exactly one ve
 # Row softmaxes (common/exp_math.h's exp on eight lanes, masked row tails; 8-lane double sums).
 for cols in (1, 5, 8, 10, 17, 300):
     xs = (4 * rng.standard_normal((9, cols))).astype(np.float32)
+    # Rows the row max must treat alike on both paths: a NaN first or later, +inf, all -inf,
+    # and both zeros as the max.
+    xs[1, -1] = np.nan
+    xs[2, 0] = np.nan
+    xs[3, cols // 2] = np.inf
+    xs[4] = -np.inf
+    xs[5] = -np.abs(xs[5])
+    xs[5, ::2] = 0.0
+    xs[5, 1::3] = -0.0
     dys = rng.standard_normal((9, cols)).astype(np.float32)
     for log in (False, True):
         key = f"{'log_' if log else ''}softmax_{cols}"
@@ -643,6 +652,14 @@ for cols in (1, 5, 8, 10, 17, 300):
         loss_only, _ = ops.softmax_cross_entropy(xs, labels, label_smoothing=smoothing,
                                                  need_grad=False)
         out[f"ce_loss_only_{cols}_{smoothing}"] = np.array([loss_only])
+# One row at a time (a mean over rows rounds the last bits away), rows whose double sums of
+# terms from 1 down to e^-80 are inexact, so that they show the order of the row sums.
+for cols in (37, 300):
+    xw = rng.uniform(-80, 0, (64, cols)).astype(np.float32)
+    yw = rng.integers(0, cols, 64)
+    out[f"ce_rows_{cols}"] = np.array(
+        [ops.softmax_cross_entropy(xw[i:i + 1], yw[i:i + 1], need_grad=False)[0]
+         for i in range(64)])
 np.savez(sys.argv[1], **out)
 """
 

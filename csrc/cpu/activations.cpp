@@ -87,8 +87,8 @@ void dispatch(Activation kind, const F& f) {
 void activation_forward(float* y, const float* x, int64_t n, Activation kind, float alpha) {
   if (n <= 0) return;
   const int nt = threads_for(n, is_transcendental(kind) ? transcendental_grain() : kCheapGrain);
-  // identity and relu: the loop below vectorises; the others need activations_avx2.cpp.
-  if (cpu_has_avx2_fma() && kind != Activation::Identity && kind != Activation::Relu) {
+  // identity: the loop below is a copy; the others run on eight lanes in activations_avx2.cpp.
+  if (cpu_has_avx2_fma() && kind != Activation::Identity) {
     // Bit-identical to the loop below.
     parallel_ranges(n, nt, [&](int64_t begin, int64_t end) {
       detail::activation_forward_avx2(y, x, begin, end, kind, alpha);

@@ -9,8 +9,8 @@
 
 namespace fastmlp::detail {
 
-// y[i] = f(x[i]) over [begin, end) for leaky_relu/prelu/elu/sigmoid/tanh; false (doing nothing)
-// for the other kinds. y may alias x exactly.
+// y[i] = f(x[i]) over [begin, end) for every kind but identity; false (doing nothing) for
+// identity. y may alias x exactly.
 bool activation_forward_avx2(float* y, const float* x, int64_t begin, int64_t end, Activation kind,
                              float alpha);
 // dx[i] = dy[i] * f'(x[i]) over [begin, end) for relu/leaky_relu/prelu/elu; false (doing nothing)

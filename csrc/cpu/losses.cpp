@@ -130,24 +130,21 @@ double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t*
       batch, classes, kRowExpGrain, labels, labels_name, [&](int64_t i, int64_t y) {
         const float* z = logits + i * classes;
         // Pass 1 reads everything the loss needs from z, since dlogits may alias logits.
-        const float m = *std::max_element(z, z + classes);
+        const float m = row_max(z, classes, avx2);
         const double sum_gap = eps == 0.0 ? 0.0 : gap_sum(z, m, classes);  // sum_j (m - z_j)
         const double gap_y = static_cast<double>(m) - z[y];
         // Pass 2: s = sum_j exp(z_j - m) (cpu/row_exp.h), keeping each term for the gradient.
         double s;
         if (dlogits != nullptr) {
           float* d = dlogits + i * classes;
-          exp_shifted(d, z, m, classes, avx2);
-          LaneSum lanes;
-          lanes.add(d, classes);
-          s = lanes.total();
+          s = exp_shifted_sum(d, z, m, classes, avx2);
           // Pass 3: d_j = e_j / (s B) - q_j / B.
           const float scale = static_cast<float>(inv_batch / s);
           const float e_y = d[y];
           for (int64_t j = 0; j < classes; ++j) d[j] = d[j] * scale - q_other;
           d[y] = e_y * scale - q_label;
         } else {
-          s = exp_shifted_sum(z, m, classes, avx2);  // the same terms in the same lanes
+          s = exp_shifted_sum(nullptr, z, m, classes, avx2);  // the same terms and order
         }
         const double log_s = std::log(s);
         const double ce_label = log_s + gap_y;  // -log p_y

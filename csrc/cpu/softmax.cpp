@@ -5,10 +5,9 @@
 // taken in double (a row of 10^5 probabilities summed in float would lose ~3 digits).
 // Stability: the row max m is subtracted before exp, so exp never overflows and the largest term is
 // exactly 1, which also keeps the sum >= 1 (no division by zero, no log of 0).
-// exp and the row sums: cpu/row_exp.h.
+// The row max, exp and the row sums: cpu/row_exp.h.
 #include "cpu/softmax.h"
 
-#include <algorithm>
 #include <cmath>
 
 #include "common/threading.h"
@@ -24,12 +23,6 @@ namespace {
 // An estimate from those costs, not a tuned value.
 constexpr int64_t kRowGrain = int64_t{1} << 14;
 
-float row_max(const float* xr, int64_t cols) {
-  float m = xr[0];
-  for (int64_t j = 1; j < cols; ++j) m = std::max(m, xr[j]);
-  return m;
-}
-
 }  // namespace
 
 // y[i, j] = exp(x[i, j] - m_i) / sum_k exp(x[i, k] - m_i), m_i = max_k x[i, k].
@@ -41,11 +34,8 @@ void softmax_forward(float* y, const float* x, int64_t rows, int64_t cols) {
     for (int64_t i = r0; i < r1; ++i) {
       const float* xr = x + i * cols;
       float* yr = y + i * cols;
-      const float m = row_max(xr, cols);
-      exp_shifted(yr, xr, m, cols, avx2);
-      LaneSum sum;
-      sum.add(yr, cols);
-      const float inv = static_cast<float>(1.0 / sum.total());
+      const float m = row_max(xr, cols, avx2);
+      const float inv = static_cast<float>(1.0 / exp_shifted_sum(yr, xr, m, cols, avx2));
       for (int64_t j = 0; j < cols; ++j) yr[j] *= inv;
     }
   });
@@ -61,9 +51,10 @@ void log_softmax_forward(float* y, const float* x, int64_t rows, int64_t cols) {
     for (int64_t i = r0; i < r1; ++i) {
       const float* xr = x + i * cols;
       float* yr = y + i * cols;
-      const float m = row_max(xr, cols);
-      // exp_shifted_sum only reads the row: y may alias x, which is still needed below.
-      const float log_sum = static_cast<float>(std::log(exp_shifted_sum(xr, m, cols, avx2)));
+      const float m = row_max(xr, cols, avx2);
+      // The terms are only summed (no e): y may alias x, which is still needed below.
+      const float log_sum =
+          static_cast<float>(std::log(exp_shifted_sum(nullptr, xr, m, cols, avx2)));
       for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - log_sum;
     }
   });

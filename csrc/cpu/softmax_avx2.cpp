@@ -1,8 +1,8 @@
-// AVX2 loops of softmax.cpp: the row exponentials exp(x - shift) on eight lanes with
-// common/exp_math.h's function (cpu/exp_avx2.h), bit-identical to softmax.cpp's scalar loops.
+// AVX2 loops of softmax.cpp and losses.cpp: the row max and the row exponentials exp(x - shift)
+// with their double sum, on eight lanes, in the order cpu/row_exp.h fixes for both paths (so the
+// bits are the scalar loops'), exp being common/exp_math.h's function (cpu/exp_avx2.h).
 // A row's last n < 8 elements go through one masked vector (cpu/avx2_partial.h; rows of 10
-// classes are common, and a scalar tail of 2 cost as much as the full vector); each lane has the
-// scalar function's bits.
+// classes are common, and a scalar tail of 2 cost as much as the full vector).
 // Compiled with -mavx2 -mfma -ffp-contract=off; only called after cpu_has_avx2_fma().
 #include <immintrin.h>
 
@@ -14,18 +14,62 @@
 
 namespace fastmlp::detail {
 
-// e[j] = exp(x[j] - shift) for j < n. e may alias x exactly.
-void exp_shifted_avx2(float* e, const float* x, float shift, int64_t n) {
+// max_j x[j], n >= 1: lane j % 8 keeps the running max of its elements (MAXPS(v, m) = v > m ?
+// v : m, so a NaN is never taken), every lane seeded with x[0]; then the lanes, lane 0 first.
+float row_max_avx2(const float* x, int64_t n) {
+  __m256 m = _mm256_set1_ps(x[0]);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) m = _mm256_max_ps(_mm256_loadu_ps(x + j), m);
+  if (j < n) {
+    const __m256i mask = avx2::lane_mask(static_cast<int>(n - j));
+    const __m256 v = _mm256_maskload_ps(x + j, mask);
+    m = _mm256_blendv_ps(m, _mm256_max_ps(v, m), _mm256_castsi256_ps(mask));
+  }
+  alignas(32) float lane[8];
+  _mm256_store_ps(lane, m);
+  float r = lane[0];
+  for (int l = 1; l < 8; ++l) r = lane[l] > r ? lane[l] : r;
+  return r;
+}
+
+namespace {
+
+// lo/hi (double lanes 0-3 and 4-7) += the eight terms of v.
+FASTMLP_ALWAYS_INLINE void add_lanes(__m256 v, __m256d* lo, __m256d* hi) {
+  *lo = _mm256_add_pd(*lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+  *hi = _mm256_add_pd(*hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+}
+
+template <bool kStore>
+double exp_shifted_sum_lanes(float* e, const float* x, float shift, int64_t n) {
   const __m256 s = _mm256_set1_ps(shift);
+  __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
-    _mm256_storeu_ps(e + j, expmath::exp(_mm256_sub_ps(_mm256_loadu_ps(x + j), s)));
+    const __m256 v = expmath::exp(_mm256_sub_ps(_mm256_loadu_ps(x + j), s));
+    if (kStore) _mm256_storeu_ps(e + j, v);
+    add_lanes(v, &lo, &hi);
   }
   if (j < n) {
     const int rest = static_cast<int>(n - j);
-    const __m256 xv = _mm256_maskload_ps(x + j, avx2::lane_mask(rest));
-    avx2::store_partial(e + j, expmath::exp(_mm256_sub_ps(xv, s)), rest);
+    const __m256i mask = avx2::lane_mask(rest);
+    const __m256 v = expmath::exp(_mm256_sub_ps(_mm256_maskload_ps(x + j, mask), s));
+    if (kStore) avx2::store_partial(e + j, v, rest);
+    // The lanes past the row add +0, which leaves them as they are: they hold +0 or sums of
+    // terms >= +0 (or NaN).
+    add_lanes(_mm256_and_ps(v, _mm256_castsi256_ps(mask)), &lo, &hi);
   }
+  const __m256d a = _mm256_add_pd(lo, hi);  // l0 + l4, l1 + l5, l2 + l6, l3 + l7
+  const __m128d b = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)));
+}
+
+}  // namespace
+
+// sum_j exp(x[j] - shift), the terms also stored to e unless it is nullptr. e may alias x exactly.
+double exp_shifted_sum_avx2(float* e, const float* x, float shift, int64_t n) {
+  return e != nullptr ? exp_shifted_sum_lanes<true>(e, x, shift, n)
+                      : exp_shifted_sum_lanes<false>(nullptr, x, shift, n);
 }
 
 // dx[j] = dy[j] - exp(y[j]) * s for j < n. dx may alias dy exactly.
