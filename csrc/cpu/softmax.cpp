@@ -70,9 +70,11 @@ void softmax_backward(float* dx, const float* y, const float* dy, int64_t rows, 
       const float* yr = y + i * cols;
       const float* dyr = dy + i * cols;
       float* dxr = dx + i * cols;
-      double dot = 0.0;
-      for (int64_t j = 0; j < cols; ++j) dot += static_cast<double>(dyr[j]) * yr[j];
-      const float d = static_cast<float>(dot);
+      // In LaneSum's eight lanes, which the compiler vectorises (one running sum is a chain of
+      // dependent adds).
+      LaneSum dot;
+      dot.add_terms(cols, [=](int64_t j) { return static_cast<double>(dyr[j]) * yr[j]; });
+      const float d = static_cast<float>(dot.total());
       for (int64_t j = 0; j < cols; ++j) dxr[j] = yr[j] * (dyr[j] - d);
     }
   });
