@@ -239,7 +239,7 @@ def check_linear(rng, m, n, k, activation, with_bias, alpha=None):
     tol_z = gemm_tol(k, abs_scale(x, w, False, False, bias=bias))
     assert_close(z, z_ref, tol_z, f"z {activation} m={m} n={n} k={k}")
     # Every activation here is 1-Lipschitz (elu with alpha <= 1), so the error in z carries over;
-    # 8 eps32 relative covers the float32 expf/tanhf of the epilogue.
+    # 8 eps32 relative covers the float32 exp/tanh of the epilogue (common/exp_math.h).
     assert_close(y, y_ref, tol_z + 8 * EPS32 * np.abs(y_ref), f"y {activation} m={m} n={n} k={k}")
     y_only = ops.linear(x, w, bias, activation=activation, alpha=alpha)
     assert np.array_equal(y_only, y)

@@ -1,4 +1,5 @@
-// e^x and e^x - 1 in float32 for the activations (elu, sigmoid, tanh), written once as a fixed
+// e^x and e^x - 1 in float32 for the activations (elu, sigmoid, tanh) and the row softmaxes, and
+// log(1 + u) on [0, 1] for binary cross-entropy, written once as a fixed
 // sequence of IEEE operations that the scalar code (CPU and CUDA) and the AVX2 code
 // (cpu/exp_avx2.h) perform identically, so that every backend returns the same bits.
 //
@@ -46,6 +47,18 @@ constexpr float kQ3 = 8.3334519073e-3f;
 constexpr float kQ2 = 4.1665795894e-2f;
 constexpr float kQ1 = 1.6666665459e-1f;
 constexpr float kQ0 = 5.0000001201e-1f;
+constexpr float kSqrt2 = 1.41421356f;
+// Cephes logf: log(1 + f) = f - f^2 / 2 + f^3 (kL0 + kL1 f + ... + kL8 f^8) on 1 + f in
+// [sqrt(1/2), sqrt(2)].
+constexpr float kL8 = 7.0376836292e-2f;
+constexpr float kL7 = -1.1514610310e-1f;
+constexpr float kL6 = 1.1676998740e-1f;
+constexpr float kL5 = -1.2420140846e-1f;
+constexpr float kL4 = 1.4249322787e-1f;
+constexpr float kL3 = -1.6668057665e-1f;
+constexpr float kL2 = 2.0000714765e-1f;
+constexpr float kL1 = -2.4999993993e-1f;
+constexpr float kL0 = 3.3333331174e-1f;
 
 FASTMLP_HD float mul_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
@@ -147,6 +160,36 @@ FASTMLP_HD float tanh(float x) {
   a = kTanhMax < a ? kTanhMax : a;  // NaN stays NaN (the AVX2 min(kTanhMax, a))
   const float m = expm1(add_rn(a, a));
   return copysignf(div_rn(m, add_rn(m, 2.0f)), x);
+}
+
+// log(1 + f) - f for f = m - 1, m in [sqrt(1/2), sqrt(2)]: Cephes' -f^2 / 2 + f^3 p(f).
+FASTMLP_HD float log1p_reduced_tail(float f) {
+  float p = fma_rn(kL8, f, kL7);
+  p = fma_rn(p, f, kL6);
+  p = fma_rn(p, f, kL5);
+  p = fma_rn(p, f, kL4);
+  p = fma_rn(p, f, kL3);
+  p = fma_rn(p, f, kL2);
+  p = fma_rn(p, f, kL1);
+  p = fma_rn(p, f, kL0);
+  const float z = mul_rn(f, f);
+  return fma_rn(mul_rn(f, z), p, mul_rn(-0.5f, z));
+}
+
+// log(1 + u) for u in [0, 1] (binary cross-entropy's u = e^-|z|), NaN passed through; about an
+// ulp (tests/test_losses.py). w = 1 + u is rounded, and its rounding error c = (1 + u) - w is
+// exact (u <= 1), so log(1 + u) = log(w) + log(1 + c / w) = log(w) + c / w to float precision,
+// which keeps the digits of u -> 0 (where w = 1 and the result is c = u). log(w) by Cephes' logf:
+// w = 2^k m with m in [sqrt(1/2), sqrt(2)] (k = 0 or 1; m and f = m - 1 exact), then
+// log(w) = k ln2 + f + tail(f), ln2 split in two as for exp.
+FASTMLP_HD float log1p_unit(float u) {
+  const float w = add_rn(1.0f, u);
+  const float c = add_rn(u, -add_rn(w, -1.0f));
+  const bool halve = w > kSqrt2;  // NaN: false, and NaN flows through the rest
+  const float f = add_rn(halve ? mul_rn(w, 0.5f) : w, -1.0f);
+  const float k = halve ? 1.0f : 0.0f;
+  const float tail = add_rn(fma_rn(k, kLn2Lo, log1p_reduced_tail(f)), div_rn(c, w));
+  return fma_rn(k, kLn2Hi, add_rn(f, tail));
 }
 
 }  // namespace fastmlp::expmath

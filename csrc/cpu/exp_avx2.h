@@ -84,4 +84,29 @@ FASTMLP_ALWAYS_INLINE __m256 tanh(__m256 x) {
   return _mm256_or_ps(_mm256_andnot_ps(sign, t), _mm256_and_ps(sign, x));  // copysignf(t, x)
 }
 
+FASTMLP_ALWAYS_INLINE __m256 log1p_reduced_tail(__m256 f) {
+  __m256 p = _mm256_fmadd_ps(splat(kL8), f, splat(kL7));
+  p = _mm256_fmadd_ps(p, f, splat(kL6));
+  p = _mm256_fmadd_ps(p, f, splat(kL5));
+  p = _mm256_fmadd_ps(p, f, splat(kL4));
+  p = _mm256_fmadd_ps(p, f, splat(kL3));
+  p = _mm256_fmadd_ps(p, f, splat(kL2));
+  p = _mm256_fmadd_ps(p, f, splat(kL1));
+  p = _mm256_fmadd_ps(p, f, splat(kL0));
+  const __m256 z = _mm256_mul_ps(f, f);
+  return _mm256_fmadd_ps(_mm256_mul_ps(f, z), p, _mm256_mul_ps(splat(-0.5f), z));
+}
+
+FASTMLP_ALWAYS_INLINE __m256 log1p_unit(__m256 u) {
+  const __m256 one = splat(1.0f);
+  const __m256 w = _mm256_add_ps(one, u);
+  const __m256 c = _mm256_sub_ps(u, _mm256_sub_ps(w, one));  // u + -(w + -1): the same roundings
+  const __m256 halve = _mm256_cmp_ps(w, splat(kSqrt2), _CMP_GT_OQ);
+  const __m256 f = _mm256_sub_ps(_mm256_blendv_ps(w, _mm256_mul_ps(w, splat(0.5f)), halve), one);
+  const __m256 k = _mm256_and_ps(halve, one);  // 1 where halved, else +0
+  const __m256 tail =
+      _mm256_add_ps(_mm256_fmadd_ps(k, splat(kLn2Lo), log1p_reduced_tail(f)), _mm256_div_ps(c, w));
+  return _mm256_fmadd_ps(k, splat(kLn2Hi), _mm256_add_ps(f, tail));
+}
+
 }  // namespace fastmlp::expmath

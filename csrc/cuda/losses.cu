@@ -145,8 +145,10 @@ __global__ void __launch_bounds__(kThreads)
   if (lane == 0) partial[row] = acc;
 }
 
-// loss_i = sum_j max(z, 0) - z t + log1p(exp(-|z|)) (the first part in double);
-// d = (sigmoid(z) - t) / (B F) with sigmoid from the same e = exp(-|z|), as the CPU.
+// loss_i = sum_j (max(z, 0) - z t) + log1p(exp(-|z|)) (the first part in double);
+// d = (sigmoid(z) - t) / (B F) with sigmoid from the same e = exp(-|z|). Every term is the CPU's
+// (common/exp_math.h's exp and log1p, explicit roundings so that nvcc fuses nothing); only the
+// order of the row sum differs.
 __global__ void __launch_bounds__(kThreads)
     bce_kernel(double* partial, float* dlogits, const float* logits, const float* targets,
                int64_t batch, int64_t features, float grad_scale) {
@@ -161,11 +163,12 @@ __global__ void __launch_bounds__(kThreads)
     const float zj = z[j];
     const float tj = t[j];
     const double zd = zj;
-    const float e = expf(-fabsf(zj));
-    acc += fmax(zd, 0.0) - zd * tj + static_cast<double>(log1pf(e));
+    const float e = expmath::exp(-fabsf(zj));
+    const double linear = __dsub_rn(zd < 0.0 ? 0.0 : zd, __dmul_rn(zd, static_cast<double>(tj)));
+    acc += linear + static_cast<double>(expmath::log1p_unit(e));
     if (d != nullptr) {
-      const float sig = zj >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-      d[j] = (sig - tj) * grad_scale;
+      const float sig = expmath::div_rn(zj >= 0.0f ? 1.0f : e, expmath::add_rn(1.0f, e));
+      d[j] = expmath::mul_rn(expmath::add_rn(sig, -tj), grad_scale);
     }
   }
   acc = warp_sum(acc);
