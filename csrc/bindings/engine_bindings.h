@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <utility>
@@ -100,7 +101,46 @@ void bind_optimizer_state(py::module_& m, const char* doc) {
           py::arg("weight_decay"), py::arg("decoupled_weight_decay"), py::arg("l1"))
       .def_property("lr", &State::lr, &State::set_lr)
       .def_property_readonly("step", &State::step)
-      .def_property_readonly("kind", [](const State& s) { return static_cast<int>(s.kind()); });
+      .def_property_readonly("kind", [](const State& s) { return static_cast<int>(s.kind()); })
+      .def(
+          "export_state",
+          [](const State& s) {
+            // (step, size, {buffer name: float32 copy}); size -1 and no buffers before the first
+            // step. Names as PyTorch's optimizer state (exp_avg, momentum_buffer, ...).
+            py::dict buffers;
+            for (int i = 0; i < 3; ++i) {
+              if (!s.config().uses_buffer(i) || s.size() < 0) continue;
+              const std::vector<float> host = s.buffer_copy(i);
+              buffers[s.config().buffer_name(i)] =
+                  py::array_t<float>(static_cast<py::ssize_t>(host.size()), host.data());
+            }
+            return py::make_tuple(s.step(), s.size(), buffers);
+          },
+          "A copy of the step count, parameter count and state buffers (see restore_state).")
+      .def(
+          "restore_state",
+          [](State& s, int64_t step, int64_t size, const py::dict& buffers) {
+            // Every buffer the configuration uses must be given, float32 (size,), and no other.
+            std::array<const float*, 3> data{};
+            std::vector<py::array> held;  // keeps converted arrays alive during the copy
+            int64_t given = 0;
+            for (int i = 0; i < 3; ++i) {
+              const char* name = s.config().buffer_name(i);
+              if (!s.config().uses_buffer(i) || size < 0 || !buffers.contains(name)) continue;
+              held.push_back(py::array::ensure(buffers[name]));
+              FASTMLP_CHECK(held.back(), name, ": expected an array");
+              data[i] = in_f32(held.back(), name, 1);
+              check_shape(held.back(), name, {size});
+              ++given;
+            }
+            FASTMLP_CHECK(given == static_cast<int64_t>(buffers.size()),
+                          "buffers: a name that is not one of this state's buffers");
+            py::gil_scoped_release release;
+            s.restore(step, size, data);
+          },
+          py::arg("step"), py::arg("size"), py::arg("buffers"),
+          "Replaces the step count and state buffers with saved ones (export_state's); ValueError "
+          "if they do not fit this optimizer, and then nothing changes.");
 }
 
 // A new float32 array (P,) filled by net.*get (get_parameters or get_gradients), which takes the

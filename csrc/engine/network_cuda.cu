@@ -147,6 +147,36 @@ void OptimizerState::apply(float* params, const float* grads, int64_t n, cudaStr
   ++step_;
 }
 
+std::vector<float> OptimizerState::buffer_copy(int i) const {
+  std::vector<float> host;
+  if (!buffers_[i]) return host;
+  host.resize(static_cast<size_t>(size_));
+  copy(host.data(), buffers_[i]->data(), host.size() * sizeof(float), cudaMemcpyDeviceToHost,
+       "optimizer: copying its state to the host");
+  check_cuda(cudaStreamSynchronize(kStream), "optimizer: copying its state to the host");
+  return host;
+}
+
+void OptimizerState::restore(int64_t step, int64_t n, const std::array<const float*, 3>& buffers) {
+  check_restored_state(config_, step, n, buffers);
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "optimizer: cudaGetDevice");
+  std::unique_ptr<DeviceBuffer> fresh[3];  // uploaded first: an error leaves the state as it was
+  const size_t bytes = n > 0 ? static_cast<size_t>(n) * sizeof(float) : 0;
+  for (int i = 0; i < 3; ++i) {
+    if (buffers[i] == nullptr) continue;
+    fresh[i] =
+        std::make_unique<DeviceBuffer>(bytes, std::string("optimizer ") + config_.buffer_name(i));
+    copy(fresh[i]->data(), buffers[i], bytes, cudaMemcpyHostToDevice,
+         "optimizer: restoring its state");
+  }
+  check_cuda(cudaStreamSynchronize(kStream), "optimizer: restoring its state");
+  for (int i = 0; i < 3; ++i) buffers_[i] = std::move(fresh[i]);
+  step_ = step;
+  size_ = n;
+  device_ = n >= 0 ? device : -1;
+}
+
 // ---------------------------------------------------------------- Network: set-up
 
 void* Network::Scratch::ensure(size_t bytes, const char* what) {

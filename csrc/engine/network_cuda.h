@@ -38,6 +38,7 @@
 
 #include <cuda_runtime.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -73,6 +74,13 @@ class OptimizerState {
   void prepare(int64_t n);
   // One update of n parameters on `stream` with step = step() + 1, then counts the step.
   void apply(float* params, const float* grads, int64_t n, cudaStream_t stream);
+
+  // Saving and restoring, as engine/optimizer_state.h: buffer_copy copies buffer i to the host;
+  // restore uploads the saved buffers to the current device (ValueError if they do not fit, and
+  // then nothing changes).
+  int64_t size() const { return size_; }
+  std::vector<float> buffer_copy(int i) const;
+  void restore(int64_t step, int64_t n, const std::array<const float*, 3>& buffers);
 
  private:
   OptimizerConfig config_;

@@ -3,7 +3,9 @@
 // the _cuda module, which does not link the CPU library, uses the same checks.
 #pragma once
 
+#include <array>
 #include <cmath>
+#include <cstdint>
 
 #include "common/errors.h"
 #include "common/optim_scalars.h"
@@ -146,5 +148,20 @@ class OptimizerConfig {
   RmspropConfig rmsprop_{};
   AdamConfig adam_{};
 };
+
+// The checks of OptimizerState::restore (CPU and CUDA): a step count >= 0; n parameters, or -1 for
+// a state saved before its first step (step 0, no buffers); a buffer exactly where the
+// configuration uses one.
+inline void check_restored_state(const OptimizerConfig& config, int64_t step, int64_t n,
+                                 const std::array<const float*, 3>& buffers) {
+  FASTMLP_CHECK(step >= 0, "step: expected a count >= 0, got ", step);
+  FASTMLP_CHECK(n >= 0 || (n == -1 && step == 0), "optimizer state: ", n, " parameters with step ",
+                step, " (a state has its buffers once it has stepped)");
+  for (int i = 0; i < 3; ++i) {
+    const bool wanted = config.uses_buffer(i) && n >= 0;
+    FASTMLP_CHECK((buffers[i] != nullptr) == wanted, config.buffer_name(i),
+                  wanted ? ": missing from the saved state" : ": not a buffer of this state");
+  }
+}
 
 }  // namespace fastmlp

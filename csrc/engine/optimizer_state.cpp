@@ -14,6 +14,17 @@ void OptimizerState::prepare(int64_t n) {
   size_ = n;
 }
 
+void OptimizerState::restore(int64_t step, int64_t n, const std::array<const float*, 3>& buffers) {
+  check_restored_state(config_, step, n, buffers);
+  std::vector<float> fresh[3];  // filled first: a bad_alloc here leaves the state as it was
+  for (int i = 0; i < 3; ++i) {
+    if (buffers[i] != nullptr) fresh[i].assign(buffers[i], buffers[i] + n);
+  }
+  for (int i = 0; i < 3; ++i) buffers_[i].swap(fresh[i]);
+  step_ = step;
+  size_ = n;
+}
+
 void OptimizerState::apply_range(float* params, const float* grads, int64_t begin, int64_t end) {
   // An empty vector's data() may be nullptr, which the kernels accept for unused buffers.
   auto state = [&](int i) { return buffers_[i].empty() ? nullptr : buffers_[i].data() + begin; };

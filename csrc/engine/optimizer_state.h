@@ -11,6 +11,7 @@
 // with another parameter count throws ValueError (the optimizer belongs to another model).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -40,6 +41,17 @@ class OptimizerState {
   // so these do not throw.
   void apply_range(float* params, const float* grads, int64_t begin, int64_t end);
   void finish_step() { ++step_; }
+
+  // Saving and restoring (fastmlp.optim's state_dict / load_state_dict). size(): the parameter
+  // count the buffers were built for, -1 before the first step; buffer_copy(i): buffer i, empty
+  // when the configuration does not use it (config().uses_buffer(i)) or before the first step.
+  int64_t size() const { return size_; }
+  std::vector<float> buffer_copy(int i) const { return buffers_[i]; }
+  // Replaces the step count and the buffers with a saved state: n parameters (-1, with step 0 and
+  // no buffers, for a state saved before its first step) and n floats at buffers[i] for each
+  // buffer the configuration uses (nullptr for the others). ValueError if they do not fit, and
+  // then nothing changes.
+  void restore(int64_t step, int64_t n, const std::array<const float*, 3>& buffers);
 
  private:
   OptimizerConfig config_;

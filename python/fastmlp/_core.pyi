@@ -72,6 +72,14 @@ class OptimizerState:
     def sgd(
         lr: float, momentum: float, dampening: float, nesterov: bool, weight_decay: float, l1: float
     ) -> OptimizerState: ...
+    def export_state(self) -> tuple[int, int, dict]:
+        """
+        A copy of the step count, parameter count and state buffers (see restore_state).
+        """
+    def restore_state(self, step: int, size: int, buffers: dict) -> None:
+        """
+        Replaces the step count and state buffers with saved ones (export_state's); ValueError if they do not fit this optimizer, and then nothing changes.
+        """
     @property
     def kind(self) -> int: ...
     @property
