@@ -455,6 +455,10 @@ def test_a_new_optimizer_starts_from_zero_state(rng):
         (fm.optim.Adam, {"eps": 1e-50}, ValueError, r"^eps: .*got 1e-50 \(0 in float32"),
         (fm.optim.SGD, {"lr": 1e39}, ValueError, r"^lr: .*got 1e\+39 \(inf in float32"),
         (fm.optim.SGD, {"lr": None}, TypeError, "^lr: expected a real number, got NoneType"),
+        # bool("False") is True: these turned Nesterov momentum / centering on.
+        (fm.optim.SGD, {"momentum": 0.9, "nesterov": "False"}, TypeError, "^nesterov: expected T"),
+        (fm.optim.SGD, {"nesterov": 0}, TypeError, "^nesterov: expected True or False, got int"),
+        (fm.optim.RMSProp, {"centered": "no"}, TypeError, "^centered: expected True or False"),
     ],
 )
 def test_optimizer_argument_rules(cls, kwargs, error, pattern):
@@ -468,6 +472,41 @@ def test_train_mode_takes_a_bool_only():
     with pytest.raises(TypeError, match=r"^mode: expected True or False, got str"):
         model.train("no")  # bool("no") is True: training would switch on
     assert not model.training
+
+
+def test_optimizer_hyperparameters_other_than_lr_are_read_only():
+    # The engine takes them at construction: an edit changed nothing but what repr() showed.
+    model = fm.MLP([4, 8, 3], seed=0)
+    opt = fm.optim.SGD(model, lr=0.1, momentum=0.9, nesterov=np.True_)
+    assert opt.defaults["nesterov"] is True
+    with pytest.raises(TypeError):
+        opt.defaults["momentum"] = 0.0  # type: ignore[index]
+    with pytest.raises(AttributeError, match=r"^momentum: fixed at construction .*only lr can"):
+        opt.momentum = 0.0
+    with pytest.raises(AttributeError):
+        opt.defaults = {}  # type: ignore[misc]
+    adam = fm.optim.Adam(model)
+    with pytest.raises(AttributeError, match=r"^betas: fixed at construction"):
+        adam.betas = (0.5, 0.5)
+    assert repr(opt) == (
+        "SGD(lr=0.1, momentum=0.9, dampening=0.0, nesterov=True, weight_decay=0.0, l1=0.0)"
+    )
+    opt.lr = 0.2  # lr stays settable, and so do other attributes
+    opt.note = "mine"
+    assert opt.lr == 0.2 and opt.note == "mine"
+    # The defaults rebuild the optimizer, as the copy error suggests.
+    again = type(adam)(model, lr=adam.lr, **adam.defaults)
+    assert repr(again) == repr(adam)
+
+
+def test_optimizer_copy_is_refused_as_it_would_share_the_engine_state():
+    model = fm.MLP([4, 8, 3], seed=0)
+    opt = fm.optim.SGD(model, lr=0.1)
+    # copy.copy shared the C++ state: setting lr on the copy changed the original's steps.
+    with pytest.raises(TypeError, match=r"^cannot copy an optimizer \(SGD\): .*share.* SGD\(model"):
+        copy.copy(opt)
+    with pytest.raises(TypeError):
+        copy.deepcopy(opt)
 
 
 def test_optimizer_needs_a_model():
@@ -527,6 +566,32 @@ def test_constructor_rules(kwargs, error, pattern):
     args = {"layer_sizes": [4, 5, 6, 3], **kwargs}
     with pytest.raises(error, match=pattern):
         fm.MLP(**args)
+
+
+def test_layers_too_large_for_memory_are_named():
+    # Within the engine's 2**60 bound but not this machine's memory: the engine's MemoryError
+    # said only "std::bad_alloc".
+    with pytest.raises(
+        MemoryError,
+        match=r"^layer_sizes: \[2, 100000000, 100000000, 2\] has 10,000,000,600,000,002 "
+        r"parameters, more than this machine could allocate",
+    ):
+        fm.MLP([2, 10**8, 10**8, 2])
+
+
+def test_set_num_threads_takes_an_int_at_least_one(restore_threads):
+    fm.set_num_threads(np.int64(1))
+    assert fm.get_num_threads() == 1
+    # pybind11 took True as 1 and answered 1.5 with its signature dump.
+    with pytest.raises(TypeError, match=r"^n: expected an int, got bool"):
+        fm.set_num_threads(True)
+    with pytest.raises(TypeError, match=r"^n: expected an int, got float"):
+        fm.set_num_threads(1.5)
+    with pytest.raises(ValueError, match=r"^n: expected >= 1, got 0"):
+        fm.set_num_threads(0)
+    with pytest.raises(ValueError, match=r"^n: expected <= 2147483647"):
+        fm.set_num_threads(2**31)
+    assert fm.get_num_threads() == 1
 
 
 @pytest.fixture
@@ -638,6 +703,15 @@ def test_train_step_optimizer_is_required_in_every_call_form(setup):
     assert math.isfinite(model.train_step(x, y, None, opt, label_smoothing=0.1))
     with pytest.raises(TypeError, match=r"^optimizer: .*\(it is required\), got None"):
         model.train_step(x, y)
+    # The optimizer third, in loss's place: said so, not "optimizer: ... got None".
+    pattern = r"^loss: expected a loss name, got an optimizer \(SGD\); .*optimizer=opt"
+    with pytest.raises(TypeError, match=pattern):
+        model.train_step(x, y, opt)
+    with pytest.raises(TypeError, match=pattern):
+        model.evaluate(x, y, opt)
+    with pytest.raises(TypeError, match=pattern):
+        model.loss_and_gradients(x, y, opt)
+    assert opt.step_count == 4
     if sys.version_info >= (3, 11):  # typing.get_overloads
         # The annotation says it is required: no overload gives optimizer a default.
         overloads = typing.get_overloads(fm.MLP.train_step)

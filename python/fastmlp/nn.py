@@ -64,6 +64,11 @@ _MAX_PARAMETERS = 2**60
 
 
 def _check_loss(loss: object) -> str:
+    if isinstance(loss, Optimizer):  # model.train_step(x, y, opt): the third argument is loss
+        raise TypeError(
+            f"loss: expected a loss name, got an optimizer ({type(loss).__name__}); pass the "
+            "optimizer by keyword: model.train_step(x, y, optimizer=opt)"
+        )
     if not isinstance(loss, str) or loss not in LOSSES:
         raise ValueError(f"loss: unknown {loss!r}; known: {', '.join(map(repr, LOSSES))}")
     return loss
@@ -78,6 +83,11 @@ def _per_hidden(value: object, name: str, hidden: int) -> list:
             )
         return list(value)
     return [value] * hidden
+
+
+def _weight_count(sizes: list[int]) -> int:
+    """Weights and biases of the layers ``sizes`` (PReLU slopes not counted)."""
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
 def _check_sizes(layer_sizes: object) -> list[int]:
@@ -99,7 +109,7 @@ def _check_sizes(layer_sizes: object) -> list[int]:
     sizes = [int(s) for s in sizes]
     # Python ints do not overflow: refuse here, with the count, what NumPy would call "array is
     # too big" (and the engine, csrc/engine/layout.h, refuses on its own side too).
-    count = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    count = _weight_count(sizes)
     if count > _MAX_PARAMETERS:
         raise ValueError(
             f"layer_sizes: {sizes} has {count} parameters, more than can be allocated "
@@ -284,15 +294,21 @@ class MLP:
         self._device = device
         self._training = True
         self._kinds = kinds
-        self._net = _engine(device).Network(sizes, kinds, alphas, dropouts, self._seed)
-        self.fused = fused  # checks it and passes it to a CUDA engine
-        # Bound once: one lookup less per step. The CUDA engine has no fast path (its step copies
-        # the batch to the device anyway); None sends every call through the checked path.
-        self._step_fast = getattr(self._net, "train_step_fast", None)
         self._shapes = [s for a, b in zip(sizes[:-1], sizes[1:]) for s in ((a, b), (b,))]
         self._shapes += [(1,) for name in names if name == "prelu"]
         prelu_alphas = [np.float32(a).reshape(1) for n, a in zip(names, alphas) if n == "prelu"]
-        self.set_weights(_init_weights(sizes, init, self._seed) + prelu_alphas)
+        try:
+            self._net = _engine(device).Network(sizes, kinds, alphas, dropouts, self._seed)
+            self.fused = fused  # checks it and passes it to a CUDA engine
+            self.set_weights(_init_weights(sizes, init, self._seed) + prelu_alphas)
+        except MemoryError:  # the engine's says only "std::bad_alloc", NumPy's names no argument
+            raise MemoryError(
+                f"layer_sizes: {sizes} has {_weight_count(sizes):,} parameters, more than this "
+                "machine could allocate"
+            ) from None
+        # Bound once: one lookup less per step. The CUDA engine has no fast path (its step copies
+        # the batch to the device anyway); None sends every call through the checked path.
+        self._step_fast = getattr(self._net, "train_step_fast", None)
 
     # ------------------------------------------------------------------ description
     @property
@@ -631,6 +647,8 @@ class MLP:
             value = self._step_fast(x, y, self._loss_code, self._training, optimizer._state)
             if value is not None:
                 return value
+        if isinstance(loss, Optimizer):  # train_step(x, y, opt): say so, not "optimizer: None"
+            _check_loss(loss)
         if optimizer is None:
             raise TypeError(
                 "optimizer: expected a fastmlp.optim optimizer (it is required), got None; e.g. "

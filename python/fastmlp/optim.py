@@ -19,17 +19,20 @@ directly.) AdaGrad, RMSProp and Adam are PyTorch's (squared gradients, square ro
 correction), not the course slides' simplified ``|g|`` forms: see :mod:`fastmlp.reference.optim`.
 
 ``opt.lr`` may be changed between steps (that is how :mod:`fastmlp.schedules` works); the other
-hyperparameters are fixed at construction and listed in ``opt.defaults``. ``opt.step_count``
-counts the updates applied; a step that raises ``FloatingPointError`` is not counted and changes
-nothing.
+hyperparameters are fixed at construction and listed in ``opt.defaults`` (read-only; setting
+``opt.momentum`` and the like raises ``AttributeError``). ``opt.step_count`` counts the updates
+applied; a step that raises ``FloatingPointError`` is not counted and changes nothing. An optimizer
+cannot be copied (``copy.copy``, ``copy.deepcopy``, pickle): build a new one for the model.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NoReturn
 
 from . import _core
-from ._checks import check_positive, check_real, check_unit_interval
+from ._checks import check_bool, check_positive, check_real, check_unit_interval
 
 __all__ = ["SGD", "AdaGrad", "Adam", "AdamW", "Optimizer", "RMSProp"]
 
@@ -64,7 +67,33 @@ class Optimizer:
         self.device = model.device  # its state lives there (see MLP.to)
         self._state = state
         self._lr = lr  # as given; the engine holds it rounded to float32
-        self.defaults = defaults
+        # Read-only: the engine took these values at construction, so an edit would change
+        # nothing but what repr() shows.
+        self._defaults: Mapping[str, Any] = MappingProxyType(dict(defaults))
+
+    @property
+    def defaults(self) -> Mapping[str, Any]:
+        """The hyperparameters other than ``lr``, as given at construction (read-only)."""
+        return self._defaults
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # opt.momentum = 0.0 would otherwise add an attribute the engine never reads.
+        if name in self.__dict__.get("_defaults", ()):
+            raise AttributeError(
+                f"{name}: fixed at construction (see opt.defaults); only lr can change between "
+                f"steps: build a new {type(self).__name__} for another {name}"
+            )
+        super().__setattr__(name, value)
+
+    def __copy__(self) -> NoReturn:
+        # Without this, copy.copy would share self._state: stepping or setting lr on the copy
+        # would change the original (deepcopy and pickle already fail on the C++ state).
+        name = type(self).__name__
+        raise TypeError(
+            f"cannot copy an optimizer ({name}): the copy would share its C++ state (lr, step "
+            f"count, momentum or moments) with the original; build a new one instead: "
+            f"{name}(model, lr=opt.lr, **opt.defaults)"
+        )
 
     @staticmethod
     def _check_model(model: object) -> None:
@@ -121,12 +150,13 @@ class SGD(Optimizer):
         lr = _nonneg(lr, "lr")
         momentum = _nonneg(momentum, "momentum")
         dampening = check_unit_interval(dampening, "dampening", allow_one=True)
+        nesterov = check_bool(nesterov, "nesterov")
         if nesterov and (momentum <= 0.0 or dampening != 0.0):
             raise ValueError("nesterov: needs momentum > 0 and dampening == 0 (as PyTorch)")
         defaults = {
             "momentum": momentum,
             "dampening": dampening,
-            "nesterov": bool(nesterov),
+            "nesterov": nesterov,
             "weight_decay": _nonneg(weight_decay, "weight_decay"),
             "l1": _nonneg(l1, "l1"),
         }
@@ -203,7 +233,7 @@ class RMSProp(Optimizer):
             "eps": check_positive(eps, "eps"),
             "weight_decay": _nonneg(weight_decay, "weight_decay"),
             "momentum": _nonneg(momentum, "momentum"),
-            "centered": bool(centered),
+            "centered": check_bool(centered, "centered"),
             "l1": _nonneg(l1, "l1"),
         }
         super().__init__(model, _state_class(model).rmsprop(lr=lr, **defaults), lr, defaults)
