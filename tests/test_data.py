@@ -107,6 +107,12 @@ def test_spirals_arms_are_rotated_copies():
         (lambda: data.make_circles(10, factor=None), TypeError, "^factor: expected a real"),
         (lambda: data.make_spirals(10, turns="1"), TypeError, "^turns: expected a real"),
         (lambda: data.make_xor(10, noise=1e39), ValueError, r"^noise: .*inf in float32"),
+        # NumPy's own messages ("expected non-negative integer", "SeedSequence expects int")
+        # name no argument.
+        (lambda: data.make_circles(10, seed=-1), ValueError, r"^seed: expected >= 0, got -1"),
+        (lambda: data.make_moons(10, seed=-1), ValueError, r"^seed: expected >= 0"),
+        (lambda: data.make_spirals(10, seed=1.5), TypeError, r"^seed: expected an int, got f"),
+        (lambda: data.make_xor(10, seed=True), TypeError, r"^seed: expected an int, got bool"),
     ],
 )
 def test_generator_argument_errors(call, exc, match):
@@ -178,6 +184,9 @@ def test_split_allows_empty_validation_and_float_targets_without_stratify(rng):
         ({"y": np.zeros(9, np.int64)}, ValueError, "^y"),
         ({"y": np.zeros(10)}, TypeError, "^y"),
         ({"val": "0.1"}, TypeError, "^val: expected a real number, got str"),
+        ({"seed": 1.5}, TypeError, "^seed: expected an int, got float"),
+        ({"seed": -1}, ValueError, "^seed: expected >= 0, got -1"),
+        ({"stratify": "False"}, TypeError, "^stratify: expected True or False, got str"),
     ],
 )
 def test_split_errors(kw, exc, match):
@@ -285,6 +294,17 @@ def test_standardizer_errors():
         data.Standardizer().fit(np.zeros((0, 2), np.float32))
     with pytest.raises(ValueError, match=r"^X"):
         data.Standardizer().fit(np.array([[np.nan, 1.0]], np.float32))
+    with pytest.raises(TypeError, match=r"^per_feature: expected True or False, got str"):
+        data.Standardizer(per_feature="False")  # bool("False") is True
+
+
+def test_seed_none_and_numpy_ints_are_accepted():
+    assert data.make_moons(10, seed=None)[0].shape == (10, 2)
+    np.testing.assert_array_equal(
+        data.make_moons(10, seed=np.int64(3))[0], data.make_moons(10, seed=3)[0]
+    )
+    X = np.zeros((10, 2), np.float32)
+    assert len(data.train_val_test_split(X, np.arange(10) % 2, seed=None)[0][0]) == 6
 
 
 # ---------------------------------------------------------------------------------------------

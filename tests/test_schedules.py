@@ -136,6 +136,9 @@ def test_numpy_integers_are_accepted_as_ints():
         (lambda: S.StepLR(2.5), TypeError, "^step_size"),
         (lambda: S.MultiStepLR([0, 3]), ValueError, "^milestones"),
         (lambda: S.MultiStepLR([1.5]), TypeError, "^milestones"),
+        # Not "'int' object is not iterable", which names nothing.
+        (lambda: S.MultiStepLR(10), TypeError, r"^milestones: expected a list .*got int"),
+        (lambda: S.MultiStepLR("10"), TypeError, r"^milestones: expected a list .*got str"),
         (lambda: S.ExponentialLR(-0.5), ValueError, "^gamma"),
         (lambda: S.PolynomialLR(0), ValueError, "^total_epochs"),
         (lambda: S.CosineAnnealingLR(10, eta_min=float("inf")), ValueError, "^eta_min"),

@@ -633,6 +633,25 @@ def test_model_and_fit_errors(circles):
             fm.EarlyStopping(**kw)
 
 
+def test_early_stopping_argument_types():
+    # bool("False") is True and float("abc") names no argument.
+    with pytest.raises(TypeError, match=r"^restore_best: expected True or False, got str"):
+        fm.EarlyStopping(restore_best="False")
+    with pytest.raises(TypeError, match=r"^min_delta: expected a real number, got str"):
+        fm.EarlyStopping(min_delta="abc")
+    assert fm.EarlyStopping(restore_best=np.False_, min_delta=np.float32(0.5)).restore_best is False
+
+
+def test_an_optimizer_of_another_model_is_refused_by_the_constructor(circles):
+    # Refused only at fit's first step, the error came after fit had put the model in eval mode
+    # and a plateau schedule had reset opt.lr.
+    model = _model()
+    opt = fm.optim.SGD(_model(), lr=0.1)
+    with pytest.raises(ValueError, match=r"^optimizer: it was built for another model"):
+        fm.Trainer(model, optimizer=opt, schedule=ReduceLROnPlateau(), verbose=0)
+    assert model.training and opt.lr == 0.1
+
+
 def test_fit_refuses_masked_arrays(circles):
     # np.asarray(y) dropped the mask: fit trained on the masked-out labels as if they were data.
     Xtr, ytr, Xv, yv = circles

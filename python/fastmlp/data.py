@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import _shape_str, check_real
+from ._checks import _shape_str, check_bool, check_int, check_real
 
 __all__ = [
     "Standardizer",
@@ -53,6 +53,11 @@ def _check_noise(noise: float) -> float:
     if not noise >= 0.0:
         raise ValueError(f"noise: expected a finite value >= 0, got {noise}")
     return noise
+
+
+def _check_seed(seed: int | None) -> int | None:
+    """``seed`` for ``np.random.default_rng``: None (fresh OS entropy) or an int >= 0."""
+    return None if seed is None else check_int(seed, "seed", 0)
 
 
 def _class_sizes(n_samples: int, n_classes: int) -> list[int]:
@@ -91,7 +96,7 @@ def make_circles(
     factor = check_real(factor, "factor")
     if not 0.0 < factor < 1.0:
         raise ValueError(f"factor: expected 0 < factor < 1 (inner radius / outer), got {factor}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
     parts = []
     for radius, n in zip((1.0, factor), _class_sizes(n_samples, 2)):
         t = rng.uniform(0.0, 2.0 * np.pi, n)
@@ -111,7 +116,7 @@ def make_moons(
     """
     n_samples = _check_n_samples(n_samples, 2)
     noise = _check_noise(noise)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
     n0, n1 = _class_sizes(n_samples, 2)
     t0 = rng.uniform(0.0, np.pi, n0)
     t1 = rng.uniform(0.0, np.pi, n1)
@@ -145,7 +150,7 @@ def make_spirals(
     turns = check_real(turns, "turns")
     if not turns > 0.0:
         raise ValueError(f"turns: expected a finite value > 0, got {turns}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
     parts = []
     for k, n in enumerate(_class_sizes(n_samples, int(n_classes))):
         r = rng.uniform(0.0, 1.0, n)
@@ -169,7 +174,7 @@ def make_xor(
     """
     n_samples = _check_n_samples(n_samples, 2)
     noise = _check_noise(noise)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
     parts = []
     for k, n in enumerate(_class_sizes(n_samples, 2)):
         sign = rng.choice([-1.0, 1.0], n)
@@ -244,9 +249,9 @@ def train_val_test_split(
             raise ValueError(
                 f"{name}: {frac} of {n} rows rounds to an empty set; use 0 or a larger fraction"
             )
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
 
-    if stratify:
+    if check_bool(stratify, "stratify"):
         if y.dtype.kind not in "iub" or y.ndim != 1:
             raise TypeError(
                 f"y: stratify=True needs 1-D integer class labels, got dtype {y.dtype} "
@@ -298,7 +303,7 @@ class Standardizer:
     """
 
     def __init__(self, per_feature: bool = True) -> None:
-        self.per_feature = bool(per_feature)
+        self.per_feature = check_bool(per_feature, "per_feature")
         self.mean_: np.ndarray | None = None
         self.scale_: np.ndarray | None = None
 

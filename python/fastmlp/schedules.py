@@ -116,6 +116,11 @@ class MultiStepLR(EpochSchedule):
         self, milestones: Iterable[int], gamma: float = 0.1, base_lr: float | None = None
     ) -> None:
         super().__init__(base_lr)
+        if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Iterable):
+            raise TypeError(
+                f"milestones: expected a list of epochs like [30, 60], "
+                f"got {type(milestones).__name__}"
+            )
         ms = list(milestones)
         self.milestones = sorted(check_int(m, "milestones", 1) for m in ms)
         self.gamma = _finite(gamma, "gamma", lo=0.0)

@@ -45,11 +45,13 @@ import numpy as np
 
 from ._checks import (
     as_float_input,
+    check_bool,
     check_finite,
     check_int,
     check_nonempty,
     check_not_masked,
     check_probability,
+    check_real,
 )
 from .schedules import MONITORS, Schedule, make_schedule
 
@@ -182,7 +184,7 @@ class EarlyStopping:
         if monitor not in MONITORS:
             raise ValueError(f"monitor: expected one of {', '.join(MONITORS)}, got {monitor!r}")
         patience = check_int(patience, "patience", 1)
-        min_delta = float(min_delta)
+        min_delta = check_real(min_delta, "min_delta", finite=False)
         if not (min_delta >= 0.0 and math.isfinite(min_delta)):
             raise ValueError(f"min_delta: expected a finite value >= 0, got {min_delta}")
         mode = _mode_for(monitor) if mode is None else mode
@@ -191,7 +193,7 @@ class EarlyStopping:
         self.monitor = monitor
         self.patience = patience
         self.min_delta = min_delta
-        self.restore_best = bool(restore_best)
+        self.restore_best = check_bool(restore_best, "restore_best")
         self.mode = mode
         self.reset()
 
@@ -333,6 +335,12 @@ class Trainer:
             raise TypeError(
                 f"optimizer: expected a fastmlp.optim optimizer (with an lr attribute), "
                 f"got {type(optimizer).__name__}"
+            )
+        # Checked here, not at fit's first step (after fit has already changed the model's mode).
+        if getattr(optimizer, "model", model) is not model:
+            raise ValueError(
+                f"optimizer: it was built for another model; build it for this one, e.g. "
+                f"{type(optimizer).__name__}(model, ...)"
             )
         self.optimizer = optimizer
         self.base_lr = float(optimizer.lr)
