@@ -347,6 +347,55 @@ def test_train_bad_options_give_one_line(capsys, args, fragment):
         assert_one_line_error(rc, err, fragment)
 
 
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        # The library's messages name its arguments (dropout, n_samples, ...): said as options.
+        (["--dropout", "1"], "error: --dropout: entry 0 is 1.0, expected a probability"),
+        (["--n-samples", "1"], "error: --n-samples: expected at least 2 (one per class), got 1"),
+        (["--lr", "1e39"], "error: --lr: expected a finite value, got 1e+39"),
+        (["--weight-decay", "1e39"], "error: --weight-decay: expected a finite value"),
+        (["--momentum", "1e39", "--optimizer", "sgd"], "error: --momentum: expected a finite"),
+        (
+            ["--schedule", "multistep:milestones=10"],
+            "error: --schedule: 'multistep' (MultiStepLR): milestones: expected a list of epochs",
+        ),
+    ],
+)
+def test_train_library_errors_name_the_option(capsys, args, fragment):
+    rc, _, err = run(capsys, "train", "--epochs", "1", "--quiet", *args)
+    assert_one_line_error(rc, err, fragment)
+
+
+def test_train_layers_too_large_for_memory_are_a_one_line_error(capsys):
+    # A MemoryError ("std::bad_alloc") went out as a traceback with exit status 1.
+    rc, _, err = run(capsys, "train", "--hidden", "100000000,100000000", *SMALL)
+    assert_one_line_error(
+        rc, err, "error: layer_sizes: [2, 100000000, 100000000, 2] has 10,000,000,600,000,002"
+    )
+
+
+def test_only_an_exact_argument_name_becomes_an_option():
+    args = cli.build_parser().parse_args(["train"])
+    assert cli._name_option("n_samples: too few: 1", args) == "--n-samples: too few: 1"
+    assert cli._name_option("lr: bad", args) == "--lr: bad"
+    for message in [
+        "lr_decay: bad",  # starts with an option's name, is another word
+        "learning rate: bad",
+        "dropouts: bad",
+        "lr is bad: 1",
+        "lr:bad",
+        "x: expected 2 columns",  # no such option
+        "func: bad",  # in the namespace, not an option
+        "command: bad",
+        "--lr: bad",  # already an option
+        "",
+    ]:
+        assert cli._name_option(message, args) == message
+    gradcheck = cli.build_parser().parse_args(["gradcheck"])
+    assert cli._name_option("lr: bad", gradcheck) == "lr: bad"  # gradcheck has no --lr
+
+
 def test_train_divergence_is_a_one_line_error(capsys):
     rc, _, err = run(capsys, "train", "--optimizer", "sgd", "--lr", "1e35", *SMALL)
     assert_one_line_error(rc, err, "training diverged", "--lr")

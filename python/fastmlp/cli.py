@@ -247,7 +247,8 @@ def parse_schedule(text: str, epochs: int) -> Any:
     try:
         return schedules.make_schedule(name, **kwargs)
     except (TypeError, ValueError) as exc:
-        raise CLIError(f"--schedule: {exc}") from None
+        # make_schedule's own "schedule: " prefix would follow ours: "--schedule: schedule: ...".
+        raise CLIError(f"--schedule: {str(exc).removeprefix('schedule: ')}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -763,7 +764,19 @@ _USER_ERRORS = (
     OSError,
     RuntimeError,
     FloatingPointError,
+    MemoryError,  # e.g. --hidden 100000000,100000000 (the message names the layer sizes)
 )
+
+
+def _name_option(message: str, args: argparse.Namespace) -> str:
+    """``message`` with a leading library argument name that is also an option of this command
+    (``dropout: ...``, ``n_samples: ...``) replaced by the option (``--dropout: ...``,
+    ``--n-samples: ...``), the name the user typed. Only an exact ``name: `` prefix is replaced;
+    every option of this CLI is spelled ``--`` and its dest, ``_`` written ``-``."""
+    name, sep, rest = message.partition(": ")
+    if sep and name.isidentifier() and name not in ("command", "func") and name in vars(args):
+        return f"--{name.replace('_', '-')}: {rest}"
+    return message
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -788,7 +801,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _USER_ERRORS as exc:
         if os.environ.get("FASTMLP_TRACEBACK"):
             raise
-        message = " ".join(str(exc).split()) or type(exc).__name__
+        message = _name_option(" ".join(str(exc).split()), args) or type(exc).__name__
         if isinstance(exc, FloatingPointError):
             message = f"training diverged ({message}); try a smaller --lr"
         print(f"fastmlp {args.command}: error: {message}", file=sys.stderr)
