@@ -603,6 +603,11 @@ for name in ops.ACTIVATIONS:
     y = ops.activation(x, name)
     out[name] = y
     out[name + "_backward"] = ops.activation_backward(x, y, dy, name)
+# Non-default alphas (elu's default is 1, so a path that dropped elu's alpha for 1 went unseen).
+for name, alpha in [("leaky_relu", 0.37), ("prelu", 0.37), ("elu", 0.37), ("elu", 1.7)]:
+    y = ops.activation(x, name, alpha)
+    out[f"{name}_{alpha}"] = y
+    out[f"{name}_{alpha}_backward"] = ops.activation_backward(x, y, dy, name, alpha)
 # The exponentials (common/exp_math.h vs cpu/exp_avx2.h) over their whole range: clamps, the
 # overflow and underflow ends, subnormals, and rows with and without a scalar tail.
 wide = np.concatenate([np.linspace(-110, 100, 4003), np.geomspace(1e-45, 1e-30, 50),
@@ -612,6 +617,10 @@ for name in ("elu", "sigmoid", "tanh"):
     out["wide_" + name] = ops.activation(wide, name)
     out["wide_" + name + "_backward"] = ops.activation_backward(
         wide, out["wide_" + name], np.ones_like(wide), name)
+    if name == "elu":
+        out["wide_elu_1.7"] = ops.activation(wide, "elu", 1.7)
+        out["wide_elu_1.7_backward"] = ops.activation_backward(
+            wide, out["wide_elu_1.7"], np.ones_like(wide), "elu", 1.7)
     # Fused into the GEMM epilogue (16-column tiles and an edge tile) vs applied afterwards.
     a = rng.standard_normal((13, 29)).astype(np.float32)
     w = (3 * rng.standard_normal((29, 37))).astype(np.float32)

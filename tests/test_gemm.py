@@ -137,6 +137,17 @@ def test_matmul_alpha_beta(rng, alpha, beta, trans_a, trans_b):
     check_matmul(rng, 37, 45, 300, trans_a, trans_b, alpha=alpha, beta=beta)
 
 
+@pytest.mark.parametrize(("trans_a", "trans_b"), TRANS, ids=TRANS_IDS)
+def test_matmul_every_n_up_to_40_with_beta_over_k_blocks(rng, trans_a, trans_b):
+    # Every edge-tile width (n % NR = 1..15, and 0) with beta != 0 and k = 600 > 2 KC: the
+    # micro-kernel reads C back through its column masks for the caller's beta and again, with
+    # beta = 1, for each k-block after the first. An edge tile that drops the beta*C term of some
+    # of its columns (say, of a second 8-column half holding one column, n % 16 == 9) is off by
+    # ~|beta C| + sqrt(k), thousands of tolerances. m = 7: a full 6-row panel and a 1-row edge.
+    for n in range(1, 41):
+        check_matmul(rng, 7, n, 600, trans_a, trans_b, alpha=0.5, beta=-1.5)
+
+
 def test_results_do_not_depend_on_thread_count(rng):
     # Each element's k-sum runs in the same order whatever the split of C among threads, so the
     # results are bit-identical; the shapes are split over rows (m >= n) and over columns.
@@ -252,6 +263,14 @@ def test_linear_epilogue(rng, threads, activation, with_bias, m, n, k):
     # k = 300 > KC: an activation applied after every k-block instead of the last would be caught.
     alpha = 0.2 if activation == "prelu" else None
     check_linear(rng, m, n, k, activation, with_bias, alpha)
+
+
+@pytest.mark.parametrize("activation", ["identity", "relu"])
+@pytest.mark.parametrize(("m", "n", "k"), [(7, 9, 5), (7, 25, 5), (7, 9, 300), (13, 25, 300)])
+def test_linear_bias_on_edge_tiles_with_a_lone_ninth_column(rng, activation, m, n, k):
+    # n % NR == 9: the edge tile's second 8-column half holds a single column, whose bias (and,
+    # for k = 300 > KC, partial sum from the first k-block) must still be loaded.
+    check_linear(rng, m, n, k, activation, True)
 
 
 @pytest.mark.parametrize(("activation", "alpha"), [("leaky_relu", 0.3), ("elu", 0.7)])

@@ -80,6 +80,29 @@ def test_multiclass_hinge_matches_reference(rng, shape, margin):
     np.testing.assert_allclose(ds, ref_ds, rtol=1.2e-7, atol=0)
 
 
+@pytest.mark.parametrize("margin", [1.0, 0.5, 2.0, 0.0])
+def test_multiclass_hinge_at_margins_of_exactly_zero(rng, margin):
+    """At the kink, margin_ij == 0 counts as not violated ([margin_ij > 0], losses.cpp and the
+    reference): scores on a grid of halves in [-2, 2] put many margins exactly on 0. Halves and
+    the margins are exact in float32 and float64, every margin and loss term a multiple of 1/2
+    and every sum exact; a batch of 64 makes k / 64 exact in float32: loss and gradient must
+    equal the reference's exactly, whatever the summation order."""
+    s = (rng.integers(-4, 5, (64, 10)) / 2).astype(np.float32)
+    y = rng.integers(0, 10, 64)
+    rows = np.arange(64)
+    m = s.astype(np.float64) - s[rows, y][:, None] + margin
+    m[rows, y] = np.nan
+    assert (m == 0).sum() >= 20, "too few margins on the kink"  # 36 to 69 of 576 here
+    loss, ds = ops.multiclass_hinge_loss(s, y, margin=margin)
+    ref_loss, ref_ds = reference.multiclass_hinge_loss(s, y, margin=margin)
+    assert loss == ref_loss
+    np.testing.assert_array_equal(ds, ref_ds)
+    # By hand: margins 0 (j = 1) and 0.5 (j = 2), label 0, margin 1: only j = 2 is violated.
+    loss, ds = ops.multiclass_hinge_loss(np.array([[1.0, 0.0, 0.5]], np.float32), [0])
+    assert loss == 0.5
+    np.testing.assert_array_equal(ds, [[-1.0, 0.0, 1.0]])
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_bce_with_logits_matches_reference(rng, shape):
     z, t = make_inputs(rng, "bce_with_logits", shape)
