@@ -7,9 +7,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -133,8 +135,22 @@ void bind_optimizer_state(py::module_& m, const char* doc) {
               check_shape(held.back(), name, {size});
               ++given;
             }
-            FASTMLP_CHECK(given == static_cast<int64_t>(buffers.size()),
-                          "buffers: a name that is not one of this state's buffers");
+            if (given != static_cast<int64_t>(buffers.size())) {
+              std::vector<std::string> known;
+              for (int i = 0; i < 3; ++i) {
+                if (s.config().uses_buffer(i) && size >= 0)
+                  known.emplace_back(s.config().buffer_name(i));
+              }
+              std::string list;
+              for (const std::string& name : known) list += (list.empty() ? "" : ", ") + name;
+              for (const auto& item : buffers) {
+                const std::string key = py::str(item.first);
+                if (std::find(known.begin(), known.end(), key) == known.end()) {
+                  throw ValueError(detail::concat(key, ": not a state buffer of this optimizer (",
+                                                  list.empty() ? "it has none here" : list, ")"));
+                }
+              }
+            }
             py::gil_scoped_release release;
             s.restore(step, size, data);
           },

@@ -777,7 +777,8 @@ class MLP:
     def save(self, path: PathLike) -> None:
         """Write the weights and a JSON config to an ``.npz`` file (NumPy adds the suffix when
         missing). :func:`load` restores the model exactly: same weights bit for bit, same
-        architecture, loss, mode and dropout offset. Optimizer state is not saved.
+        architecture, loss, mode and dropout offset. Optimizer state is not saved: keep
+        ``opt.state_dict()`` beside it to resume training exactly (:mod:`fastmlp.optim`).
 
         Raises ``ValueError`` if a weight is NaN or infinite (a diverged run): :func:`load`, like
         :meth:`set_weights`, accepts finite weights only, so such a file could not be read back.

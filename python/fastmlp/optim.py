@@ -23,6 +23,15 @@ hyperparameters are fixed at construction and listed in ``opt.defaults`` (read-o
 ``opt.momentum`` and the like raises ``AttributeError``). ``opt.step_count`` counts the updates
 applied; a step that raises ``FloatingPointError`` is not counted and changes nothing. An optimizer
 cannot be copied (``copy.copy``, ``copy.deepcopy``, pickle): build a new one for the model.
+
+Checkpoints: ``opt.state_dict()`` returns the step count, ``lr`` and a copy of the state buffers
+(plain Python and NumPy values, for ``pickle``), and ``opt.load_state_dict(state)`` puts them into
+an optimizer of the same class and hyperparameters for a model of the same size, so that training
+resumed from ``model.save`` + ``opt.state_dict()`` takes exactly the steps it would have taken::
+
+    pickle.dump(opt.state_dict(), f); model.save("model.npz")          # save
+    model = fm.load("model.npz"); opt = fm.optim.Adam(model, lr=1e-3)   # resume
+    opt.load_state_dict(pickle.load(f))
 """
 
 from __future__ import annotations
@@ -31,8 +40,17 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+import numpy as np
+
 from . import _core
-from ._checks import check_bool, check_positive, check_real, check_unit_interval
+from ._checks import (
+    as_float_input,
+    check_bool,
+    check_int,
+    check_positive,
+    check_real,
+    check_unit_interval,
+)
 
 __all__ = ["SGD", "AdaGrad", "Adam", "AdamW", "Optimizer", "RMSProp"]
 
@@ -48,6 +66,11 @@ def _betas(betas: object) -> tuple[float, float]:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
     return check_unit_interval(betas[0], "betas[0]"), check_unit_interval(betas[1], "betas[1]")
+
+
+def _as_tuple(value: object) -> object:
+    """A pair such as ``betas`` as a tuple, whether it was saved as a tuple, list or array."""
+    return tuple(value) if isinstance(value, (tuple, list, np.ndarray)) else value
 
 
 def _state_class(model: Any) -> Any:
@@ -121,6 +144,81 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in {"lr": self.lr, **self.defaults}.items())
         return f"{type(self).__name__}({args})"
+
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of the optimizer's state, to resume training from (as PyTorch's ``state_dict``).
+
+        Keys: ``"optimizer"`` (the class name), ``"lr"``, ``"defaults"`` (the other
+        hyperparameters), ``"step"`` (updates applied), ``"num_parameters"`` (the parameter count
+        the buffers are laid out for; None before the first step) and ``"state"``: the state
+        buffers by PyTorch's names (``momentum_buffer``; AdaGrad ``sum``; RMSProp
+        ``square_avg``, ``momentum_buffer``, ``grad_avg``; Adam ``exp_avg``, ``exp_avg_sq``),
+        each a float32 array of ``num_parameters`` values in the order of
+        ``model.get_weights()`` flattened (``{}`` before the first step or for plain SGD).
+        """
+        step, size, buffers = self._state.export_state()
+        return {
+            "optimizer": type(self).__name__,
+            "lr": self.lr,
+            "defaults": dict(self.defaults),
+            "step": int(step),
+            "num_parameters": int(size) if size >= 0 else None,
+            "state": {name: buffer for name, buffer in buffers.items()},
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`: step count, state buffers and ``lr``.
+
+        The state must come from an optimizer of this class with the same hyperparameters
+        (``defaults``) for a model with as many parameters; its buffers must be finite float32
+        arrays of that size. Anything else raises ``TypeError`` / ``ValueError`` naming what does
+        not fit, and leaves this optimizer unchanged.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"state_dict: expected a mapping from Optimizer.state_dict(), got "
+                f"{type(state_dict).__name__}"
+            )
+        keys = ("optimizer", "lr", "defaults", "step", "num_parameters", "state")
+        missing = [k for k in keys if k not in state_dict]
+        if missing:
+            raise ValueError(f"state_dict: missing {', '.join(map(repr, missing))}")
+        name = type(self).__name__
+        if state_dict["optimizer"] != name:
+            raise ValueError(
+                f"state_dict: saved from {state_dict['optimizer']!r}, this optimizer is {name}"
+            )
+        saved = state_dict["defaults"]
+        if not isinstance(saved, Mapping) or set(saved) != set(self.defaults):
+            raise ValueError(f"defaults: expected the keys {sorted(self.defaults)}, got {saved!r}")
+        for key, value in self.defaults.items():
+            if _as_tuple(saved[key]) != _as_tuple(value):
+                raise ValueError(
+                    f"{key}: the state was saved with {saved[key]!r}, this {name} has {value!r} "
+                    f"(build the optimizer with the saved hyperparameters)"
+                )
+        lr = _nonneg(state_dict["lr"], "lr")
+        step = check_int(state_dict["step"], "step", 0)
+        size = state_dict["num_parameters"]
+        if size is not None and size != self.model.num_parameters:
+            raise ValueError(
+                f"num_parameters: the state is for {size} parameters, the model has "
+                f"{self.model.num_parameters}"
+            )
+        buffers = state_dict["state"]
+        if not isinstance(buffers, Mapping):
+            raise TypeError(f"state: expected a mapping of arrays, got {type(buffers).__name__}")
+        checked = {}
+        for key, buffer in buffers.items():
+            array = as_float_input(buffer, str(key), ndim=1) if size is not None else buffer
+            if isinstance(buffer, np.ndarray) and buffer.dtype != np.float32:
+                raise TypeError(f"{key}: expected a float32 array, got {buffer.dtype}")
+            if size is not None and not np.isfinite(array).all():
+                raise ValueError(f"{key}: the saved state holds non-finite values")
+            checked[str(key)] = array
+        # The engine checks the names and sizes, and replaces nothing unless all of it fits.
+        self._state.restore_state(step, -1 if size is None else size, checked)
+        self.lr = lr
 
 
 class SGD(Optimizer):

@@ -1,0 +1,158 @@
+"""Optimizer checkpoints: ``state_dict`` / ``load_state_dict`` resume training bit for bit."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+
+import fastmlp as fm
+
+CONFIGS = {
+    "sgd": (fm.optim.SGD, {"lr": 0.1}),
+    "momentum": (fm.optim.SGD, {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}),
+    "nesterov": (fm.optim.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
+    "adagrad": (fm.optim.AdaGrad, {"lr": 0.1, "lr_decay": 0.01}),
+    "rmsprop": (fm.optim.RMSProp, {"lr": 0.01, "momentum": 0.5, "centered": True}),
+    "adam": (fm.optim.Adam, {"lr": 0.01, "l1": 1e-4}),
+    "adamw": (fm.optim.AdamW, {"lr": 0.01, "weight_decay": 0.05}),
+}
+
+SIZES = [5, 16, 7, 3]
+
+
+def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((32, 5)).astype(np.float32), rng.integers(0, 3, 32)
+
+
+def _steps(model: fm.MLP, opt: fm.optim.Optimizer, n: int) -> None:
+    x, y = _data()
+    for i in range(n):
+        model.train_step(x[i % 4 :: 4], y[i % 4 :: 4], optimizer=opt)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_resuming_from_a_state_dict_continues_bit_for_bit(name: str) -> None:
+    cls, kwargs = CONFIGS[name]
+    model = fm.MLP(SIZES, activation="tanh", seed=0)
+    opt = cls(model, **kwargs)
+    _steps(model, opt, 5)
+    weights = model.get_weights()
+    state = pickle.loads(pickle.dumps(opt.state_dict()))  # what a checkpoint file holds
+
+    resumed = fm.MLP(SIZES, activation="tanh", seed=1)
+    resumed.set_weights(weights)
+    resumed_opt = cls(resumed, **kwargs)
+    resumed_opt.lr = 123.0  # load_state_dict restores lr too, as PyTorch's
+    resumed_opt.load_state_dict(state)
+    assert resumed_opt.step_count == opt.step_count == 5
+    assert resumed_opt.lr == opt.lr
+
+    _steps(model, opt, 4)
+    _steps(resumed, resumed_opt, 4)
+    for a, b in zip(model.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # A fresh optimizer (zero state) would have taken other steps, unless the rule keeps no state.
+    fresh = fm.MLP(SIZES, activation="tanh", seed=1)
+    fresh.set_weights(weights)
+    _steps(fresh, cls(fresh, **kwargs), 4)
+    stateless = name == "sgd"
+    same = all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), model.get_weights()))
+    assert same == stateless
+
+
+def test_state_dict_contents_are_copies_with_pytorch_names() -> None:
+    model = fm.MLP(SIZES, seed=0)
+    opt = fm.optim.Adam(model, lr=0.01)
+    before = opt.state_dict()
+    assert before["optimizer"] == "Adam" and before["step"] == 0
+    assert before["num_parameters"] is None and before["state"] == {}
+    _steps(model, opt, 2)
+    state = opt.state_dict()
+    assert state["step"] == 2 and state["num_parameters"] == model.num_parameters
+    assert sorted(state["state"]) == ["exp_avg", "exp_avg_sq"]
+    for buf in state["state"].values():
+        assert buf.dtype == np.float32 and buf.shape == (model.num_parameters,)
+        assert np.abs(buf).max() > 0
+    state["state"]["exp_avg"][:] = 7.0  # a copy: the optimizer keeps its own
+    assert not np.any(opt.state_dict()["state"]["exp_avg"] == 7.0)
+    assert state["defaults"] == dict(opt.defaults)
+
+
+def test_a_state_saved_before_any_step_loads_as_a_fresh_state() -> None:
+    model = fm.MLP(SIZES, seed=0)
+    opt = fm.optim.Adam(model, lr=0.01)
+    empty = opt.state_dict()
+    _steps(model, opt, 3)
+    opt.load_state_dict(empty)
+    assert opt.step_count == 0 and opt.state_dict()["state"] == {}
+    _steps(model, opt, 1)  # allocates its buffers again on the next step
+    assert opt.step_count == 1
+
+
+def _bad_states() -> list[tuple[str, type[Exception], str]]:
+    return [
+        ("not a dict", TypeError, "state_dict: expected"),
+        ("missing key", ValueError, "state_dict: missing"),
+        ("other class", ValueError, "state_dict: saved from 'SGD', this optimizer is Adam"),
+        ("other beta", ValueError, "betas"),
+        ("other size", ValueError, "num_parameters"),
+        ("missing buffer", ValueError, "exp_avg_sq"),
+        ("extra buffer", ValueError, "momentum_buffer"),
+        ("float64 buffer", TypeError, "exp_avg"),
+        ("short buffer", ValueError, "exp_avg"),
+        ("nan buffer", ValueError, "exp_avg"),
+        ("negative step", ValueError, "step"),
+        ("bad lr", ValueError, "lr"),
+    ]
+
+
+@pytest.mark.parametrize("case,exc,match", _bad_states())
+def test_a_state_that_does_not_fit_is_refused_and_changes_nothing(
+    case: str, exc: type[Exception], match: str
+) -> None:
+    model = fm.MLP(SIZES, seed=0)
+    opt = fm.optim.Adam(model, lr=0.01, betas=(0.9, 0.999))
+    _steps(model, opt, 2)
+    good = opt.state_dict()
+    bad: object = copy.deepcopy(good)
+    assert isinstance(bad, dict)
+    buffers = bad["state"]
+    if case == "not a dict":
+        bad = [good]
+    elif case == "missing key":
+        del bad["step"]
+    elif case == "other class":
+        bad["optimizer"] = "SGD"
+    elif case == "other beta":
+        bad["defaults"] = {**bad["defaults"], "betas": (0.8, 0.999)}
+    elif case == "other size":
+        bad["num_parameters"] += 1
+    elif case == "missing buffer":
+        del buffers["exp_avg_sq"]
+    elif case == "extra buffer":
+        buffers["momentum_buffer"] = buffers["exp_avg"].copy()
+    elif case == "float64 buffer":
+        buffers["exp_avg"] = buffers["exp_avg"].astype(np.float64)
+    elif case == "short buffer":
+        buffers["exp_avg"] = buffers["exp_avg"][:-1]
+    elif case == "nan buffer":
+        buffers["exp_avg"][3] = np.nan
+    elif case == "negative step":
+        bad["step"] = -1
+    elif case == "bad lr":
+        bad["lr"] = float("nan")
+
+    other = fm.MLP(SIZES, seed=3)
+    target = fm.optim.Adam(other, lr=0.5, betas=(0.9, 0.999))
+    _steps(other, target, 1)
+    before = target.state_dict()
+    with pytest.raises(exc, match=match):
+        target.load_state_dict(bad)
+    after = target.state_dict()
+    assert after["step"] == before["step"] == 1 and target.lr == 0.5
+    for key in before["state"]:
+        np.testing.assert_array_equal(after["state"][key], before["state"][key])
