@@ -3,19 +3,23 @@
 Ops (float32, C-contiguous inputs, every call allocating its result as a user's call does):
 activations relu, leaky_relu (0.01), elu (1.0), sigmoid, tanh through ``ops.activation``; their
 backward (relu, elu, sigmoid, tanh) through ``ops.activation_backward(x, y, dy, name)``; the row
-ops ``ops.softmax``, ``ops.log_softmax`` and ``ops.softmax_cross_entropy``. Ours is the public
+ops ``ops.softmax``, ``ops.log_softmax`` and ``ops.softmax_cross_entropy``; the elementwise
+losses ``ops.bce_with_logits`` and ``ops.mse_loss``. Ours is the public
 Python call, argument checks included. NumPy's twin is the expression a NumPy user writes (see
 ``OPS``); PyTorch's is the ATen function on ``torch.from_numpy`` views (no copy in the timed call):
 ``torch.relu``, ``F.leaky_relu``, ``F.elu``, ``torch.sigmoid``, ``torch.tanh``,
 ``aten.threshold_backward``/``elu_backward``/``sigmoid_backward``/``tanh_backward`` (the kernels
 autograd calls; a row shows "-" for PyTorch where the installed torch lacks one),
-``torch.softmax``, ``torch.log_softmax`` and ``F.cross_entropy``.
+``torch.softmax``, ``torch.log_softmax``, ``F.cross_entropy``,
+``F.binary_cross_entropy_with_logits`` and ``F.mse_loss``.
 ``ops.softmax_cross_entropy`` returns the loss *and* the gradient of the logits, so the
 ``cross_entropy`` row times the loss and gradient on every side: NumPy computes both, PyTorch runs
 ``F.cross_entropy`` forward and ``backward()`` on a leaf tensor; ``cross_entropy_loss`` times the
-loss alone (ours with ``need_grad=False``, PyTorch without autograd).
+loss alone (ours with ``need_grad=False``, PyTorch without autograd); ``bce``/``bce_loss`` and
+``mse``/``mse_loss`` likewise.
 Default shapes: 1024x256 (a hidden layer at batch 1024) and 128x256 for the activations,
-1024x1000, 4096x10 and 128x10 for the row ops; ``--shapes`` replaces them for every op.
+1024x1000, 4096x10 and 128x10 for the row ops, 1024x784 (an MNIST-sized output) and 128x10 for
+bce and mse; ``--shapes`` replaces them for every op.
 
 Before timing a row, every peer's result is checked against ours (same dtype and shape,
 ``np.allclose`` with rtol 1e-3, atol 1e-5): a peer computing something else would make the
@@ -60,6 +64,7 @@ Shape = tuple[int, int]
 
 ACT_SHAPES: list[Shape] = [(1024, 256), (128, 256)]
 ROW_SHAPES: list[Shape] = [(1024, 1000), (4096, 10), (128, 10)]
+LOSS_SHAPES: list[Shape] = [(1024, 784), (128, 10)]
 RTOL, ATOL = 1e-3, 1e-5
 
 
@@ -201,7 +206,59 @@ def row_op(kind: str):
     return build
 
 
-# name -> (kind of shapes: "act" or "row", what the row times, builder)
+def _np_bce(z: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean binary cross-entropy on logits (the stable form) and its gradient, float32."""
+    e = np.exp(-np.abs(z))
+    loss = float(np.mean(np.maximum(z, 0) - z * t + np.log1p(e)))
+    sig = np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+    return loss, (sig - t) / np.float32(z.size)
+
+
+def _np_mse(p: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray]:
+    d = p - t
+    return float(np.mean(d * d)), d * np.float32(2 / d.size)
+
+
+def loss_op(kind: str):
+    """Builder of an elementwise loss: bce (loss and gradient of the logits), bce_loss (the loss
+    alone), mse, mse_loss; targets in [0, 1] for bce, normal for mse."""
+
+    def build(data: dict[str, np.ndarray], use_torch: bool) -> dict[str, Fn | None]:
+        x, t = data["x"], data["targets"]
+        fns: dict[str, Fn | None] = {
+            "bce": {"ours": lambda: ops.bce_with_logits(x, t), "numpy": lambda: _np_bce(x, t)},
+            "bce_loss": {
+                "ours": lambda: ops.bce_with_logits(x, t, need_grad=False)[0],
+                "numpy": lambda: _np_bce(x, t)[0],
+            },
+            "mse": {"ours": lambda: ops.mse_loss(x, t), "numpy": lambda: _np_mse(x, t)},
+            "mse_loss": {
+                "ours": lambda: ops.mse_loss(x, t, need_grad=False)[0],
+                "numpy": lambda: float(np.mean(np.square(x - t))),
+            },
+        }[kind]
+        if use_torch:
+            torch = _torch()
+            F = torch.nn.functional
+            tx, tt = torch.from_numpy(x), torch.from_numpy(t)
+            leaf = torch.from_numpy(x).requires_grad_()
+            loss_fn = F.binary_cross_entropy_with_logits if kind.startswith("bce") else F.mse_loss
+
+            def torch_with_grad() -> tuple[float, Any]:
+                leaf.grad = None
+                loss = loss_fn(leaf, tt)
+                loss.backward()
+                return loss.item(), leaf.grad
+
+            fns["torch"] = (
+                (lambda: loss_fn(tx, tt).item()) if kind.endswith("_loss") else torch_with_grad
+            )
+        return fns
+
+    return build
+
+
+# name -> (kind of shapes: "act", "row" or "loss", what the row times, builder)
 OPS: dict[str, tuple[str, str, Callable[..., dict[str, Fn | None]]]] = {
     "relu": ("act", "y = max(x, 0)", act_forward("relu", lambda x: np.maximum(x, 0), "relu")),
     "leaky_relu": (
@@ -248,7 +305,12 @@ OPS: dict[str, tuple[str, str, Callable[..., dict[str, Fn | None]]]] = {
         row_op("cross_entropy"),
     ),
     "cross_entropy_loss": ("row", "mean CE loss alone", row_op("cross_entropy_loss")),
+    "bce": ("loss", "mean BCE on logits + dlogits (torch: forward + backward)", loss_op("bce")),
+    "bce_loss": ("loss", "mean BCE on logits alone", loss_op("bce_loss")),
+    "mse": ("loss", "mean squared error + dpred (torch: forward + backward)", loss_op("mse")),
+    "mse_loss": ("loss", "mean squared error alone", loss_op("mse_loss")),
 }
+SHAPES_OF_KIND: dict[str, list[Shape]] = {"act": ACT_SHAPES, "row": ROW_SHAPES, "loss": LOSS_SHAPES}
 ACTIVATION_OF = {
     "relu": "relu",
     "leaky_relu": "leaky_relu",
@@ -269,6 +331,13 @@ def make_data(op: str, shape: Shape, rng: np.random.Generator) -> dict[str, np.n
     if op in ACTIVATION_OF:
         data["y"] = ops.activation(x, ACTIVATION_OF[op])
         data["dy"] = rng.standard_normal(shape, dtype=np.float32)
+    elif OPS[op][0] == "loss":
+        bce = op.startswith("bce")
+        data["targets"] = (
+            rng.uniform(0, 1, shape).astype(np.float32)
+            if bce
+            else rng.standard_normal(shape, dtype=np.float32)
+        )
     else:
         data["labels"] = rng.integers(0, shape[1], shape[0])
     return data
@@ -461,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         "--shapes",
         type=_bench.option(shape_list),
         help="ROWSxCOLS list for every op (default: 1024x256,128x256 for the activations, "
-        "1024x1000,4096x10,128x10 for the row ops)",
+        "1024x1000,4096x10,128x10 for the row ops, 1024x784,128x10 for bce and mse)",
     )
     ap.add_argument(
         "--repeat",
@@ -493,11 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     use_torch = not a.no_torch and _bench.torch_available()
-    plan = [
-        (op, shape)
-        for op in a.ops
-        for shape in (a.shapes or (ACT_SHAPES if OPS[op][0] == "act" else ROW_SHAPES))
-    ]
+    plan = [(op, shape) for op in a.ops for shape in (a.shapes or SHAPES_OF_KIND[OPS[op][0]])]
     info = _bench.header(
         {"requested": a.threads, "numpy": "1 (elementwise ufuncs and reductions, no BLAS)"}
     )
