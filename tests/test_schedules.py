@@ -95,6 +95,11 @@ def test_reduce_on_plateau_threshold_cooldown_min_lr_and_max_mode():
     sched = S.ReduceLROnPlateau(monitor="val_accuracy", factor=0.5, patience=1)
     assert sched.mode == "max"
     assert _plateau_run(sched, [0.5, 0.6, 0.55, 0.6, 0.59]) == [1.0, 1.0, 1.0, 0.5, 0.5]
+    # max mode, abs threshold 0.01: 0.505 is not > 0.5 + 0.01; 0.52 is
+    sched = S.ReduceLROnPlateau(
+        mode="max", factor=0.5, patience=0, threshold=0.01, threshold_mode="abs"
+    )
+    assert _plateau_run(sched, [0.5, 0.505, 0.52]) == [1.0, 0.5, 0.5]
     # NaN never improves
     sched = S.ReduceLROnPlateau(factor=0.5, patience=0)
     assert _plateau_run(sched, [float("nan"), float("nan")]) == [0.5, 0.25]
@@ -204,15 +209,30 @@ def test_epoch_schedules_match_torch(ours, theirs):
     assert lrs(ours, 10, base=0.1) == pytest.approx(expected, rel=1e-9, abs=1e-15)
 
 
-def test_plateau_matches_torch():
+_PLATEAU_METRICS = {
+    # a plateau every threshold sees; steps of at most 0.002 that only threshold=1e-4 counts as
+    # improvements; a step of 0.008 (from 0.38 or 0.62) that "rel" 0.01 counts and "abs" 0.01
+    # does not: the three settings cut the rate at different epochs
+    "min": [0.48, 0.48, 0.48, 0.48, 0.4, 0.398, 0.397, 0.3965, 0.38, 0.372, 0.371, 0.371, 0.371],
+    "max": [0.52, 0.52, 0.52, 0.52, 0.6, 0.602, 0.604, 0.605, 0.62, 0.628, 0.629, 0.629, 0.629],
+}
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+@pytest.mark.parametrize(
+    ("threshold_mode", "threshold"), [("rel", 1e-4), ("rel", 0.01), ("abs", 0.01)]
+)
+def test_plateau_matches_torch(mode, threshold_mode, threshold):
     torch = pytest.importorskip("torch")
-    metrics = [1.0, 0.9, 0.95, 0.95, 0.95, 0.8, 0.85, 0.85, 0.85, 0.85, 0.9, 0.9]
+    metrics = _PLATEAU_METRICS[mode]
+    kw = {"mode": mode, "factor": 0.5, "patience": 2, "cooldown": 1}
+    kw.update(threshold=threshold, threshold_mode=threshold_mode)
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.1)
-    theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2, cooldown=1)
+    theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **kw)
     expected = []
     for m in metrics:
         theirs.step(m)
         expected.append(opt.param_groups[0]["lr"])
-    ours = S.ReduceLROnPlateau(factor=0.5, patience=2, cooldown=1)
+    ours = S.ReduceLROnPlateau(**kw)
     assert _plateau_run(ours, metrics, lr=0.1) == pytest.approx(expected, rel=1e-12)

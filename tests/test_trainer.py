@@ -215,6 +215,28 @@ def test_every_row_once_per_epoch_last_partial_batch_used(shuffle):
         assert not np.array_equal(np.concatenate(model.batches[:3]), X)
 
 
+def test_shuffle_draws_a_new_order_every_epoch_and_repeats_the_run():
+    """One Generator for the whole run: each epoch's permutation is a fresh draw (not the first
+    epoch's order again), and the same seed repeats the sequence of orders."""
+    X = np.arange(20, dtype=np.float32).reshape(10, 2) / 20
+    y = np.arange(10) % 2
+
+    def orders(seed):
+        model = RecordingMLP([2, 4, 2], seed=0)
+        opt = fm.optim.SGD(model, lr=0.05)
+        fm.Trainer(model, opt, batch_size=4, epochs=3, seed=seed, verbose=0).fit(X, y)
+        rows = [np.concatenate(model.batches[3 * e : 3 * e + 3]) for e in range(3)]
+        return [np.rint(r[:, 0] * 10).astype(int) for r in rows]  # row indices into X
+
+    first = orders(7)
+    for order in first:
+        np.testing.assert_array_equal(np.sort(order), np.arange(10))
+    for a, b in ((0, 1), (1, 2), (0, 2)):
+        assert not np.array_equal(first[a], first[b]), (a, b)
+    for order, again in zip(first, orders(7)):
+        np.testing.assert_array_equal(order, again)
+
+
 def test_online_and_full_batch(circles):
     Xtr, ytr, _, _ = circles
     n = len(ytr)
@@ -364,6 +386,26 @@ def test_early_stopping_rules():
     acc = fm.EarlyStopping(monitor="val_accuracy", patience=1)
     assert acc.mode == "max"
     assert not acc.update(0.5, 0, m) and acc.update(0.4, 1, m)
+
+
+def test_early_stopping_min_delta_in_max_mode():
+    """An accuracy improves only if it beats the best by more than min_delta: value > best +
+    min_delta (not best - min_delta, which would count small drops as improvements)."""
+
+    class Weights:
+        def get_weights(self):
+            return [np.zeros(1, np.float32)]
+
+    m = Weights()
+    es = fm.EarlyStopping(monitor="val_accuracy", patience=1, min_delta=0.05)
+    assert not es.update(0.5, 0, m)
+    assert es.update(0.52, 1, m)  # better, but by less than min_delta: no improvement, stop
+    assert es.best == 0.5 and es.best_epoch == 0
+    es = fm.EarlyStopping(monitor="val_accuracy", patience=2, min_delta=0.05)
+    assert not es.update(0.5, 0, m)
+    assert not es.update(0.49, 1, m) and es.wait == 1  # a drop never improves
+    assert not es.update(0.56, 2, m)  # beats 0.5 + 0.05: improves, the count restarts
+    assert es.best == 0.56 and es.best_epoch == 2 and es.wait == 0
 
 
 # ---------------------------------------------------------------------------------------------
