@@ -677,6 +677,18 @@ for cols in (1, 5, 8, 10, 17, 300):
     out[f"bce_grad_{cols}"] = grad
     out[f"bce_rows_{cols}"] = np.array(
         [ops.bce_with_logits(zb[i:i + 1], tb[i:i + 1], need_grad=False)[0] for i in range(4, 9)])
+# Mean squared error (eight double lanes, masked row tails), with NaN, infinities and differences
+# beyond float's range; per-row losses for the order of the row sums.
+for cols in (1, 5, 8, 10, 17, 300):
+    pm = (3 * rng.standard_normal((7, cols))).astype(np.float32)
+    tm = rng.standard_normal((7, cols)).astype(np.float32)
+    pm[0, 0], pm[1, -1], tm[2, 0] = np.nan, np.inf, -np.inf
+    pm[3], tm[3] = 3e38, -3e38
+    loss, grad = ops.mse_loss(pm, tm)
+    out[f"mse_{cols}"] = np.array([np.nan if np.isnan(loss) else loss])
+    out[f"mse_grad_{cols}"] = grad
+    out[f"mse_rows_{cols}"] = np.array(
+        [ops.mse_loss(pm[i:i + 1], tm[i:i + 1], need_grad=False)[0] for i in range(3, 7)])
 # One row at a time (a mean over rows rounds the last bits away), rows whose double sums of
 # terms from 1 down to e^-80 are inexact, so that they show the order of the row sums.
 for cols in (37, 300):

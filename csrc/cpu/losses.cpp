@@ -165,14 +165,16 @@ double mse_loss(float* dpred, const float* pred, const float* target, int64_t ba
   if (batch <= 0 || features <= 0) return 0.0;
   const double inv_n = 1.0 / (static_cast<double>(batch) * static_cast<double>(features));
   const double grad_scale = 2.0 * inv_n;
+  const bool avx2 = cpu_has_avx2_fma();
   const double total = sum_rows_in_order(batch, batch * features, kCheapGrain, [&](int64_t i) {
     const float* p = pred + i * features;
     const float* t = target + i * features;
-    // In LaneSum's eight lanes (cpu/row_exp.h), which the compiler vectorises: one running sum
-    // is a chain of dependent adds, ~4x slower on a wide row.
+    float* d = dpred != nullptr ? dpred + i * features : nullptr;
+    if (avx2) return detail::mse_row_avx2(d, p, t, features, grad_scale);
+    // In LaneSum's eight lanes (cpu/row_exp.h): one running sum is a chain of dependent adds,
+    // ~4x slower on a wide row.
     LaneSum acc;
-    if (dpred != nullptr) {
-      float* d = dpred + i * features;
+    if (d != nullptr) {
       acc.add_terms(features, [&](int64_t j) {
         const double diff = static_cast<double>(p[j]) - t[j];
         // Scaled in double, then rounded once: |p - t| may exceed float's range (3e38 - -3e38)

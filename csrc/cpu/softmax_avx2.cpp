@@ -11,6 +11,7 @@
 #include "common/exp_math.h"
 #include "cpu/avx2_partial.h"
 #include "cpu/exp_avx2.h"
+#include "cpu/lane_sum_avx2.h"
 
 namespace fastmlp::detail {
 
@@ -34,21 +35,15 @@ float row_max_avx2(const float* x, int64_t n) {
 
 namespace {
 
-// lo/hi (double lanes 0-3 and 4-7) += the eight terms of v.
-FASTMLP_ALWAYS_INLINE void add_lanes(__m256 v, __m256d* lo, __m256d* hi) {
-  *lo = _mm256_add_pd(*lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
-  *hi = _mm256_add_pd(*hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
-}
-
 template <bool kStore>
 double exp_shifted_sum_lanes(float* e, const float* x, float shift, int64_t n) {
   const __m256 s = _mm256_set1_ps(shift);
-  __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+  avx2::LaneSum sum;
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
     const __m256 v = expmath::exp(_mm256_sub_ps(_mm256_loadu_ps(x + j), s));
     if (kStore) _mm256_storeu_ps(e + j, v);
-    add_lanes(v, &lo, &hi);
+    sum.add(v);
   }
   if (j < n) {
     const int rest = static_cast<int>(n - j);
@@ -57,11 +52,9 @@ double exp_shifted_sum_lanes(float* e, const float* x, float shift, int64_t n) {
     if (kStore) avx2::store_partial(e + j, v, rest);
     // The lanes past the row add +0, which leaves them as they are: they hold +0 or sums of
     // terms >= +0 (or NaN).
-    add_lanes(_mm256_and_ps(v, _mm256_castsi256_ps(mask)), &lo, &hi);
+    sum.add(_mm256_and_ps(v, _mm256_castsi256_ps(mask)));
   }
-  const __m256d a = _mm256_add_pd(lo, hi);  // l0 + l4, l1 + l5, l2 + l6, l3 + l7
-  const __m128d b = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
-  return _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)));
+  return sum.total();
 }
 
 }  // namespace
