@@ -170,7 +170,7 @@ double mse_loss(float* dpred, const float* pred, const float* target, int64_t ba
     const float* p = pred + i * features;
     const float* t = target + i * features;
     float* d = dpred != nullptr ? dpred + i * features : nullptr;
-    if (avx2) return detail::mse_row_avx2(d, p, t, features, grad_scale);
+    if (avx2) return canonical_nan(detail::mse_row_avx2(d, p, t, features, grad_scale));
     // In LaneSum's eight lanes (cpu/row_exp.h): one running sum is a chain of dependent adds,
     // ~4x slower on a wide row.
     LaneSum acc;
@@ -188,7 +188,7 @@ double mse_loss(float* dpred, const float* pred, const float* target, int64_t ba
         return diff * diff;
       });
     }
-    return acc.total();
+    return canonical_nan(acc.total());
   });
   return total * inv_n;
 }
@@ -243,7 +243,7 @@ double bce_with_logits(float* dlogits, const float* logits, const float* targets
         const float* z = logits + i * features;
         const float* t = targets + i * features;
         float* d = dlogits != nullptr ? dlogits + i * features : nullptr;
-        if (avx2) return detail::bce_row_avx2(d, z, t, features, grad_scale);
+        if (avx2) return canonical_nan(detail::bce_row_avx2(d, z, t, features, grad_scale));
         LaneSum acc;
         acc.add_terms(features, [&](int64_t j) {
           const float zj = z[j];
@@ -260,7 +260,7 @@ double bce_with_logits(float* dlogits, const float* logits, const float* targets
           const double zd = zj;
           return (std::max(zd, 0.0) - zd * tj) + static_cast<double>(expmath::log1p_unit(e));
         });
-        return acc.total();
+        return canonical_nan(acc.total());
       });
   return total * inv_n;
 }

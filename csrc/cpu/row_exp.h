@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 #include "common/exp_math.h"
 
@@ -65,10 +66,17 @@ inline float row_max(const float* x, int64_t n, bool avx2) {
   return m;
 }
 
-// sum_j exp(x[j] - shift) for j < n, in LaneSum's order; also writes the terms to e[j] unless e
-// is nullptr. e may alias x exactly.
+// A row sum with one NaN for every NaN: a row holding NaNs of both signs (+NaN from x, -NaN from
+// inf - inf) gives a sum whose NaN depends on the order of operands, which the compiler may swap
+// in `+`, so the AVX2 and scalar paths would differ there.
+inline double canonical_nan(double sum) {
+  return sum == sum ? sum : std::numeric_limits<double>::quiet_NaN();
+}
+
+// sum_j exp(x[j] - shift) for j < n, in LaneSum's order (NaN canonical); also writes the terms to
+// e[j] unless e is nullptr. e may alias x exactly.
 inline double exp_shifted_sum(float* e, const float* x, float shift, int64_t n, bool avx2) {
-  if (avx2) return detail::exp_shifted_sum_avx2(e, x, shift, n);
+  if (avx2) return canonical_nan(detail::exp_shifted_sum_avx2(e, x, shift, n));
   LaneSum sum;
   if (e != nullptr) {
     for (int64_t j = 0; j < n; ++j) e[j] = expmath::exp(x[j] - shift);
@@ -76,7 +84,7 @@ inline double exp_shifted_sum(float* e, const float* x, float shift, int64_t n, 
   } else {
     sum.add_terms(n, [=](int64_t j) { return static_cast<double>(expmath::exp(x[j] - shift)); });
   }
-  return sum.total();
+  return canonical_nan(sum.total());
 }
 
 }  // namespace fastmlp
