@@ -102,7 +102,11 @@ def _bad_states() -> list[tuple[str, type[Exception], str]]:
         ("other size", ValueError, "num_parameters"),
         ("missing buffer", ValueError, "exp_avg_sq"),
         ("extra buffer", ValueError, "momentum_buffer"),
-        ("float64 buffer", TypeError, "exp_avg"),
+        ("inexact float64 buffer", ValueError, "exp_avg: holds values that float32 cannot"),
+        ("integer buffer", TypeError, "exp_avg: expected an array of floats"),
+        ("negative second moment", ValueError, "exp_avg_sq: a running sum of squares"),
+        ("infinite first moment", ValueError, "exp_avg: the saved state holds infinite"),
+        ("huge step", ValueError, "step: expected <="),
         ("short buffer", ValueError, "exp_avg"),
         ("nan buffer", ValueError, "exp_avg"),
         ("negative step", ValueError, "step"),
@@ -135,8 +139,16 @@ def test_a_state_that_does_not_fit_is_refused_and_changes_nothing(
         del buffers["exp_avg_sq"]
     elif case == "extra buffer":
         buffers["momentum_buffer"] = buffers["exp_avg"].copy()
-    elif case == "float64 buffer":
-        buffers["exp_avg"] = buffers["exp_avg"].astype(np.float64)
+    elif case == "inexact float64 buffer":
+        buffers["exp_avg"] = buffers["exp_avg"].astype(np.float64) + 1e-12
+    elif case == "integer buffer":
+        buffers["exp_avg"] = np.zeros(buffers["exp_avg"].shape, np.int64)
+    elif case == "negative second moment":
+        buffers["exp_avg_sq"][0] = -1.0  # would make the next step's sqrt NaN
+    elif case == "infinite first moment":
+        buffers["exp_avg"][0] = np.inf
+    elif case == "huge step":
+        bad["step"] = 2**63
     elif case == "short buffer":
         buffers["exp_avg"] = buffers["exp_avg"][:-1]
     elif case == "nan buffer":
@@ -156,3 +168,22 @@ def test_a_state_that_does_not_fit_is_refused_and_changes_nothing(
     assert after["step"] == before["step"] == 1 and target.lr == 0.5
     for key in before["state"]:
         np.testing.assert_array_equal(after["state"][key], before["state"][key])
+
+
+def test_states_a_step_can_leave_and_their_json_form_load() -> None:
+    # AdaGrad's running sum may outgrow float32 while the weights stay finite (optim_math.h): such
+    # a state is the optimizer's own and must load; so must its buffers as lists (JSON) and exactly
+    # representable float64 arrays.
+    model = fm.MLP(SIZES, seed=0)
+    opt = fm.optim.AdaGrad(model, lr=0.01)
+    _steps(model, opt, 2)
+    state = opt.state_dict()
+    state["state"]["sum"][0] = np.inf
+    opt.load_state_dict(state)
+    assert np.isposinf(opt.state_dict()["state"]["sum"][0])
+    as_json = {**state, "state": {"sum": state["state"]["sum"].tolist()}}
+    opt.load_state_dict(as_json)
+    np.testing.assert_array_equal(opt.state_dict()["state"]["sum"], state["state"]["sum"])
+    as_float64 = {**state, "state": {"sum": state["state"]["sum"].astype(np.float64)}}
+    opt.load_state_dict(as_float64)
+    np.testing.assert_array_equal(opt.state_dict()["state"]["sum"], state["state"]["sum"])

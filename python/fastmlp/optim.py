@@ -44,9 +44,9 @@ import numpy as np
 
 from . import _core
 from ._checks import (
-    as_float_input,
     check_bool,
     check_int,
+    check_not_masked,
     check_positive,
     check_real,
     check_unit_interval,
@@ -71,6 +71,36 @@ def _betas(betas: object) -> tuple[float, float]:
 def _as_tuple(value: object) -> object:
     """A pair such as ``betas`` as a tuple, whether it was saved as a tuple, list or array."""
     return tuple(value) if isinstance(value, (tuple, list, np.ndarray)) else value
+
+
+# The state buffers that hold running sums of squares: >= 0, and +inf is a state a step can leave
+# (AdaGrad's sum may outgrow float32 while the weights stay finite). The others are finite.
+_SQUARE_BUFFERS = frozenset({"sum", "square_avg", "exp_avg_sq"})
+
+
+def _state_buffer(buffer: object, name: str) -> np.ndarray:
+    """A saved state buffer as a float32 array, checked: 1-D floats that float32 holds exactly
+    (``state_dict``'s arrays, or lists of their values), no NaN, sums of squares >= 0, the other
+    buffers finite. Its length is the engine's to check."""
+    check_not_masked(buffer, name)
+    array = np.asarray(buffer)
+    if array.dtype.kind != "f":
+        raise TypeError(f"{name}: expected an array of floats, got dtype {array.dtype}")
+    if array.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array, got shape {array.shape}")
+    values = array.astype(np.float32)
+    if not np.array_equal(values, array, equal_nan=True):
+        raise ValueError(
+            f"{name}: holds values that float32 cannot represent (the state is float32)"
+        )
+    if np.isnan(values).any():
+        raise ValueError(f"{name}: the saved state holds NaN")
+    if name in _SQUARE_BUFFERS:
+        if (values < 0).any():
+            raise ValueError(f"{name}: a running sum of squares, expected values >= 0")
+    elif not np.isfinite(values).all():
+        raise ValueError(f"{name}: the saved state holds infinite values")
+    return np.ascontiguousarray(values)
 
 
 def _state_class(model: Any) -> Any:
@@ -170,9 +200,11 @@ class Optimizer:
         """Restore a :meth:`state_dict`: step count, state buffers and ``lr``.
 
         The state must come from an optimizer of this class with the same hyperparameters
-        (``defaults``) for a model with as many parameters; its buffers must be finite float32
-        arrays of that size. Anything else raises ``TypeError`` / ``ValueError`` naming what does
-        not fit, and leaves this optimizer unchanged.
+        (``defaults``) for a model with as many parameters; its buffers must be float32 values
+        (arrays, or lists of their values) of that size, without NaN, the sums of squares >= 0
+        and the others finite. Anything else raises ``TypeError`` / ``ValueError`` naming what
+        does not fit, and leaves this optimizer unchanged. ``lr`` and ``step`` must be Python or
+        NumPy scalars (``np.savez`` turns them into 0-d arrays: take ``.item()``).
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(
@@ -198,7 +230,7 @@ class Optimizer:
                     f"(build the optimizer with the saved hyperparameters)"
                 )
         lr = _nonneg(state_dict["lr"], "lr")
-        step = check_int(state_dict["step"], "step", 0)
+        step = check_int(state_dict["step"], "step", 0, 2**63 - 1)
         size = state_dict["num_parameters"]
         if size is not None and size != self.model.num_parameters:
             raise ValueError(
@@ -208,14 +240,11 @@ class Optimizer:
         buffers = state_dict["state"]
         if not isinstance(buffers, Mapping):
             raise TypeError(f"state: expected a mapping of arrays, got {type(buffers).__name__}")
-        checked = {}
-        for key, buffer in buffers.items():
-            array = as_float_input(buffer, str(key), ndim=1) if size is not None else buffer
-            if isinstance(buffer, np.ndarray) and buffer.dtype != np.float32:
-                raise TypeError(f"{key}: expected a float32 array, got {buffer.dtype}")
-            if size is not None and not np.isfinite(array).all():
-                raise ValueError(f"{key}: the saved state holds non-finite values")
-            checked[str(key)] = array
+        # A state without steps has no buffers: the engine refuses any given with it.
+        checked = {
+            str(key): buffer if size is None else _state_buffer(buffer, str(key))
+            for key, buffer in buffers.items()
+        }
         # The engine checks the names and sizes, and replaces nothing unless all of it fits.
         self._state.restore_state(step, -1 if size is None else size, checked)
         self.lr = lr
