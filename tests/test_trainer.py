@@ -694,6 +694,16 @@ def test_an_optimizer_of_another_model_is_refused_by_the_constructor(circles):
     assert model.training and opt.lr == 0.1
 
 
+def test_an_optimizer_built_before_the_model_moved_is_refused_by_the_constructor():
+    # MLP.to builds a new engine; an optimizer made before the move has its state on the old
+    # device. (No GPU is needed: the optimizer's record of its device is what is compared.)
+    model = _model()
+    opt = fm.optim.SGD(model, lr=0.1)
+    opt.device = "cuda"  # what it records when built while the model was on the GPU
+    with pytest.raises(ValueError, match=r"^optimizer: it was built while the model was on 'cuda'"):
+        fm.Trainer(model, optimizer=opt, verbose=0)
+
+
 def test_fit_refuses_masked_arrays(circles):
     # np.asarray(y) dropped the mask: fit trained on the masked-out labels as if they were data.
     Xtr, ytr, Xv, yv = circles

@@ -342,6 +342,12 @@ class Trainer:
                 f"optimizer: it was built for another model; build it for this one, e.g. "
                 f"{type(optimizer).__name__}(model, ...)"
             )
+        device = getattr(model, "device", None)
+        if getattr(optimizer, "device", device) != device:
+            raise ValueError(
+                f"optimizer: it was built while the model was on {optimizer.device!r}, and the "
+                f"model is now on {device!r}; build the optimizer after model.to()"
+            )
         self.optimizer = optimizer
         self.base_lr = float(optimizer.lr)
 
