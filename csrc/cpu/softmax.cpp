@@ -8,6 +8,7 @@
 // The row max, exp and the row sums: cpu/row_exp.h.
 #include "cpu/softmax.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "common/threading.h"
@@ -43,19 +44,37 @@ void softmax_forward(float* y, const float* x, int64_t rows, int64_t cols) {
 
 // y[i, j] = (x[i, j] - m_i) - log sum_k exp(x[i, k] - m_i). Subtracting m_i first keeps y exact
 // for large logits (x - (m + log s) would round m + log s at the scale of m).
-// Overwrites y; y may alias x.
+// Overwrites y; y may alias x. Rows go in blocks of about 32 KiB (the L1d): the block's maxes and
+// sums first, then the logs of all its sums in one loop (log_of_sums: four lanes with AVX2), then
+// its rows are written while still in the cache. Pipelined in a loop of their own, the logs cost
+// less than one per row between the rows' other work (4096 x 10 on one thread: 1.2x faster); a
+// block larger than the cache made 1024 x 1000 on two threads 0.88x slower (x read twice from
+// memory). Each row's values do not depend on the blocking.
 void log_softmax_forward(float* y, const float* x, int64_t rows, int64_t cols) {
   if (rows <= 0 || cols <= 0) return;
+  constexpr int64_t kBlockFloats = 8192;
+  constexpr int64_t kMaxBlockRows = 256;
+  const int64_t block = std::clamp<int64_t>(kBlockFloats / cols, 1, kMaxBlockRows);
   const bool avx2 = cpu_has_avx2_fma();
   parallel_ranges(rows, threads_for(rows * cols, kRowGrain), [&](int64_t r0, int64_t r1) {
-    for (int64_t i = r0; i < r1; ++i) {
-      const float* xr = x + i * cols;
-      float* yr = y + i * cols;
-      const float m = row_max(xr, cols, avx2);
-      // The terms are only summed (no e): y may alias x, which is still needed below.
-      const float log_sum =
-          static_cast<float>(std::log(exp_shifted_sum(nullptr, xr, m, cols, avx2)));
-      for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - log_sum;
+    float maxes[kMaxBlockRows];
+    double logs[kMaxBlockRows];
+    for (int64_t b0 = r0; b0 < r1; b0 += block) {
+      const int64_t n = std::min(block, r1 - b0);
+      for (int64_t i = 0; i < n; ++i) {
+        const float* xr = x + (b0 + i) * cols;
+        maxes[i] = row_max(xr, cols, avx2);
+        // The terms are only summed (no e): y may alias x, which is still needed below.
+        logs[i] = exp_shifted_sum(nullptr, xr, maxes[i], cols, avx2);
+      }
+      log_of_sums(logs, logs, n, avx2);
+      for (int64_t i = 0; i < n; ++i) {
+        const float* xr = x + (b0 + i) * cols;
+        float* yr = y + (b0 + i) * cols;
+        const float m = maxes[i];
+        const float log_sum = static_cast<float>(logs[i]);
+        for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - log_sum;
+      }
     }
   });
 }

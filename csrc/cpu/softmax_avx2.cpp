@@ -7,11 +7,13 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <limits>
 
 #include "common/exp_math.h"
 #include "cpu/avx2_partial.h"
 #include "cpu/exp_avx2.h"
 #include "cpu/lane_sum_avx2.h"
+#include "cpu/row_exp.h"
 
 namespace fastmlp::detail {
 
@@ -63,6 +65,65 @@ double exp_shifted_sum_lanes(float* e, const float* x, float shift, int64_t n) {
 double exp_shifted_sum_avx2(float* e, const float* x, float shift, int64_t n) {
   return e != nullptr ? exp_shifted_sum_lanes<true>(e, x, shift, n)
                       : exp_shifted_sum_lanes<false>(nullptr, x, shift, n);
+}
+
+namespace {
+
+// row_exp.h's log_of_sum on four lanes, with its operations in its order.
+__m256d log_of_sum4(__m256d x) {
+  using namespace logmath;
+  const __m256i bits = _mm256_castpd_si256(x);
+  // The exponent field as a double: 2^52 + e - 2^52 (e < 2^11 sits in the mantissa's low bits).
+  const __m256d two52 = _mm256_set1_pd(4503599627370496.0);
+  const __m256d e = _mm256_sub_pd(
+      _mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(bits, 52), _mm256_castpd_si256(two52))),
+      two52);
+  __m256d k = _mm256_sub_pd(e, _mm256_set1_pd(1023.0));
+  __m256d m = _mm256_castsi256_pd(
+      _mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi64x(0x000fffffffffffffLL)),
+                      _mm256_set1_epi64x(0x3ff0000000000000LL)));
+  const __m256d halve = _mm256_cmp_pd(m, _mm256_set1_pd(kSqrt2), _CMP_GT_OQ);
+  m = _mm256_blendv_pd(m, _mm256_mul_pd(m, _mm256_set1_pd(0.5)), halve);
+  k = _mm256_blendv_pd(k, _mm256_add_pd(k, _mm256_set1_pd(1.0)), halve);
+  const __m256d one = _mm256_set1_pd(1.0);
+  const __m256d f = _mm256_sub_pd(m, one);
+  const __m256d s = _mm256_div_pd(f, _mm256_add_pd(_mm256_set1_pd(2.0), f));
+  const __m256d z = _mm256_mul_pd(s, s);
+  const __m256d w = _mm256_mul_pd(z, z);
+  auto c = [](double v) { return _mm256_set1_pd(v); };
+  const __m256d t1 = _mm256_mul_pd(
+      w,
+      _mm256_add_pd(c(kLg2), _mm256_mul_pd(w, _mm256_add_pd(c(kLg4), _mm256_mul_pd(w, c(kLg6))))));
+  const __m256d t2 = _mm256_mul_pd(
+      z, _mm256_add_pd(
+             c(kLg1),
+             _mm256_mul_pd(
+                 w, _mm256_add_pd(
+                        c(kLg3),
+                        _mm256_mul_pd(w, _mm256_add_pd(c(kLg5), _mm256_mul_pd(w, c(kLg7))))))));
+  const __m256d r = _mm256_add_pd(t2, t1);
+  const __m256d hfsq = _mm256_mul_pd(_mm256_mul_pd(c(0.5), f), f);
+  const __m256d inner =
+      _mm256_add_pd(_mm256_mul_pd(s, _mm256_add_pd(hfsq, r)), _mm256_mul_pd(k, c(kLn2Lo)));
+  const __m256d result =
+      _mm256_sub_pd(_mm256_mul_pd(k, c(kLn2Hi)), _mm256_sub_pd(_mm256_sub_pd(hfsq, inner), f));
+  // NaN or +inf: x itself, as the scalar function's first line.
+  const __m256d special = _mm256_cmp_pd(x, c(std::numeric_limits<double>::infinity()), _CMP_NLT_UQ);
+  return _mm256_blendv_pd(result, x, special);
+}
+
+}  // namespace
+
+// out[i] = log_of_sum(sums[i]) for i < n; out may alias sums.
+void log_of_sums_avx2(double* out, const double* sums, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) _mm256_storeu_pd(out + i, log_of_sum4(_mm256_loadu_pd(sums + i)));
+  if (i < n) {
+    alignas(32) double lanes[4] = {1.0, 1.0, 1.0, 1.0};
+    for (int64_t l = 0; i + l < n; ++l) lanes[l] = sums[i + l];
+    _mm256_store_pd(lanes, log_of_sum4(_mm256_load_pd(lanes)));
+    for (int64_t l = 0; i + l < n; ++l) out[i + l] = lanes[l];
+  }
 }
 
 // dx[j] = dy[j] - exp(y[j]) * s for j < n. dx may alias dy exactly.
