@@ -355,8 +355,13 @@ def test_wrong_ndim_and_empty_batch_raise_value_error(rng, name):
 def test_labels_out_of_range(rng, name, bad):
     x, labels = make_inputs(rng, name, (4, 3))
     labels[2] = bad
+    # int64 labels are checked by the binding (with the index), others before the conversion.
+    with pytest.raises(
+        ValueError, match=rf"^labels: label {bad} at index 2 is out of range \[0, 3\)"
+    ):
+        getattr(ops, name)(x, labels.astype(np.int64))
     with pytest.raises(ValueError, match=rf"^labels: label {bad} is out of range \[0, 3\)"):
-        getattr(ops, name)(x, labels)
+        getattr(ops, name)(x, labels.astype(np.int32))
     # The binding checks too, for callers of _core.
     with pytest.raises(ValueError, match=rf"^labels: label {bad} at index 2 is out of range"):
         getattr(_core, name)(x, labels.astype(np.int64), 0.0 if "entropy" in name else 1.0, True)

@@ -59,7 +59,7 @@ def softmax_cross_entropy(
     if _dispatch.use_cuda(device, logits, labels):
         return _dispatch.softmax_cross_entropy(logits, labels, label_smoothing, need_grad)
     z = _batch_input(logits, "logits")
-    y = as_labels(labels, "labels", z.shape[0], z.shape[1])
+    y = as_labels(labels, "labels", z.shape[0], z.shape[1], kernel_checks_range=True)
     eps = check_probability(label_smoothing, "label_smoothing", allow_one=True)
     loss, grad = _core.softmax_cross_entropy(z, y, eps, bool(need_grad))
     return float(loss), grad
@@ -106,7 +106,7 @@ def multiclass_hinge_loss(
     if _dispatch.use_cuda(device, scores, labels):
         return _dispatch.multiclass_hinge_loss(scores, labels, margin, need_grad)
     s = _batch_input(scores, "scores")
-    y = as_labels(labels, "labels", s.shape[0], s.shape[1])
+    y = as_labels(labels, "labels", s.shape[0], s.shape[1], kernel_checks_range=True)
     margin = check_real(margin, "margin")  # finite in float32 too: 1e39 is inf in the kernel
     if margin < 0.0:
         raise ValueError(f"margin: expected a finite value >= 0, got {margin}")
