@@ -83,11 +83,14 @@ inline void check_shape(const py::array& a, const char* name,
     throw ValueError(detail::concat(name, ": expected shape ", want, ", got ", shape_str(a)));
 }
 
-// Checks 0 <= labels[i] < classes for every label.
+// Checks 0 <= labels[i] < classes for every label. Each label is read once (volatile), so that
+// the label reported is the one that failed even when another thread rewrites the array meanwhile
+// (the kernels check again as they read).
 inline void check_labels(const int64_t* labels, int64_t n, int64_t classes, const char* name) {
   for (int64_t i = 0; i < n; ++i) {
-    if (labels[i] < 0 || labels[i] >= classes) {
-      throw ValueError(detail::concat(name, ": label ", labels[i], " at index ", i,
+    const int64_t label = *static_cast<const volatile int64_t*>(labels + i);
+    if (label < 0 || label >= classes) {
+      throw ValueError(detail::concat(name, ": label ", label, " at index ", i,
                                       " is out of range [0, ", classes, ")"));
     }
   }

@@ -124,7 +124,9 @@ double sum_label_rows_in_order(int64_t rows, int64_t classes, int64_t grain, con
 // cross-entropy with its gradient 8% slower.
 FASTMLP_NOINLINE void add_log_sums(double* rest, double* sums, int64_t n, bool avx2) {
   log_of_sums(sums, sums, n, avx2);
-  for (int64_t i = 0; i < n; ++i) rest[i] = sums[i] + rest[i];
+  // canonical_nan: log s (canonical when NaN) plus a rest that is -NaN from inf - inf would keep
+  // whichever NaN the compiler's operand order picks.
+  for (int64_t i = 0; i < n; ++i) rest[i] = canonical_nan(sums[i] + rest[i]);
 }
 
 // sum_label_rows_in_order for a loss whose rows need one slot: row_loss(i, y) -> double.
