@@ -181,7 +181,7 @@ double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t*
           s = exp_shifted_sum(nullptr, z, m, classes, avx2);  // the same terms and order
         }
         // loss_i = log s + [(1 - eps) gap_y + eps mean_j (m - z_j)]: the bracket here, log s in
-        // `finish`, for all rows at once.
+        // `finish`, for the thread's rows at once.
         *sum_aside = s;
         if (eps == 0.0) return gap_y;
         return (1.0 - eps) * gap_y + eps * (sum_gap / static_cast<double>(classes));

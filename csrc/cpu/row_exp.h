@@ -1,5 +1,5 @@
 // Row reductions shared by softmax.cpp and losses.cpp: the row max, the exponentials
-// exp(x - shift) with common/exp_math.h's exp, and their row sum in double.
+// exp(x - shift) with common/exp_math.h's exp, their row sum in double, and the log of that sum.
 //
 // Each has one order of operations, fixed by the row length alone, that the AVX2 versions
 // (softmax_avx2.cpp, after cpu_has_avx2_fma()) and the scalar loops here both follow, so the two
@@ -8,7 +8,8 @@
 //        if x[j] > lane (MAXPS's rule: a NaN is never taken, but a NaN x[0] stays); then the lanes
 //        combined by the same rule, lane 0 first;
 //   sum: eight double lanes, element j added to lane j % 8 in order; then the lanes as
-//        ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), the tree the vector halves give.
+//        ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), the tree the vector halves give;
+//   log: fdlibm's, operation for operation (log_of_sum; four sums at a time with AVX2).
 // The C library's scalar expf made a 1024 x 1000 softmax 3.6x slower than PyTorch's; a scalar
 // max and a separate summing pass over the stored terms cost log_softmax another ~25%.
 #pragma once

@@ -1,6 +1,7 @@
 // AVX2 loops of softmax.cpp and losses.cpp: the row max and the row exponentials exp(x - shift)
-// with their double sum, on eight lanes, in the order cpu/row_exp.h fixes for both paths (so the
-// bits are the scalar loops'), exp being common/exp_math.h's function (cpu/exp_avx2.h).
+// with their double sum, on eight lanes, and the logs of row sums, four at a time, in the order
+// cpu/row_exp.h fixes for both paths (so the bits are the scalar loops'), exp being
+// common/exp_math.h's function (cpu/exp_avx2.h).
 // A row's last n < 8 elements go through one masked vector (cpu/avx2_partial.h; rows of 10
 // classes are common, and a scalar tail of 2 cost as much as the full vector).
 // Compiled with -mavx2 -mfma -ffp-contract=off; only called after cpu_has_avx2_fma().
