@@ -43,7 +43,10 @@ double gap_sum(const float* z, float m, int64_t n) {
 }
 
 // Runs row_loss(i) -> double for every row, split across threads, and returns the sum of the row
-// losses added in row order (the thread-count-independent reduction shared by all losses).
+// losses added in row order (the thread-count-independent reduction shared by all losses). A NaN
+// total is returned as the canonical NaN: which NaN a sum of NaNs of both signs keeps (+NaN from
+// an input, -NaN from inf - inf) depends on the operand order the compiler chose, which differs
+// between the AVX2 and scalar rows.
 template <typename RowLoss>
 double sum_rows_in_order(int64_t rows, int64_t work, int64_t grain, const RowLoss& row_loss) {
   double* per_row = thread_scratch_doubles(static_cast<size_t>(rows));
@@ -52,7 +55,7 @@ double sum_rows_in_order(int64_t rows, int64_t work, int64_t grain, const RowLos
   });
   double total = 0.0;
   for (int64_t i = 0; i < rows; ++i) total += per_row[i];
-  return total;
+  return canonical_nan(total);
 }
 
 // The error of sum_label_rows_in_order, out of line so that no kernel carries its construction.
@@ -81,7 +84,7 @@ double sum_rows_in_order(int64_t rows, int64_t work, int64_t grain, const RowLos
 // finish(per_row, aside, n) then completes the values of each thread's n rows from both slots,
 // after its row loop and before the rows are added (softmax_cross_entropy takes the logs of its
 // rows' sums there, four at a time). A range that met a bad label is not finished: the call
-// throws.
+// throws. The total is NaN-canonical, as sum_rows_in_order's.
 template <typename RowLoss, typename Finish>
 double sum_label_rows_in_order(int64_t rows, int64_t classes, int64_t grain, const int64_t* labels,
                                const char* labels_name, const RowLoss& row_loss,
@@ -116,7 +119,7 @@ double sum_label_rows_in_order(int64_t rows, int64_t classes, int64_t grain, con
   if (bad_row >= 0) throw_label_out_of_range(labels_name, bad_label, bad_row, classes);
   double total = 0.0;
   for (int64_t i = 0; i < rows; ++i) total += per_row[i];
-  return total;
+  return canonical_nan(total);
 }
 
 // rest[i] = log(sums[i]) + rest[i] for i < n (sums overwritten): softmax_cross_entropy's rows'
@@ -124,9 +127,7 @@ double sum_label_rows_in_order(int64_t rows, int64_t classes, int64_t grain, con
 // cross-entropy with its gradient 8% slower.
 FASTMLP_NOINLINE void add_log_sums(double* rest, double* sums, int64_t n, bool avx2) {
   log_of_sums(sums, sums, n, avx2);
-  // canonical_nan: log s (canonical when NaN) plus a rest that is -NaN from inf - inf would keep
-  // whichever NaN the compiler's operand order picks.
-  for (int64_t i = 0; i < n; ++i) rest[i] = canonical_nan(sums[i] + rest[i]);
+  for (int64_t i = 0; i < n; ++i) rest[i] = sums[i] + rest[i];
 }
 
 // sum_label_rows_in_order for a loss whose rows need one slot: row_loss(i, y) -> double.
@@ -202,7 +203,7 @@ double mse_loss(float* dpred, const float* pred, const float* target, int64_t ba
     const float* p = pred + i * features;
     const float* t = target + i * features;
     float* d = dpred != nullptr ? dpred + i * features : nullptr;
-    if (avx2) return canonical_nan(detail::mse_row_avx2(d, p, t, features, grad_scale));
+    if (avx2) return detail::mse_row_avx2(d, p, t, features, grad_scale);
     // In LaneSum's eight lanes (cpu/row_exp.h): one running sum is a chain of dependent adds,
     // ~4x slower on a wide row.
     LaneSum acc;
@@ -220,7 +221,7 @@ double mse_loss(float* dpred, const float* pred, const float* target, int64_t ba
         return diff * diff;
       });
     }
-    return canonical_nan(acc.total());
+    return acc.total();
   });
   return total * inv_n;
 }
@@ -275,7 +276,7 @@ double bce_with_logits(float* dlogits, const float* logits, const float* targets
         const float* z = logits + i * features;
         const float* t = targets + i * features;
         float* d = dlogits != nullptr ? dlogits + i * features : nullptr;
-        if (avx2) return canonical_nan(detail::bce_row_avx2(d, z, t, features, grad_scale));
+        if (avx2) return detail::bce_row_avx2(d, z, t, features, grad_scale);
         LaneSum acc;
         acc.add_terms(features, [&](int64_t j) {
           const float zj = z[j];
@@ -292,7 +293,7 @@ double bce_with_logits(float* dlogits, const float* logits, const float* targets
           const double zd = zj;
           return (std::max(zd, 0.0) - zd * tj) + static_cast<double>(expmath::log1p_unit(e));
         });
-        return canonical_nan(acc.total());
+        return acc.total();
       });
   return total * inv_n;
 }

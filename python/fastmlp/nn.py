@@ -45,7 +45,7 @@ from ._checks import (
     in_unit_interval,
 )
 from .ops._activations import DEFAULT_ALPHA, resolve_activation, sigmoid
-from .optim import Optimizer
+from .optim import Optimizer, check_built_for
 
 __all__ = ["INITS", "LOSSES", "MLP", "load"]
 
@@ -658,13 +658,7 @@ class MLP:
             raise TypeError(
                 f"optimizer: expected a fastmlp.optim optimizer, got {type(optimizer).__name__}"
             )
-        if optimizer.model is not self:
-            raise ValueError("optimizer: it was built for another model")
-        if optimizer.device != self._device:
-            raise ValueError(
-                f"optimizer: it was built while the model was on {optimizer.device!r}, and the "
-                f"model is now on {self._device!r}; build the optimizer after model.to()"
-            )
+        check_built_for(optimizer, self)
         kind = self._loss_or_default(loss)
         xa = self._x(x)
         ya = self._y(y, kind, xa.shape[0])
@@ -695,8 +689,7 @@ class MLP:
             raise TypeError(
                 f"optimizer: expected a fastmlp.optim optimizer, got {type(optimizer).__name__}"
             )
-        if optimizer.model is not self or optimizer.device != self._device:
-            raise ValueError("optimizer: it was built for another model or device")
+        check_built_for(optimizer, self)
         kind = self._loss_or_default(loss)
         ls = self._label_smoothing(label_smoothing, kind)
         value = self._net.train_step_device(

@@ -103,6 +103,24 @@ def _state_buffer(buffer: object, name: str) -> np.ndarray:
     return np.ascontiguousarray(values)
 
 
+def check_built_for(optimizer: Any, model: Any) -> None:
+    """Raise ``ValueError`` unless ``optimizer`` was built for ``model`` on the device the model is
+    on now (an optimizer's state lives on the device of the model it was made for; ``MLP.to``
+    builds a new engine). Objects without ``model`` / ``device`` attributes pass (duck typing:
+    :class:`fastmlp.Trainer` takes MLP-like models)."""
+    if getattr(optimizer, "model", model) is not model:
+        raise ValueError(
+            f"optimizer: it was built for another model; build it for this one, e.g. "
+            f"{type(optimizer).__name__}(model, ...)"
+        )
+    device = getattr(model, "device", None)
+    if getattr(optimizer, "device", device) != device:
+        raise ValueError(
+            f"optimizer: it was built while the model was on {optimizer.device!r}, and the "
+            f"model is now on {device!r}; build the optimizer after model.to()"
+        )
+
+
 def _state_class(model: Any) -> Any:
     """The engine's OptimizerState class for the device of ``model`` (CPU or CUDA)."""
     if model.device == "cpu":

@@ -53,6 +53,7 @@ from ._checks import (
     check_probability,
     check_real,
 )
+from .optim import Adam, check_built_for
 from .schedules import MONITORS, Schedule, make_schedule
 
 __all__ = ["EarlyStopping", "History", "Trainer"]
@@ -328,26 +329,14 @@ class Trainer:
                 )
         self.model = model
         if optimizer is None:
-            from . import optim
-
-            optimizer = optim.Adam(model, lr=1e-3)
+            optimizer = Adam(model, lr=1e-3)
         if not hasattr(optimizer, "lr"):
             raise TypeError(
                 f"optimizer: expected a fastmlp.optim optimizer (with an lr attribute), "
                 f"got {type(optimizer).__name__}"
             )
         # Checked here, not at fit's first step (after fit has already changed the model's mode).
-        if getattr(optimizer, "model", model) is not model:
-            raise ValueError(
-                f"optimizer: it was built for another model; build it for this one, e.g. "
-                f"{type(optimizer).__name__}(model, ...)"
-            )
-        device = getattr(model, "device", None)
-        if getattr(optimizer, "device", device) != device:
-            raise ValueError(
-                f"optimizer: it was built while the model was on {optimizer.device!r}, and the "
-                f"model is now on {device!r}; build the optimizer after model.to()"
-            )
+        check_built_for(optimizer, model)
         self.optimizer = optimizer
         self.base_lr = float(optimizer.lr)
 
