@@ -122,34 +122,30 @@ void bind_optimizer_state(py::module_& m, const char* doc) {
       .def(
           "restore_state",
           [](State& s, int64_t step, int64_t size, const py::dict& buffers) {
-            // Every buffer the configuration uses must be given, float32 (size,), and no other.
+            // The buffers this configuration keeps (none for a state saved before its first
+            // step, size -1). Each given one must be among them, float32 (size,); a missing one
+            // is State::restore's to refuse.
+            std::vector<int> kept;
+            std::string names;
+            for (int i = 0; i < 3; ++i) {
+              if (!s.config().uses_buffer(i) || size < 0) continue;
+              kept.push_back(i);
+              names += (names.empty() ? "" : ", ") + std::string(s.config().buffer_name(i));
+            }
             std::array<const float*, 3> data{};
             std::vector<py::array> held;  // keeps converted arrays alive during the copy
-            int64_t given = 0;
-            for (int i = 0; i < 3; ++i) {
-              const char* name = s.config().buffer_name(i);
-              if (!s.config().uses_buffer(i) || size < 0 || !buffers.contains(name)) continue;
-              held.push_back(py::array::ensure(buffers[name]));
-              FASTMLP_CHECK(held.back(), name, ": expected an array");
-              data[i] = in_f32(held.back(), name, 1);
-              check_shape(held.back(), name, {size});
-              ++given;
-            }
-            if (given != static_cast<int64_t>(buffers.size())) {
-              std::vector<std::string> known;
-              for (int i = 0; i < 3; ++i) {
-                if (s.config().uses_buffer(i) && size >= 0)
-                  known.emplace_back(s.config().buffer_name(i));
+            for (const auto& item : buffers) {
+              const std::string key = py::str(item.first);
+              const auto it = std::find_if(kept.begin(), kept.end(),
+                                           [&](int i) { return key == s.config().buffer_name(i); });
+              if (it == kept.end()) {
+                throw ValueError(detail::concat(key, ": not a state buffer of this optimizer (",
+                                                names.empty() ? "it has none here" : names, ")"));
               }
-              std::string list;
-              for (const std::string& name : known) list += (list.empty() ? "" : ", ") + name;
-              for (const auto& item : buffers) {
-                const std::string key = py::str(item.first);
-                if (std::find(known.begin(), known.end(), key) == known.end()) {
-                  throw ValueError(detail::concat(key, ": not a state buffer of this optimizer (",
-                                                  list.empty() ? "it has none here" : list, ")"));
-                }
-              }
+              held.push_back(py::array::ensure(item.second));
+              FASTMLP_CHECK(held.back(), key, ": expected an array");
+              data[*it] = in_f32(held.back(), key.c_str(), 1);
+              check_shape(held.back(), key.c_str(), {size});
             }
             py::gil_scoped_release release;
             s.restore(step, size, data);

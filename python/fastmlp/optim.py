@@ -211,7 +211,7 @@ class Optimizer:
             "defaults": dict(self.defaults),
             "step": int(step),
             "num_parameters": int(size) if size >= 0 else None,
-            "state": {name: buffer for name, buffer in buffers.items()},
+            "state": dict(buffers),
         }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
