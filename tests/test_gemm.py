@@ -22,7 +22,7 @@ EPS32 = float(np.finfo(np.float32).eps)
 TRANS = [(False, False), (False, True), (True, False), (True, True)]
 TRANS_IDS = ["NN", "NT", "TN", "TT"]
 ACTIVATIONS = ["identity", "relu", "leaky_relu", "prelu", "elu", "sigmoid", "tanh"]
-# Sizes around the block edges: MR = 6, NR = 16, MC = 144, KC = 256, NC = 4080.
+# Sizes around the block edges: MR = 6, NR = 16, MC = 144, KC = 384, NC = 4080.
 AWKWARD = [
     (1, 1, 1),
     (5, 7, 17),
@@ -32,6 +32,9 @@ AWKWARD = [
     (143, 145, 257),
     (145, 257, 143),
     (257, 97, 255),
+    (31, 47, 383),
+    (47, 31, 385),
+    (13, 200, 769),
     (1, 1031, 97),
     (1031, 1, 257),
     (5, 7, 1031),
@@ -124,6 +127,18 @@ def test_matmul_awkward_sizes(rng, threads, m, n, k, trans_a, trans_b):
 
 
 @pytest.mark.parametrize(("trans_a", "trans_b"), TRANS, ids=TRANS_IDS)
+@pytest.mark.parametrize(
+    ("m", "n", "k"), [(50, 40, 512), (512, 40, 50), (50, 40, 513), (513, 40, 50), (50, 300, 100)]
+)
+def test_matmul_a_in_place_or_packed(rng, threads, m, n, k, trans_a, trans_b):
+    # op(A) is read in place for narrow n (40 columns: 3 panels), unless A's stride (k for A,
+    # m for A^T) is a multiple of 512 floats: (50, 40, 512) packs A, (512, 40, 50) packs A^T,
+    # the two 513s read each in place. n = 300 packs A on one thread and, 2 threads splitting the
+    # columns, reads it in place. k = 512 and 513 are 2 k-blocks.
+    check_matmul(rng, m, n, k, trans_a, trans_b, alpha=0.5, beta=-1.5)
+
+
+@pytest.mark.parametrize(("trans_a", "trans_b"), TRANS, ids=TRANS_IDS)
 @pytest.mark.parametrize(("m", "n", "k"), [(512, 1031, 700), (128, 784, 256), (300, 4100, 70)])
 def test_matmul_large(rng, threads, m, n, k, trans_a, trans_b):
     check_matmul(rng, m, n, k, trans_a, trans_b, alpha=0.5, beta=-1.5)
@@ -133,19 +148,19 @@ def test_matmul_large(rng, threads, m, n, k, trans_a, trans_b):
 @pytest.mark.parametrize("alpha", [1.0, -1.5, 0.25])
 @pytest.mark.parametrize("beta", [0.0, 1.0, 0.5, -2.0])
 def test_matmul_alpha_beta(rng, alpha, beta, trans_a, trans_b):
-    # k = 300 > KC: a beta applied on every k-block instead of once would be caught.
-    check_matmul(rng, 37, 45, 300, trans_a, trans_b, alpha=alpha, beta=beta)
+    # k = 500 > KC: a beta applied on every k-block instead of once would be caught.
+    check_matmul(rng, 37, 45, 500, trans_a, trans_b, alpha=alpha, beta=beta)
 
 
 @pytest.mark.parametrize(("trans_a", "trans_b"), TRANS, ids=TRANS_IDS)
 def test_matmul_every_n_up_to_40_with_beta_over_k_blocks(rng, trans_a, trans_b):
-    # Every edge-tile width (n % NR = 1..15, and 0) with beta != 0 and k = 600 > 2 KC: the
+    # Every edge-tile width (n % NR = 1..15, and 0) with beta != 0 and k = 900 > 2 KC: the
     # micro-kernel reads C back through its column masks for the caller's beta and again, with
     # beta = 1, for each k-block after the first. An edge tile that drops the beta*C term of some
     # of its columns (say, of a second 8-column half holding one column, n % 16 == 9) is off by
     # ~|beta C| + sqrt(k), thousands of tolerances. m = 7: a full 6-row panel and a 1-row edge.
     for n in range(1, 41):
-        check_matmul(rng, 7, n, 600, trans_a, trans_b, alpha=0.5, beta=-1.5)
+        check_matmul(rng, 7, n, 900, trans_a, trans_b, alpha=0.5, beta=-1.5)
 
 
 def test_results_do_not_depend_on_thread_count(rng):
@@ -153,19 +168,22 @@ def test_results_do_not_depend_on_thread_count(rng):
     # results are bit-identical; the shapes are split over rows (m >= n) and over columns.
     old = _core.get_num_threads()
     try:
-        # (128, 20, 300): 2 threads split the rows 66 + 62, and 62 ends in two 4-row panels.
-        # (128, 200, 140): the threads pack op(A) together in chunks of 7 row panels, and one
-        # chunk ends between the two 4-row panels that end the block. (300, 700, 600): shared
-        # op(A) over 3 row blocks and 3 k-blocks. (700, 300, 600): shared op(B), 3 k-blocks.
+        # (128, 20, 500): 2 threads split the rows 66 + 62, and 62 ends in two 4-row panels.
+        # (128, 784, 256), (128, 200, 140) and (300, 700, 900): one thread packs op(A), more
+        # split the columns and read it in place (the last over 3 row blocks and 3 k-blocks).
+        # (700, 300, 900): shared op(B), 3 k-blocks. (122, 700, 512): A's stride is 2 KiB, so it
+        # is packed, by 2 threads together in chunks of 4 row panels, one of which ends between
+        # the two 4-row panels that end the block.
         for m, n, k in [
             (1031, 97, 257),
             (128, 784, 256),
             (150, 33, 129),
             (6, 4097, 20),
-            (128, 20, 300),
+            (128, 20, 500),
             (128, 200, 140),
-            (300, 700, 600),
-            (700, 300, 600),
+            (300, 700, 900),
+            (700, 300, 900),
+            (122, 700, 512),
         ]:
             a, b = random_operands(rng, m, n, k, False, False)
             results = []
@@ -258,18 +276,18 @@ def check_linear(rng, m, n, k, activation, with_bias, alpha=None):
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
-@pytest.mark.parametrize(("m", "n", "k"), [(1, 1, 1), (37, 29, 45), (33, 70, 300), (128, 256, 100)])
+@pytest.mark.parametrize(("m", "n", "k"), [(1, 1, 1), (37, 29, 45), (33, 70, 500), (128, 256, 100)])
 def test_linear_epilogue(rng, threads, activation, with_bias, m, n, k):
-    # k = 300 > KC: an activation applied after every k-block instead of the last would be caught.
+    # k = 500 > KC: an activation applied after every k-block instead of the last would be caught.
     alpha = 0.2 if activation == "prelu" else None
     check_linear(rng, m, n, k, activation, with_bias, alpha)
 
 
 @pytest.mark.parametrize("activation", ["identity", "relu"])
-@pytest.mark.parametrize(("m", "n", "k"), [(7, 9, 5), (7, 25, 5), (7, 9, 300), (13, 25, 300)])
+@pytest.mark.parametrize(("m", "n", "k"), [(7, 9, 5), (7, 25, 5), (7, 9, 500), (13, 25, 500)])
 def test_linear_bias_on_edge_tiles_with_a_lone_ninth_column(rng, activation, m, n, k):
     # n % NR == 9: the edge tile's second 8-column half holds a single column, whose bias (and,
-    # for k = 300 > KC, partial sum from the first k-block) must still be loaded.
+    # for k = 500 > KC, partial sum from the first k-block) must still be loaded.
     check_linear(rng, m, n, k, activation, True)
 
 

@@ -64,14 +64,15 @@ using gemm_blocking::MR;
 using gemm_blocking::NC;
 using gemm_blocking::NR;
 
-using MicroKernel = void (*)(int64_t, const float*, const float*, const MicroTile&);
+using MicroKernel = void (*)(int64_t, const float*, int64_t, int64_t, const float*,
+                             const MicroTile&);
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
-// Depth of the k-blocks: k is cut into equal blocks of at most KC (k = 784 runs as 4 x 196 rather
-// than 3 x 256 + 16), so no block is a thin remainder that pays the C write-back for little work.
+// Depth of the k-blocks: k is cut into equal blocks of at most KC (k = 784 runs as 3 x 262 rather
+// than 2 x 384 + 16), so no block is a thin remainder that pays the C write-back for little work.
 // It depends on k only, so every element of C sees the same summation order whatever the thread
 // count, and a B packed ahead of time (pack_b_rows) has the blocks every call uses.
 int64_t k_block_step(int64_t k) {
@@ -158,6 +159,7 @@ struct Problem {
   const float* b;
   int64_t b_row, b_col;   // op(B)(p, j) = b[p*b_row + j*b_col]
   const float* packed_b;  // all of op(B) already packed (pack_b_rows), or null: b is packed here
+  bool a_in_place;        // the micro-kernel reads op(A) where it lies; else it is packed
   float* c;
   int64_t ldc;
   const GemmEpilogue* epilogue;
@@ -338,7 +340,7 @@ class SharedPacking {
 
  private:
   // A chunk of ~24 KiB: packing it takes a few microseconds, so the last chunk of a block keeps
-  // its waiters little, and a block has enough chunks to share (128 x 196 of A: 5 chunks).
+  // its waiters little, and a block has enough chunks to share (128 x 262 of A: 8 chunks).
   static constexpr int64_t kChunkFloats = 6144;
 
   float* data_;
@@ -346,9 +348,16 @@ class SharedPacking {
   alignas(64) std::atomic<int64_t> packed_{0};
 };
 
+// Where the micro-kernels find the block op(A)[ic:ic+mc, pc:pc+kc]: packed into row panels MR * kc
+// floats apart, or in A itself (Problem::a_in_place).
+struct BlockA {
+  const float* data;
+  bool packed;
+};
+
 // The 2nd and 1st loops: every MR x NR tile of the mc x nc block of C at (ic, jc).
-void macro_kernel(const Problem& P, const float* packed_a, const float* packed_b, int64_t ic,
-                  int64_t mc, int64_t jc, int64_t nc, int64_t kc, bool first, bool last) {
+void macro_kernel(const Problem& P, BlockA a_block, const float* packed_b, int64_t ic, int64_t mc,
+                  int64_t jc, int64_t nc, int64_t kc, bool first, bool last) {
   const GemmEpilogue& epi = *P.epilogue;
   MicroTile t;
   t.ldc = P.ldc;
@@ -357,20 +366,23 @@ void macro_kernel(const Problem& P, const float* packed_a, const float* packed_b
   t.epilogue = last;
   t.activation = epi.activation;
   t.activation_alpha = epi.activation_alpha;
+  const int64_t a_row = a_block.packed ? 1 : P.a_row;
+  const int64_t a_step = a_block.packed ? MR : P.a_col;
   // 2nd loop around the micro-kernel: NR-column micro-panels of packed B (one stays in the L1
-  // while the 1st loop walks down all of packed A).
+  // while the 1st loop walks down all of the block of A).
   for (int64_t jr = 0; jr < nc; jr += NR) {
     const int64_t j = jc + jr;
     t.nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
     t.bias = epi.bias != nullptr ? epi.bias + j : nullptr;
-    // 1st loop around the micro-kernel: MR-row micro-panels of packed A.
-    const float* a_panel = packed_a;
-    for (int64_t ir = 0; ir < mc; ir += t.mr, a_panel += MR * kc) {
+    // 1st loop around the micro-kernel: MR-row micro-panels of A.
+    const float* a_panel = a_block.data;
+    for (int64_t ir = 0; ir < mc; ir += t.mr) {
       const int64_t i = ic + ir;
       t.mr = panel_rows(mc, ir);
       t.c = P.c + i * P.ldc + j;
       t.preactivation = epi.preactivation != nullptr ? epi.preactivation + i * P.ldc + j : nullptr;
-      P.kernel(kc, a_panel, packed_b + jr * kc, t);
+      P.kernel(kc, a_panel, a_row, a_step, packed_b + jr * kc, t);
+      a_panel += a_block.packed ? MR * kc : t.mr * a_row;
     }
   }
 }
@@ -431,9 +443,11 @@ void gemm_block(const Problem& P, int64_t i0, int64_t i1, int64_t j0, int64_t j1
       // 3rd loop around the micro-kernel: MC-row blocks, each packing op(A)[ic:ic+mc, pc:pc+kc].
       for (int64_t ic = i0; ic < i1; ic += mc_step) {
         const int64_t mc = std::min(mc_step, i1 - ic);
-        const float* a_block = packed_a;
-        if (shared_a != nullptr) {
-          a_block = shared_a_block(P, shared_a, &a_cursor, ic, mc, pc, kc);
+        BlockA a_block{packed_a, true};
+        if (P.a_in_place) {
+          a_block = {P.a + ic * P.a_row + pc * P.a_col, false};
+        } else if (shared_a != nullptr) {
+          a_block.data = shared_a_block(P, shared_a, &a_cursor, ic, mc, pc, kc);
         } else {
           pack_a(P, packed_a, ic, mc, pc, kc);
         }
@@ -517,7 +531,7 @@ void gemm_parallel(const Problem& P, ThreadGrid grid) {
   // sizes, whose packing is a small part of the time) each thread packs its own copy instead.
   const int64_t k_packed = P.alpha == 0.0f ? 0 : k;  // gemm_block reads no A or B when alpha == 0
   int64_t shared_a_size = 0, shared_b_size = 0;
-  if (k_packed > 0 && grid.rows == 1) {
+  if (k_packed > 0 && grid.rows == 1 && !P.a_in_place) {
     const int64_t step = row_block_step(m);
     for (int64_t ic = 0; ic < m; ic += step)
       shared_a_size += row_panels(std::min(step, m - ic)) * MR * k_packed;
@@ -526,7 +540,7 @@ void gemm_parallel(const Problem& P, ThreadGrid grid) {
   }
   if (std::max(shared_a_size, shared_b_size) > gemm_blocking::kSharedPackMax)
     shared_a_size = shared_b_size = 0;
-  const int64_t a_size = shared_a_size > 0 ? 0 : MC * kc_max;
+  const int64_t a_size = shared_a_size > 0 || P.a_in_place ? 0 : MC * kc_max;
   const int64_t b_size = shared_b_size > 0 || P.packed_b != nullptr
                              ? 0
                              : kc_max * std::min(NC, ceil_div(ceil_div(n, NR), grid.cols) * NR);
@@ -557,19 +571,38 @@ void gemm_parallel(const Problem& P, ThreadGrid grid) {
   }
 }
 
+// Whether the micro-kernels read op(A) where it lies rather than from a packed copy. Packing costs
+// a pass over A, which pays off only when many column panels read the packed copy: every NR
+// columns of a thread's block of C read its whole block of A once. When the threads split C's
+// columns, they would all wait on one shared packed copy, which in place they do not.
+// The stride between the floats a micro-kernel reads in turn (A^T) or side by side (A) must not
+// be a multiple of 2 KiB: the L1 (32 KiB, 8 ways of 64 sets of 64-byte lines) would hold those
+// floats in at most 2 of its sets. Measured (bench_gemm.py and paired one-thread timings,
+// benchmarks/RESULTS.md): in place, 512x10x128 NN 1.29x and 128x16x784 NN 1.35x faster; 64 to
+// 192 columns 1.03-1.16x; 256 columns even; 1024x64x128 TN (stride 4 KiB) 0.57x; and the
+// 2-thread 128x256x784 NN, whose threads share A, 1.06x.
+bool read_a_in_place(const Problem& P, ThreadGrid grid) {
+  const int64_t stride = P.a_col == 1 ? P.a_row : P.a_col;
+  if (stride % gemm_blocking::kInPlaceAliasFloats == 0) return false;
+  const bool a_shared = grid.rows == 1 && grid.cols > 1;
+  const int64_t panels = ceil_div(ceil_div(P.n, grid.cols), NR);
+  return a_shared || panels <= gemm_blocking::kInPlaceMaxPanels;
+}
+
 // Runs P (sizes, operands and kernel set) on the thread grid its size calls for.
-void run(const Problem& P) {
+void run(Problem P) {
   const double work =
       static_cast<double>(P.m) * static_cast<double>(P.n) * static_cast<double>(P.k);
   const ThreadGrid grid = work < static_cast<double>(gemm_blocking::kParallelMinWork)
                               ? ThreadGrid{}
                               : choose_grid(P.m, P.n, num_threads());
+  P.a_in_place = read_a_in_place(P, grid);
 
   // Every buffer is allocated before any parallel region, so that a bad_alloc reaches the caller
   // as an exception.
   if (grid.rows * grid.cols == 1) {
     const int64_t kc_max = std::max<int64_t>(1, std::min(KC, P.k));
-    float* packed_a = tl_pack_a.get(MC * kc_max);
+    float* packed_a = P.a_in_place ? nullptr : tl_pack_a.get(MC * kc_max);
     float* packed_b =
         P.packed_b != nullptr ? nullptr : tl_pack_b.get(kc_max * std::min(NC, padded_columns(P.n)));
     gemm_block(P, 0, P.m, 0, P.n, packed_a, packed_b, nullptr, nullptr);

@@ -4,17 +4,19 @@
 //             for a row of the B panel and 1 for a broadcast of A (15 of the 16 ymm registers).
 //             It is the tile BLIS and OpenBLAS use for SGEMM on Haswell and Zen; the generic
 //             kernel uses the same tile so that one packing format serves both.
-//   KC        depth of one rank-KC update: a KC x NR micro-panel of B (256*16*4 = 16 KiB) stays in
+//   KC        depth of one rank-KC update: a KC x NR micro-panel of B (384*16*4 = 24 KiB) stays in
 //             the 32 KiB L1d while the micro-kernel walks down the MR-row panels of A.
-//   MC        rows of the packed A block: MC x KC (144*256*4 = 144 KiB) stays in the 512 KiB L2,
+//   MC        rows of the packed A block: MC x KC (144*384*4 = 216 KiB) stays in the 512 KiB L2,
 //             leaving room for the B micro-panels streaming through. Multiple of MR.
-//   NC        columns of the packed B block: KC x NC (256*4080*4 ~ 4 MiB) lives in the 32 MiB L3
+//   NC        columns of the packed B block: KC x NC (384*4080*4 ~ 6 MiB) lives in the 32 MiB L3
 //             shared by the cores. Multiple of NR.
 //
-// Machine: AMD EPYC (Zen 3), 2 cores, L1d 32 KiB, L2 512 KiB/core, L3 32 MiB. These are BLIS's
-// Zen values, derived from those cache sizes as above, not tuned by a sweep: on this (shared,
-// noisy) machine they give 0.9-1.0x OpenBLAS in benchmarks/bench_gemm.py, within the noise of a
-// sweep. gemm.cpp evens out the k and row blocks (k = 784 runs as 4 x 196, not 3 x 256 + 16).
+// Machine: AMD EPYC (Zen 3), 2 cores, L1d 32 KiB, L2 512 KiB/core, L3 32 MiB. MR, NR, MC and NC
+// are BLIS's Zen values, derived from those cache sizes as above. KC was BLIS's 256 and is 384 by
+// measurement (2026-11-24, quiet machine, one thread, the products of a batch-1024 step): 384
+// made the dW products 1.04-1.07x faster (fewer k-blocks, so fewer passes over C), 1024^3
+// 0.97 -> 1.00x OpenBLAS, a 784-256-128-10 step at batch 1024 1.02x; 512 was slower than 256 on
+// the dW products (0.94x). gemm.cpp evens out the k and row blocks (k = 1024 runs as 3 x 342).
 #pragma once
 
 #include <cstdint>
@@ -24,7 +26,7 @@ namespace fastmlp::gemm_blocking {
 constexpr int MR = 6;
 constexpr int NR = 16;
 constexpr int64_t MC = 144;
-constexpr int64_t KC = 256;
+constexpr int64_t KC = 384;
 constexpr int64_t NC = 4080;
 
 static_assert(MC % MR == 0, "MC must be a multiple of MR");
@@ -43,6 +45,15 @@ constexpr int64_t kParallelMinWork = int64_t{64} * 64 * 64;
 // in address order); above it the panel-by-panel walk strides a whole row per NR floats and
 // 128x1024x1024 NN ran at 0.83x OpenBLAS.
 constexpr int64_t kRowOrderPackMin = 8192;
+
+// op(A) is read in place by the micro-kernels, not packed, when a thread's block of C has at most
+// this many NR-column panels, or when the threads split C's columns (gemm.cpp, read_a_in_place):
+// one-thread paired timings gave in place 1.03-1.35x faster up to 192 columns, even at 256.
+constexpr int64_t kInPlaceMaxPanels = 12;
+
+// ... unless the stride between the floats a micro-kernel call reads (A's row stride, or A^T's
+// step) is a multiple of this many floats, 2 KiB, which maps them to at most 2 of the L1's 64 sets.
+constexpr int64_t kInPlaceAliasFloats = 512;
 
 // Largest operand, in floats, that the threads of a call pack together (gemm.cpp, SharedPacking):
 // it covers the MLP products (784-1024-1024-10 at batch 256: 256 x 1024 of A) and 512^3.

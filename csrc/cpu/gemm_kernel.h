@@ -2,11 +2,14 @@
 // micro-panel (layouts below), with the scaling by alpha/beta and, on the last k-block, the fused
 // epilogue. Called only by csrc/cpu/gemm.cpp; the AVX2 one only after cpu_has_avx2_fma().
 //
-//   a: packed MR x kc micro-panel of op(A), column by column: a[p*MR + i] = op(A)(i, p).
-//   b: packed kc x NR micro-panel of op(B), row by row:       b[p*NR + j] = op(B)(p, j).
-//      Rows/columns past the matrix edge are zero in the panels, so a kernel may compute the full
-//      MR x NR product AB; only the write-back must look at mr/nr. (The AVX2 kernel skips the
-//      FMAs of rows past mr; gemm.cpp cuts a remainder of 2 rows as 4 + 4 for it.)
+//   a: MR x kc micro-panel of op(A), at any strides: op(A)(i, p) = a[i*a_row + p*a_step].
+//      Packed by gemm.cpp, column by column: a_row = 1, a_step = MR. Read where it lies: a_row =
+//      lda, a_step = 1 for a row-major A; a_row = 1, a_step = lda for A^T. Only rows i < mr are
+//      read (rows past the matrix edge may not exist when A is read in place).
+//   b: packed kc x NR micro-panel of op(B), row by row: b[p*NR + j] = op(B)(p, j). Columns past
+//      the matrix edge are zero in the panel, so a kernel may compute all NR columns of AB; only
+//      the write-back must look at nr. (The kernels skip the FMAs of rows past mr; gemm.cpp cuts
+//      a remainder of 2 rows as 4 + 4 for the AVX2 one.)
 //   Write-back of the valid mr x nr corner (mr <= MR, nr <= NR), with AB = sum_p a[:, p] b[p, :]:
 //      z = alpha * AB + beta * C          (beta == 0: C is not read, so NaN/garbage is harmless)
 //      if epilogue: z += bias;  preactivation <- z (if given);  C <- act(z)
@@ -34,7 +37,9 @@ struct MicroTile {
   float* preactivation = nullptr;  // same position as c in the preactivation matrix, or null
 };
 
-void gemm_micro_kernel_avx2(int64_t kc, const float* a, const float* b, const MicroTile& tile);
-void gemm_micro_kernel_generic(int64_t kc, const float* a, const float* b, const MicroTile& tile);
+void gemm_micro_kernel_avx2(int64_t kc, const float* a, int64_t a_row, int64_t a_step,
+                            const float* b, const MicroTile& tile);
+void gemm_micro_kernel_generic(int64_t kc, const float* a, int64_t a_row, int64_t a_step,
+                               const float* b, const MicroTile& tile);
 
 }  // namespace fastmlp
