@@ -635,6 +635,16 @@ for cols in (61, 5, 8):  # with a tail, narrower than one vector, exactly one ve
         dx, dslope = ops.prelu_backward(xc, slope, dyc)
         out[f"prelu_dx_{label}_{cols}"] = dx
         out[f"prelu_dslope_{label}_{cols}"] = dslope
+# Column sums: blocks of 32 and 4 columns and single ones, over several row chunks, NaN and inf.
+# In each 32-row chunk a large value and its negative two rows apart: the sum keeps the row
+# between them only if it is added out of the order the scalar loop adds in.
+xs = rng.standard_normal((300, 71)).astype(np.float32)
+for r in range(0, 290, 32):
+    xs[r] = 1e20
+    xs[r + 2] = -1e20
+xs[7, 3], xs[9, 40], xs[11, 70] = np.nan, np.inf, -np.inf
+for cols in (71, 36, 3):
+    out[f"column_sum_{cols}"] = ops.column_sum(xs[:, :cols].copy())
 # Row softmaxes (common/exp_math.h's exp on eight lanes, masked row tails; 8-lane double sums).
 for cols in (1, 5, 8, 10, 17, 300):
     xs = (4 * rng.standard_normal((9, cols))).astype(np.float32)

@@ -244,7 +244,7 @@ void prelu_backward(float* dx, float* dslope, const float* x, const float* slope
 // overlap x. Summed in double within fixed row chunks (vertical adds, so the inner loop over j
 // vectorizes), then the chunks are added in index order: the result is the same for every thread
 // count.
-void column_sum(float* out, const float* x, int64_t rows, int64_t cols) {
+void column_sum(float* out, const float* x, int64_t rows, int64_t cols, int64_t ld) {
   if (cols <= 0) return;
   if (rows <= 0) {
     std::fill(out, out + cols, 0.0f);
@@ -256,12 +256,17 @@ void column_sum(float* out, const float* x, int64_t rows, int64_t cols) {
   std::fill(partial, partial + n_chunks * cols, 0.0);
   const int nt =
       static_cast<int>(std::min<int64_t>(threads_for(rows * cols, kCheapGrain), n_chunks));
+  const bool avx2 = cpu_has_avx2_fma();
   parallel_ranges(n_chunks, nt, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       double* FASTMLP_RESTRICT acc = partial + c * cols;
-      const int64_t r_end = std::min(rows, (c + 1) * chunk);
-      for (int64_t i = c * chunk; i < r_end; ++i) {
-        const float* FASTMLP_RESTRICT xr = x + i * cols;
+      const int64_t r0 = c * chunk, r_end = std::min(rows, r0 + chunk);
+      if (avx2) {
+        detail::column_sum_rows_avx2(acc, x + r0 * ld, r_end - r0, cols, ld);
+        continue;
+      }
+      for (int64_t i = r0; i < r_end; ++i) {
+        const float* FASTMLP_RESTRICT xr = x + i * ld;
         for (int64_t j = 0; j < cols; ++j) acc[j] += static_cast<double>(xr[j]);
       }
     }

@@ -26,8 +26,12 @@ void prelu_forward(float* y, const float* x, const float* slope, int64_t rows, i
 void prelu_backward(float* dx, float* dslope, const float* x, const float* slope, const float* dy,
                     int64_t rows, int64_t cols, int64_t n_slope);
 
-// out[j] = sum_i x[i, j] (the bias gradient). Overwrites out. The sum order does not depend on
-// the thread count, so results are bit-identical across set_num_threads.
-void column_sum(float* out, const float* x, int64_t rows, int64_t cols);
+// out[j] = sum_i x[i, j] (the bias gradient), x with row stride ld >= cols. Overwrites out. The
+// sum order of a column depends on rows only (not on the thread count, nor on the other columns),
+// so results are bit-identical across set_num_threads and for any slice of columns.
+void column_sum(float* out, const float* x, int64_t rows, int64_t cols, int64_t ld);
+inline void column_sum(float* out, const float* x, int64_t rows, int64_t cols) {
+  column_sum(out, x, rows, cols, cols);
+}
 
 }  // namespace fastmlp

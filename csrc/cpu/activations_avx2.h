@@ -22,5 +22,8 @@ void prelu_forward_row_avx2(float* yr, const float* xr, const float* slope, int6
                             int64_t n_slope);
 void prelu_backward_row_avx2(float* dxr, double* acc, const float* xr, const float* slope,
                              const float* dyr, int64_t cols, int64_t n_slope);
+// acc[j] += x[i * ld + j] in double, for i = 0, 1, ..., rows - 1 in that order and j < cols: the
+// chunk loop of column_sum.
+void column_sum_rows_avx2(double* acc, const float* x, int64_t rows, int64_t cols, int64_t ld);
 
 }  // namespace fastmlp::detail
