@@ -342,6 +342,45 @@ def test_rejects_integer_arrays():
         ops.linear(np.ones((2, 2)), np.ones((2, 2), dtype=np.int32))
 
 
+@pytest.mark.parametrize(("trans_a", "trans_b"), TRANS, ids=TRANS_IDS)
+def test_matmul_and_linear_take_transposed_views(rng, trans_a, trans_b):
+    # x.T of a C-ordered float32 x is read where it lies (the kernel's flag flipped): the same
+    # product, bit for bit, as the C-ordered copy passed with the same flags.
+    m, n, k = 37, 29, 45
+    a, b = random_operands(rng, m, n, k, trans_a, trans_b)
+    a_view = np.ascontiguousarray(a.T).T  # a's values and shape, laid out column by column
+    b_view = np.ascontiguousarray(b.T).T
+    assert a_view.flags.f_contiguous and not a_view.flags.c_contiguous
+    want = ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b)
+    for x, y in [(a_view, b), (a, b_view), (a_view, b_view)]:
+        got = ops.matmul(x, y, trans_a=trans_a, trans_b=trans_b, alpha=1.0)
+        assert np.array_equal(got, want)
+    out = np.zeros((m, n), np.float32)
+    ops.matmul(a_view, b_view, trans_a=trans_a, trans_b=trans_b, out=out, beta=0.5)
+    assert np.array_equal(out, want)
+
+    # linear with a PyTorch-style (out_features, in_features) weight, given as weight.T.
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w_torch = rng.standard_normal((n, k)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    y, z = ops.linear(x, w_torch.T, bias, activation="relu", return_preactivation=True)
+    y_copy, z_copy = ops.linear(
+        x, np.ascontiguousarray(w_torch.T), bias, activation="relu", return_preactivation=True
+    )
+    assert np.array_equal(y, y_copy) and np.array_equal(z, z_copy)
+    y_both = ops.linear(np.ascontiguousarray(x.T).T, w_torch.T, bias, activation="relu")
+    assert np.array_equal(y_both, y_copy)
+
+
+def test_transposed_view_errors_name_what_was_passed():
+    a = np.ones((100, 5), np.float32).T  # shape (5, 100), column by column
+    with pytest.raises(ValueError, match=r"^b: expected 100 rows.*\(a \(5, 100\), b \(784, 3\), "):
+        ops.matmul(a, np.ones((784, 3), np.float32))
+    w = np.ones((2, 4), np.float32).T  # shape (4, 2)
+    with pytest.raises(ValueError, match=r"^weight: expected 3 rows .*got shape \(4, 2\)"):
+        ops.linear(np.ones((2, 3), np.float32), w)
+
+
 def test_rejects_wrong_ndim():
     with pytest.raises(ValueError, match=r"^b: expected a 2-D array"):
         ops.matmul(np.ones((2, 3)), np.ones(3))

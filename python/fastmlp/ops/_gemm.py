@@ -12,17 +12,34 @@ from ._activations import resolve_linear_activation
 __all__ = ["linear", "matmul"]
 
 
-def _inner_dims(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) -> tuple[int, int, int]:
-    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+def _inner_dims(
+    a_shape: tuple[int, ...], b_shape: tuple[int, ...], trans_a: bool, trans_b: bool
+) -> tuple[int, int, int]:
+    m, k = (a_shape[1], a_shape[0]) if trans_a else a_shape
+    kb, n = (b_shape[1], b_shape[0]) if trans_b else b_shape
     if kb != k:
         what = "columns (b is transposed)" if trans_b else "rows"
         raise ValueError(
             f"b: expected {k} {what} to match the inner dimension of op(a), got {kb} "
-            f"(a {_shape_str(a.shape)}, b {_shape_str(b.shape)}, trans_a={trans_a}, "
+            f"(a {_shape_str(a_shape)}, b {_shape_str(b_shape)}, trans_a={trans_a}, "
             f"trans_b={trans_b})"
         )
     return m, n, k
+
+
+def _transposed_view(x: object, trans: bool) -> tuple[object, bool]:
+    """``(x.T, not trans)`` for a float32 matrix laid out column by column (``y.T`` of a C-ordered
+    ``y``, say), whose transpose the kernels read where it lies; else ``(x, trans)``. NumPy's
+    matmul does the same for BLAS; without it such a view was copied into C order first."""
+    if (
+        type(x) is np.ndarray
+        and x.ndim == 2
+        and x.dtype == np.float32
+        and x.flags.f_contiguous
+        and not x.flags.c_contiguous
+    ):
+        return x.T, not trans
+    return x, trans
 
 
 def matmul(
@@ -47,6 +64,7 @@ def matmul(
     ``out`` may not share memory with ``a`` or ``b``.
 
     ``trans_a`` and ``trans_b`` are bools; ``alpha`` and ``beta`` real numbers, finite in float32.
+    A transposed view (``x.T`` of a C-ordered float32 ``x``) is read where it lies, not copied.
 
     ``device="cuda"`` (or DeviceArray inputs) runs it on the GPU: see :mod:`fastmlp.cuda`.
     """
@@ -64,9 +82,15 @@ def matmul(
     )
     if not host_only and _dispatch.use_cuda(device, a, b, out):
         return _dispatch.matmul(a, b, trans_a, trans_b, alpha, out, beta)
+    # Errors speak of the arrays and flags the caller passed, not of a transposed view's base.
+    a, kernel_trans_a = _transposed_view(a, trans_a)
+    b, kernel_trans_b = _transposed_view(b, trans_b)
     a = as_float_input(a, "a", 2)
     b = as_float_input(b, "b", 2)
-    m, n, _ = _inner_dims(a, b, trans_a, trans_b)
+    a_shape = a.shape if kernel_trans_a == trans_a else a.shape[::-1]
+    b_shape = b.shape if kernel_trans_b == trans_b else b.shape[::-1]
+    m, n, _ = _inner_dims(a_shape, b_shape, trans_a, trans_b)
+    trans_a, trans_b = kernel_trans_a, kernel_trans_b
     if out is None:
         if beta != 0.0:
             raise ValueError(f"beta: {beta} scales out, so out= must be given")
@@ -99,18 +123,23 @@ def linear(
     as by :func:`activation` (the others take none). With ``return_preactivation`` the result
     is ``(y, z)`` with ``z = x @ weight + bias``, the value backprop needs. ``device="cuda"``
     (or DeviceArray inputs) runs it on the GPU's FP32 GEMM: see :mod:`fastmlp.cuda`.
+    A transposed view (``w.T`` of a C-ordered float32 ``w`` of shape (out_features,
+    in_features), PyTorch's layout) is read where it lies, not copied.
     """
     if _dispatch.use_cuda(device, x, weight, bias):
         return _dispatch.linear(x, weight, bias, activation, alpha, return_preactivation)
+    x, trans_x = _transposed_view(x, False)
+    weight, trans_w = _transposed_view(weight, False)
     x = as_float_input(x, "x", 2)
     weight = as_float_input(weight, "weight", 2)
     _, alpha = resolve_linear_activation(activation, alpha)
-    if weight.shape[0] != x.shape[1]:
+    m, features = x.shape[::-1] if trans_x else x.shape
+    w_rows, n = weight.shape[::-1] if trans_w else weight.shape
+    if w_rows != features:
         raise ValueError(
-            f"weight: expected {x.shape[1]} rows (x has {x.shape[1]} features), "
-            f"got shape {_shape_str(weight.shape)}"
+            f"weight: expected {features} rows (x has {features} features), "
+            f"got shape {_shape_str((w_rows, n))}"
         )
-    m, n = x.shape[0], weight.shape[1]
     if bias is not None:
         bias = as_float_input(bias, "bias", 1)
         if bias.shape[0] != n:
@@ -123,6 +152,8 @@ def linear(
         y,
         x,
         weight,
+        trans_a=trans_x,
+        trans_b=trans_w,
         bias=bias,
         activation=activation,
         activation_alpha=alpha,
