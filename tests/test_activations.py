@@ -646,8 +646,9 @@ xs[7, 3], xs[9, 40], xs[11, 70] = np.nan, np.inf, -np.inf
 for cols in (71, 36, 3):
     out[f"column_sum_{cols}"] = ops.column_sum(xs[:, :cols].copy())
 # Row softmaxes (common/exp_math.h's exp on eight lanes, masked row tails; 8-lane double sums).
-for cols in (1, 5, 8, 10, 17, 300):
-    xs = (4 * rng.standard_normal((9, cols))).astype(np.float32)
+# 19 rows: rows of at most 16 go eight at a time through log_softmax's transposed path, then 3.
+for cols in (1, 5, 8, 9, 10, 16, 17, 300):
+    xs = (4 * rng.standard_normal((19, cols))).astype(np.float32)
     # Rows the row max must treat alike on both paths: a NaN first or later, +inf, all -inf,
     # and both zeros as the max.
     xs[1, -1] = np.nan
@@ -658,13 +659,19 @@ for cols in (1, 5, 8, 10, 17, 300):
     xs[5, ::2] = 0.0
     xs[5, 1::3] = -0.0
     xs[6, 0], xs[6, -1] = np.inf, np.nan  # NaNs of both signs in one row (inf - inf is -NaN)
-    dys = rng.standard_normal((9, cols)).astype(np.float32)
+    xs[10, -1] = np.nan  # a NaN in the second group of eight
+    # Terms 1 and e^-24..e^-31 (2^-35..2^-45): their double sum rounds, so its order shows in
+    # the log of the sum.
+    xs[7] = -np.linspace(24, 31, cols)
+    xs[7, 0] = 0.0
+    xs[12] = xs[7][::-1]
+    dys = rng.standard_normal((19, cols)).astype(np.float32)
     for log in (False, True):
         key = f"{'log_' if log else ''}softmax_{cols}"
         out[key] = ops.log_softmax(xs) if log else ops.softmax(xs)
         backward = ops.log_softmax_backward if log else ops.softmax_backward
         out[key + "_backward"] = backward(out[key], dys)
-    labels = rng.integers(0, cols, 9)
+    labels = rng.integers(0, cols, 19)
     for smoothing in (0.0, 0.1):
         loss, grad = ops.softmax_cross_entropy(xs, labels, label_smoothing=smoothing)
         out[f"ce_{cols}_{smoothing}"] = np.array([loss])

@@ -29,7 +29,11 @@ float row_max_avx2(const float* x, int64_t n);
 double exp_shifted_sum_avx2(float* e, const float* x, float shift, int64_t n);
 void log_softmax_backward_row_avx2(float* dx, const float* y, const float* dy, float s, int64_t n);
 void log_of_sums_avx2(double* out, const double* sums, int64_t n);
+void narrow_rows_max_sum_avx2(const float* x, int64_t n, float* maxes, double* sums);
 }  // namespace detail
+
+// Rows this short or shorter go eight at a time through narrow_rows_max_sum_avx2.
+constexpr int64_t kNarrowRowMax = 16;
 
 // fdlibm's log (e_log.c, < 1 ulp): x = 2^k m with m in [sqrt(1/2), sqrt(2)), f = m - 1,
 // s = f / (2 + f), log(m) = f - f^2/2 + s (f^2/2 + R(s^2)) with R fdlibm's degree-7 polynomial in

@@ -61,7 +61,14 @@ void log_softmax_forward(float* y, const float* x, int64_t rows, int64_t cols) {
     double logs[kMaxBlockRows];
     for (int64_t b0 = r0; b0 < r1; b0 += block) {
       const int64_t n = std::min(block, r1 - b0);
-      for (int64_t i = 0; i < n; ++i) {
+      int64_t i = 0;
+      if (avx2 && cols <= kNarrowRowMax) {
+        for (; i + 8 <= n; i += 8) {
+          detail::narrow_rows_max_sum_avx2(x + (b0 + i) * cols, cols, maxes + i, logs + i);
+          for (int64_t r = i; r < i + 8; ++r) logs[r] = canonical_nan(logs[r]);
+        }
+      }
+      for (; i < n; ++i) {
         const float* xr = x + (b0 + i) * cols;
         maxes[i] = row_max(xr, cols, avx2);
         // The terms are only summed (no e): y may alias x, which is still needed below.

@@ -144,4 +144,80 @@ void log_softmax_backward_row_avx2(float* dx, const float* y, const float* dy, f
   }
 }
 
+namespace {
+
+// Columns j of eight rows r[0..7] (lanes 0..7 of r[i] are x[i][j0 + 0..7]): out[j] holds
+// x[0..7][j0 + j], the rows in its lanes.
+FASTMLP_ALWAYS_INLINE void transpose8(const __m256 r[8], __m256 out[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  out[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  out[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  out[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  out[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  out[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  out[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  out[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  out[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// a + b on the double terms of eight rows (rows 0-3 in [0], 4-7 in [1]).
+struct RowsD {
+  __m256d lo, hi;
+};
+FASTMLP_ALWAYS_INLINE RowsD add(RowsD a, RowsD b) {
+  return {_mm256_add_pd(a.lo, b.lo), _mm256_add_pd(a.hi, b.hi)};
+}
+FASTMLP_ALWAYS_INLINE RowsD widen(__m256 v) {
+  return {_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))};
+}
+
+}  // namespace
+
+// row_max and exp_shifted_sum (no terms stored) of eight rows of n <= 16 floats, x row-major
+// (row i at x + i * n): maxes[i] and sums[i] (NaN not yet canonical). The rows are transposed so
+// that each lane holds a row: the eight lanes of the row loops become eight registers, whose
+// element-by-element operations are the row loops' in their order (row_exp.h), so the bits are
+// theirs. A row of 10 takes two exponentials of eight lanes in the row loop, here 10 / 8 of one,
+// and the eight rows' chains run side by side (log_softmax 4096 x 10, one thread: 140 -> 80 us).
+void narrow_rows_max_sum_avx2(const float* x, int64_t n, float* maxes, double* sums) {
+  const int lo_cols = static_cast<int>(n < 8 ? n : 8), hi_cols = static_cast<int>(n - lo_cols);
+  const __m256i lo_mask = avx2::lane_mask(lo_cols), hi_mask = avx2::lane_mask(hi_cols);
+  __m256 rows[8], col[16];
+  for (int i = 0; i < 8; ++i) rows[i] = _mm256_maskload_ps(x + i * n, lo_mask);
+  transpose8(rows, col);
+  if (hi_cols > 0) {
+    for (int i = 0; i < 8; ++i) rows[i] = _mm256_maskload_ps(x + i * n + 8, hi_mask);
+    transpose8(rows, col + 8);
+  }
+  // The max: lane l of the row loop is register l here, seeded with x[0] (col[0]).
+  __m256 lane[8];
+  for (int l = 0; l < 8; ++l) lane[l] = l < lo_cols ? _mm256_max_ps(col[l], col[0]) : col[0];
+  for (int l = 0; l < hi_cols; ++l) lane[l] = _mm256_max_ps(col[8 + l], lane[l]);
+  __m256 m = lane[0];
+  for (int l = 1; l < 8; ++l) m = _mm256_max_ps(lane[l], m);
+  _mm256_storeu_ps(maxes, m);
+  // The sum: double lane l starts at +0 and takes exp(x[l] - m), then exp(x[l + 8] - m); lanes
+  // past the row take +0.
+  const __m256d zero = _mm256_setzero_pd();
+  RowsD acc[8];
+  for (int l = 0; l < 8; ++l) {
+    acc[l] = {zero, zero};
+    if (l < lo_cols) acc[l] = add(acc[l], widen(expmath::exp(_mm256_sub_ps(col[l], m))));
+  }
+  for (int l = 0; l < hi_cols; ++l) {
+    acc[l] = add(acc[l], widen(expmath::exp(_mm256_sub_ps(col[8 + l], m))));
+  }
+  const RowsD total = add(add(add(acc[0], acc[4]), add(acc[2], acc[6])),
+                          add(add(acc[1], acc[5]), add(acc[3], acc[7])));
+  _mm256_storeu_pd(sums, total.lo);
+  _mm256_storeu_pd(sums + 4, total.hi);
+}
+
 }  // namespace fastmlp::detail
