@@ -8,9 +8,10 @@
 //   4th loop  pc: KC-deep slices of the k dimension; op(B)[pc:pc+kc, jc:jc+nc] is packed into
 //             NR-column micro-panels (in the L3)
 //   3rd loop  ic: MC-row blocks; op(A)[ic:ic+mc, pc:pc+kc] is packed into MR-row micro-panels
-//             (in the L2)
+//             (in the L2), or read where it lies (read_a_in_place: narrow blocks of C, and a
+//             column split, where the threads would wait on one shared packed copy)
 //   2nd loop  jr: NR-column micro-panels of the packed B (one stays in the L1)
-//   1st loop  ir: MR-row micro-panels of the packed A; the micro-kernel updates one C tile
+//   1st loop  ir: MR-row micro-panels of A; the micro-kernel updates one C tile
 // Packing handles the four trans cases (only the strides differ) and zero-pads the edge panels, so
 // the micro-kernel's loop never looks at the column edge; at the row edge the AVX2 kernel issues
 // the FMAs of the valid rows only (see panel_rows for how the last rows are cut).
@@ -23,13 +24,14 @@
 // thread reads whole (op(B) for a row split, op(A) for a column split) is packed once, by all
 // the threads together, in chunks each claims in turn (SharedPacking): there is no barrier, a
 // thread only waits for the last chunks of the block it is about to use, and a thread that starts
-// late (or loses its core) finds its share packed by the others. The other operand, each thread
-// packs for its own block. Packing one copy per thread instead, as this file did before, cost
-// 1-3% at 2 threads on the MLP products (paired runs, 128x256x784, 128x784x256, 784x256x128).
-// Shared blocks are all kept for the call, so sharing stops above kSharedPackMax floats, where
-// each thread packs its own copy again (~7/m of the time for op(B): 0.7% at m = 1024).
-// Problems below kParallelMinWork run on the calling thread without a parallel region, and the
-// packing buffers are thread-local and only grow, so repeated calls allocate nothing.
+// late (or loses its core) finds its share packed by the others; op(A) read in place needs no
+// sharing. The other operand, each thread packs for its own block. Packing one copy per thread
+// instead, as this file did before, cost 1-3% at 2 threads on the MLP products (paired runs,
+// 128x256x784, 128x784x256, 784x256x128). Shared blocks are all kept for the call, so sharing stops
+// above kSharedPackMax floats, where each thread packs its own copy again (~7/m of the time for
+// op(B): 0.7% at m = 1024). Problems below kParallelMinWork run on the calling thread without a
+// parallel region, and the packing buffers are thread-local and only grow, so repeated calls
+// allocate nothing.
 //
 // gemm_packed_b takes op(B) packed ahead of time (pack_b_rows, layout in cpu/gemm.h): the blocks
 // of op(B) are then read where they lie instead of being packed, and nothing else changes.
