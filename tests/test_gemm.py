@@ -372,6 +372,16 @@ def test_matmul_and_linear_take_transposed_views(rng, trans_a, trans_b):
     assert np.array_equal(y_both, y_copy)
 
 
+def test_transposed_view_of_out_is_copied_not_aliased(rng):
+    # out.T as an input shares out's memory: it is copied first (as before views were read in
+    # place), so the product is the one of out's old values.
+    c = rng.standard_normal((4, 4)).astype(np.float32)
+    eye = np.eye(4, dtype=np.float32)
+    want = c.T.copy()
+    got = ops.matmul(c.T, eye, out=c)
+    assert got is c and np.array_equal(c, want)
+
+
 def test_transposed_view_errors_name_what_was_passed():
     a = np.ones((100, 5), np.float32).T  # shape (5, 100), column by column
     with pytest.raises(ValueError, match=r"^b: expected 100 rows.*\(a \(5, 100\), b \(784, 3\), "):

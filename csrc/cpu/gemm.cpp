@@ -13,8 +13,9 @@
 //   2nd loop  jr: NR-column micro-panels of the packed B (one stays in the L1)
 //   1st loop  ir: MR-row micro-panels of A; the micro-kernel updates one C tile
 // Packing handles the four trans cases (only the strides differ) and zero-pads the edge panels, so
-// the micro-kernel's loop never looks at the column edge; at the row edge the AVX2 kernel issues
-// the FMAs of the valid rows only (see panel_rows for how the last rows are cut).
+// the micro-kernel's loop never looks at the column edge; at the row edge the kernels issue the
+// FMAs of the valid rows only, and read no other row of an A read in place (see panel_rows for
+// how the last rows are cut).
 // beta is applied once, on the first k-block (later blocks accumulate with beta = 1), and the
 // epilogue (bias, preactivation store, activation) on the last one, while the tile is in registers.
 //
@@ -296,7 +297,8 @@ void wait_until_reaches(const std::atomic<int64_t>& counter, int64_t target) {
 }
 
 // The packed blocks of the operand that every thread of a call reads whole: op(A) when the
-// threads split C's columns (MLP batches against wide layers), op(B) when they split its rows.
+// threads split C's columns (MLP batches against wide layers) and it is packed (not read in
+// place, see read_a_in_place), op(B) when they split its rows.
 // Instead of each thread packing its own copy, the threads pack it once together: every block is
 // cut into chunks of a few panels that the threads claim in turn, so a thread that starts late
 // (a sleeping OpenMP worker takes 5-11 us to wake) finds its share already packed by the others
@@ -408,8 +410,9 @@ FASTMLP_NOINLINE const float* shared_b_block(const Problem& P, SharedPacking* sh
       [&](float* dst, int64_t q0, int64_t q1) { pack_b_panels(P, dst, jc, nc, pc, kc, q0, q1); });
 }
 
-// The five loops on the block C[i0:i1, j0:j1]. op(A) is packed into packed_a, or taken from
-// shared_a when given (all threads own every row), op(B) likewise (all threads own every column).
+// The five loops on the block C[i0:i1, j0:j1]. op(A) is read in place (P.a_in_place), packed into
+// packed_a, or taken from shared_a when given (all threads own every row); op(B) is packed into
+// packed_b or taken from shared_b when given (all threads own every column).
 void gemm_block(const Problem& P, int64_t i0, int64_t i1, int64_t j0, int64_t j1, float* packed_a,
                 float* packed_b, SharedPacking* shared_a, SharedPacking* shared_b) {
   if (i0 >= i1 || j0 >= j1) return;
@@ -442,7 +445,8 @@ void gemm_block(const Problem& P, int64_t i0, int64_t i1, int64_t j0, int64_t j1
       } else {
         pack_b(P, packed_b, jc, nc, pc, kc);
       }
-      // 3rd loop around the micro-kernel: MC-row blocks, each packing op(A)[ic:ic+mc, pc:pc+kc].
+      // 3rd loop around the micro-kernel: MC-row blocks of op(A)[ic:ic+mc, pc:pc+kc], each
+      // packed unless A is read in place.
       for (int64_t ic = i0; ic < i1; ic += mc_step) {
         const int64_t mc = std::min(mc_step, i1 - ic);
         BlockA a_block{packed_a, true};
@@ -472,7 +476,8 @@ struct ThreadGrid {
 // m >= n (large batches, the dW = X^T dZ product) and the columns when m < n (MLP batches of
 // 32-128 rows against wide layers). With shared packing (gemm_parallel) both 2-thread grids pack
 // (m + n) k floats, and the choice was measured instead: the other split gave 0.97-1.00x on the
-// three MLP products (benchmarks/RESULTS.md).
+// three MLP products (benchmarks/RESULTS.md). (A column split now mostly reads op(A) in place and
+// packs only op(B), which favours it further for MLP batches.)
 ThreadGrid choose_grid(int64_t m, int64_t n, int nt) {
   const int64_t m_panels = ceil_div(m, MR), n_panels = ceil_div(n, NR);
   for (int t = nt; t > 1; --t) {
@@ -521,16 +526,18 @@ void wait_for_workers(const std::atomic<int>& workers_done, int workers,
   }
 }
 
-// gemm() on a grid of more than one thread: per thread one MC x KC block of A and one KC x (its
-// columns, at most NC) block of B, except for an operand that the threads share.
+// gemm() on a grid of more than one thread: per thread one MC x KC block of A (none when A is read
+// in place) and one KC x (its columns, at most NC) block of B, except for an operand that the
+// threads share.
 void gemm_parallel(const Problem& P, ThreadGrid grid) {
   const int64_t m = P.m, n = P.n, k = P.k;
   const int nt = grid.rows * grid.cols;
   const int64_t kc_max = std::max<int64_t>(1, std::min(KC, k));
   // The operand that every thread reads whole is packed once, by all of them (SharedPacking):
-  // op(A) when the threads split the columns, op(B) when they split the rows. All its blocks are
-  // kept, which takes its whole packed size; above kSharedPackMax floats (products far from MLP
-  // sizes, whose packing is a small part of the time) each thread packs its own copy instead.
+  // op(A) when the threads split the columns (unless it is read in place), op(B) when they split
+  // the rows. All its blocks are kept, which takes its whole packed size; above kSharedPackMax
+  // floats (products far from MLP sizes, whose packing is a small part of the time) each thread
+  // packs its own copy instead.
   const int64_t k_packed = P.alpha == 0.0f ? 0 : k;  // gemm_block reads no A or B when alpha == 0
   int64_t shared_a_size = 0, shared_b_size = 0;
   if (k_packed > 0 && grid.rows == 1 && !P.a_in_place) {

@@ -27,16 +27,18 @@ def _inner_dims(
     return m, n, k
 
 
-def _transposed_view(x: object, trans: bool) -> tuple[object, bool]:
+def _transposed_view(x: object, trans: bool, out: np.ndarray | None = None) -> tuple[object, bool]:
     """``(x.T, not trans)`` for a float32 matrix laid out column by column (``y.T`` of a C-ordered
-    ``y``, say), whose transpose the kernels read where it lies; else ``(x, trans)``. NumPy's
-    matmul does the same for BLAS; without it such a view was copied into C order first."""
+    ``y``, say), whose transpose the kernels read where it lies; else ``(x, trans)``, and also when
+    ``x`` shares memory with ``out`` (it is then copied, as any other layout). NumPy's matmul does
+    the same for BLAS; without it such a view was copied into C order first."""
     if (
         type(x) is np.ndarray
         and x.ndim == 2
         and x.dtype == np.float32
         and x.flags.f_contiguous
         and not x.flags.c_contiguous
+        and (out is None or not np.may_share_memory(x, out))
     ):
         return x.T, not trans
     return x, trans
@@ -83,8 +85,9 @@ def matmul(
     if not host_only and _dispatch.use_cuda(device, a, b, out):
         return _dispatch.matmul(a, b, trans_a, trans_b, alpha, out, beta)
     # Errors speak of the arrays and flags the caller passed, not of a transposed view's base.
-    a, kernel_trans_a = _transposed_view(a, trans_a)
-    b, kernel_trans_b = _transposed_view(b, trans_b)
+    # A transposed view of out itself is still copied (as before), so that out may be written.
+    a, kernel_trans_a = _transposed_view(a, trans_a, out)
+    b, kernel_trans_b = _transposed_view(b, trans_b, out)
     a = as_float_input(a, "a", 2)
     b = as_float_input(b, "b", 2)
     a_shape = a.shape if kernel_trans_a == trans_a else a.shape[::-1]
