@@ -27,21 +27,21 @@ def _inner_dims(
     return m, n, k
 
 
-def _transposed_view(x: object, trans: bool, out: np.ndarray | None = None) -> tuple[object, bool]:
-    """``(x.T, not trans)`` for a float32 matrix laid out column by column (``y.T`` of a C-ordered
-    ``y``, say), whose transpose the kernels read where it lies; else ``(x, trans)``, and also when
-    ``x`` shares memory with ``out`` (it is then copied, as any other layout). NumPy's matmul does
-    the same for BLAS; without it such a view was copied into C order first."""
-    if (
-        type(x) is np.ndarray
-        and x.ndim == 2
-        and x.dtype == np.float32
-        and x.flags.f_contiguous
-        and not x.flags.c_contiguous
-        and (out is None or not np.may_share_memory(x, out))
-    ):
-        return x.T, not trans
-    return x, trans
+def _matrix_operand(
+    x: object, name: str, trans: bool, out: np.ndarray | None = None
+) -> tuple[np.ndarray, bool]:
+    """``x`` as a C-ordered float32 matrix for the kernels, with its ``trans`` flag. A float32
+    matrix laid out column by column (``y.T`` of a C-ordered ``y``, say) is passed as its
+    transpose with the flag flipped, read where it lies, as NumPy's matmul does for BLAS, unless
+    it shares memory with ``out``; anything else goes through ``as_float_input`` (checked, and
+    copied where it must be)."""
+    if type(x) is np.ndarray and x.ndim == 2 and x.dtype == np.float32:
+        flags = x.flags  # one flags object: each attribute access builds a new one
+        if flags.c_contiguous:
+            return x, trans
+        if flags.f_contiguous and (out is None or not np.may_share_memory(x, out)):
+            return x.T, not trans
+    return as_float_input(x, name, 2), trans
 
 
 def matmul(
@@ -86,10 +86,8 @@ def matmul(
         return _dispatch.matmul(a, b, trans_a, trans_b, alpha, out, beta)
     # Errors speak of the arrays and flags the caller passed, not of a transposed view's base.
     # A transposed view of out itself is still copied (as before), so that out may be written.
-    a, kernel_trans_a = _transposed_view(a, trans_a, out)
-    b, kernel_trans_b = _transposed_view(b, trans_b, out)
-    a = as_float_input(a, "a", 2)
-    b = as_float_input(b, "b", 2)
+    a, kernel_trans_a = _matrix_operand(a, "a", trans_a, out)
+    b, kernel_trans_b = _matrix_operand(b, "b", trans_b, out)
     a_shape = a.shape if kernel_trans_a == trans_a else a.shape[::-1]
     b_shape = b.shape if kernel_trans_b == trans_b else b.shape[::-1]
     m, n, _ = _inner_dims(a_shape, b_shape, trans_a, trans_b)
@@ -131,10 +129,8 @@ def linear(
     """
     if _dispatch.use_cuda(device, x, weight, bias):
         return _dispatch.linear(x, weight, bias, activation, alpha, return_preactivation)
-    x, trans_x = _transposed_view(x, False)
-    weight, trans_w = _transposed_view(weight, False)
-    x = as_float_input(x, "x", 2)
-    weight = as_float_input(weight, "weight", 2)
+    x, trans_x = _matrix_operand(x, "x", False)
+    weight, trans_w = _matrix_operand(weight, "weight", False)
     _, alpha = resolve_linear_activation(activation, alpha)
     m, features = x.shape[::-1] if trans_x else x.shape
     w_rows, n = weight.shape[::-1] if trans_w else weight.shape
