@@ -323,6 +323,20 @@ def test_train_mnist_from_idx_files(capsys, tmp_path):
     assert out.startswith("mnist: 90 train / 10 val / 20 test, 16 features, 10 classes")
 
 
+def test_train_mnist_test_images_of_another_size_fail_before_training(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n, side in (("train", 100, 4), ("t10k", 20, 5)):
+        images = rng.integers(0, 256, (n, side, side))
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    rc, out, err = run(capsys, "train", "--data", "mnist", "--data-dir", str(tmp_path),
+                       "--hidden", "8", "--epochs", "1")  # fmt: skip
+    assert_one_line_error(
+        rc, err, "--data-dir: the train images have 16 pixels each and the test (t10k) images 25"
+    )
+    assert out == ""
+
+
 def test_train_mnist_errors(capsys, tmp_path):
     rc, _, err = run(capsys, "train", "--data", "mnist")
     assert_one_line_error(rc, err, "--data-dir")
@@ -415,6 +429,22 @@ def test_only_an_exact_argument_name_becomes_an_option():
 def test_train_divergence_is_a_one_line_error(capsys):
     rc, _, err = run(capsys, "train", "--optimizer", "sgd", "--lr", "1e35", *SMALL)
     assert_one_line_error(rc, err, "training diverged", "--lr")
+    # The engine's "loss: the loss is nan" is not about the --loss option.
+    assert "--loss" not in err
+
+
+def test_train_schedule_overflow_names_the_schedule_before_training(capsys):
+    rc, out, err = run(capsys, "train", "--schedule", "exponential:gamma=1e200", "--epochs", "3")
+    assert_one_line_error(rc, err, "--schedule: the rate for epoch 1 (0-based) is unusable")
+    assert "epoch 1/3" not in out  # refused before the first epoch, not after it
+
+
+def test_train_save_to_an_empty_name_is_an_error(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for name in ("", "  "):
+        rc, _, err = run(capsys, "train", "--save", name, "--epochs", "1", "--quiet")
+        assert_one_line_error(rc, err, "--save: expected a file name, got an empty one")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_parse_schedule_defaults_from_epochs():

@@ -13,7 +13,7 @@ import pytest
 
 import fastmlp as fm
 from fastmlp import trainer as trainer_module
-from fastmlp.schedules import ReduceLROnPlateau, StepLR
+from fastmlp.schedules import ExponentialLR, ReduceLROnPlateau, StepLR
 
 
 @pytest.fixture(scope="module")
@@ -467,6 +467,43 @@ def test_user_schedule_objects(circles):
     )
     assert h.lr == pytest.approx([0.1, 0.01, 0.001], rel=1e-5)
     assert countdown.seen == h.train_loss
+
+
+def test_an_unusable_scheduled_rate_is_refused_before_any_step(circles):
+    # ExponentialLR(gamma=1e200) passes its own checks but reaches float32's inf at epoch 1; the
+    # error used to come after a trained epoch and named "lr", which the user never set.
+    Xtr, ytr, _, _ = circles
+    model = _model()
+    before = [w.copy() for w in model.get_weights()]
+    opt = fm.optim.SGD(model, lr=0.01)
+    trainer = fm.Trainer(model, opt, epochs=3, schedule=ExponentialLR(gamma=1e200), verbose=0)
+    unusable = r"^schedule: the rate for epoch 1 \(0-based\) is unusable: lr"
+    with pytest.raises(ValueError, match=unusable):
+        trainer.fit(Xtr, ytr)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert opt.step_count == 0 and opt.lr == 0.01
+
+    class Negative:  # a user's epoch schedule gone wrong
+        def lr_at(self, epoch, base_lr):
+            return base_lr - 0.01 * epoch
+
+    with pytest.raises(ValueError, match=r"^schedule: the rate for epoch 2 .*>= 0"):
+        fm.Trainer(model, fm.optim.SGD(model, lr=0.015), epochs=3, schedule=Negative(),
+                   verbose=0).fit(Xtr, ytr)  # fmt: skip
+
+    class Rising:  # a metric schedule whose next rate is not finite
+        monitor = "train_loss"
+
+        def reset(self, lr):
+            pass
+
+        def step(self, metric):
+            return float("inf")
+
+    with pytest.raises(ValueError, match=r"^schedule: the rate for epoch 1 \(0-based\)"):
+        fm.Trainer(model, fm.optim.SGD(model, lr=0.01), epochs=2, schedule=Rising(),
+                   verbose=0).fit(Xtr, ytr)  # fmt: skip
 
 
 def test_reduce_on_plateau_lowers_the_optimizer_rate(circles):

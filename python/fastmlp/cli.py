@@ -138,6 +138,8 @@ def _output_path(
     is the file name the error for a folder suggests."""
     if path is None:
         return None
+    if not path.strip():
+        raise CLIError(f"{option}: expected a file name, got an empty one")
     final = path if not suffix or path.endswith(suffix) else path + suffix
     # "out/" would become the hidden file "out/.npz" (np.savez adds the suffix to an empty name):
     # refuse a folder rather than guess a file name in it.
@@ -267,6 +269,11 @@ def load_data(args: argparse.Namespace) -> dict[str, Any]:
             raise CLIError("--data-dir: --data mnist needs the folder holding the MNIST IDX files")
         Xtr, ytr = data.load_mnist(args.data_dir, "train")
         Xte, yte = data.load_mnist(args.data_dir, "test")
+        if Xte.shape[1] != Xtr.shape[1]:  # found here, not after the model has trained
+            raise CLIError(
+                f"--data-dir: the train images have {Xtr.shape[1]} pixels each and the test "
+                f"(t10k) images {Xte.shape[1]}; both sets must have images of one size"
+            )
         # 10% of the training files as validation; the test files stay untouched.
         (Xtr, ytr), (Xv, yv), _ = data.train_val_test_split(
             Xtr, ytr, val=0.1, test=0.0, seed=args.seed
@@ -801,8 +808,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _USER_ERRORS as exc:
         if os.environ.get("FASTMLP_TRACEBACK"):
             raise
-        message = _name_option(" ".join(str(exc).split()), args) or type(exc).__name__
+        message = " ".join(str(exc).split()) or type(exc).__name__
         if isinstance(exc, FloatingPointError):
+            # The engine's "loss: the loss is nan" names its own argument, not an option of
+            # ours (--loss chose the function, not the value).
             message = f"training diverged ({message}); try a smaller --lr"
+        else:
+            message = _name_option(message, args)
         print(f"fastmlp {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -62,6 +62,12 @@ def _nonneg(value: object, name: str) -> float:
     return v
 
 
+def check_lr(value: object) -> float:
+    """``value`` as a learning rate: a real number >= 0, finite in float32 (the engine's
+    precision); the error names ``lr``."""
+    return _nonneg(value, "lr")
+
+
 def _betas(betas: object) -> tuple[float, float]:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
@@ -180,7 +186,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        lr = _nonneg(value, "lr")
+        lr = check_lr(value)
         self._state.lr = lr
         self._lr = lr
 

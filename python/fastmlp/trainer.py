@@ -53,7 +53,7 @@ from ._checks import (
     check_probability,
     check_real,
 )
-from .optim import Adam, check_built_for
+from .optim import Adam, check_built_for, check_lr
 from .schedules import MONITORS, Schedule, make_schedule
 
 __all__ = ["EarlyStopping", "History", "Trainer"]
@@ -243,6 +243,17 @@ def _annotate(exc: BaseException, note: str) -> None:
         exc.args = (f"{exc.args[0] if exc.args else exc} ({note})", *exc.args[1:])
 
 
+def _scheduled_lr(value: object, epoch: int) -> float:
+    """The rate a schedule gives for ``epoch``, checked as ``optimizer.lr`` checks it, but with an
+    error that names the schedule (the user set no such rate: ``ExponentialLR(gamma=1e200)``
+    reaches float32's inf a few epochs in)."""
+    try:
+        return check_lr(value)
+    except (TypeError, ValueError) as exc:
+        message = f"schedule: the rate for epoch {epoch} (0-based) is unusable: {exc}"
+        raise type(exc)(message) from None
+
+
 def _fmt(value: float | None, pct: bool = False) -> str:
     if value is None:
         return "-"
@@ -271,9 +282,11 @@ class Trainer:
         ``None`` (constant rate), a :mod:`fastmlp.schedules` object, or a name for
         :func:`~fastmlp.schedules.make_schedule` (``"cosine"`` gets ``T_max=epochs``,
         ``"poly"`` ``total_epochs=epochs``). Epoch schedules set ``optimizer.lr`` before each
-        epoch from the base rate; :class:`~fastmlp.schedules.ReduceLROnPlateau` (or any object
-        with ``reset(lr)``/``step(metric)`` and no ``lr_at``) starts each run at the base rate
-        and is stepped after each epoch with the history entry named by its ``monitor``.
+        epoch from the base rate (``fit`` checks every epoch's rate before the first step);
+        :class:`~fastmlp.schedules.ReduceLROnPlateau` (or any object with
+        ``reset(lr)``/``step(metric)`` and no ``lr_at``) starts each run at the base rate and is
+        stepped after each epoch with the history entry named by its ``monitor``. A rate that
+        is not a usable ``lr`` raises an error that names the schedule and the epoch.
     early_stopping:
         an :class:`EarlyStopping`, or ``None``.
     seed:
@@ -475,6 +488,12 @@ class Trainer:
                     f"monitor a loss ('val_loss' or 'train_loss')"
                 )
 
+        # An epoch schedule is a pure function of the epoch: every rate is checked here, before
+        # any step, rather than the run stopping at the first bad one with the model half trained.
+        rates = None
+        if sched is not None and plateau is None:
+            rates = [_scheduled_lr(sched.lr_at(e, self.base_lr), e) for e in range(self.epochs)]
+
         n = X.shape[0]
         bs = n if self.batch_size is None else min(self.batch_size, n)
         n_batches = -(-n // bs)
@@ -512,8 +531,8 @@ class Trainer:
 
         try:
             for epoch in range(self.epochs):
-                if sched is not None and plateau is None:
-                    opt.lr = float(sched.lr_at(epoch, self.base_lr))
+                if rates is not None:
+                    opt.lr = rates[epoch]
                 lr = float(opt.lr)
                 t0 = time.perf_counter()
                 if tqdm is not None:
@@ -588,7 +607,8 @@ class Trainer:
 
                 stop = False
                 if plateau is not None:
-                    opt.lr = float(plateau.step(_monitored(history, plateau_monitor, "schedule")))
+                    rate = plateau.step(_monitored(history, plateau_monitor, "schedule"))
+                    opt.lr = _scheduled_lr(rate, epoch + 1)
                 if es is not None and es.update(
                     _monitored(history, es.monitor, "early_stopping"), epoch, model
                 ):
