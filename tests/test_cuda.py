@@ -16,6 +16,8 @@ left unwritten shows up as NaN.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -118,6 +120,27 @@ def test_unknown_device_is_a_value_error() -> None:
         ops.relu(a, device=0)  # type: ignore[arg-type]
 
 
+_UNREAD: Any = None  # an argument the flag check comes before
+
+
+@pytest.mark.parametrize("value", ["False", "no", 0, 1, None], ids=repr)
+@pytest.mark.parametrize(
+    ("flag", "call"),
+    [
+        ("trans_a", lambda v: cuda.gemm(_UNREAD, _UNREAD, _UNREAD, trans_a=v)),
+        ("trans_b", lambda v: cuda.gemm(_UNREAD, _UNREAD, _UNREAD, trans_b=v)),
+        ("tf32", lambda v: cuda.gemm(_UNREAD, _UNREAD, _UNREAD, tf32=v)),
+        ("training", lambda v: cuda.fused_mlp_forward(_UNREAD, [], [], training=v)),
+    ],
+    ids=["gemm-trans_a", "gemm-trans_b", "gemm-tf32", "fused_forward-training"],
+)
+def test_device_flags_take_a_bool_only(flag, call, value) -> None:
+    # Checked first, with or without a GPU: bool("False") is True (a transposed product, TF32,
+    # or three results instead of the logits).
+    with pytest.raises(TypeError, match=rf"^{flag}: expected True or False, got "):
+        call(value)
+
+
 def test_device_cpu_is_the_unchanged_cpu_path(rng) -> None:
     a = rng.standard_normal((37, 19)).astype(np.float32)
     b = rng.standard_normal((19, 23)).astype(np.float32)
@@ -138,6 +161,17 @@ def test_cuda_info_reports_a_reason_when_unavailable() -> None:
 
 
 # ====================================================================== DeviceArray
+@requires_gpu
+def test_to_device_names_values_beyond_float32() -> None:
+    x = np.ones((2, 3))
+    x[1, 2] = -1e39
+    with pytest.raises(ValueError, match=r"^x: -1e\+39 at \[1, 2\] is too large for float32"):
+        fastmlp.to_device(x)
+    with pytest.raises(ValueError, match=r"^x: -1e\+39 at \[1, 2\] is too large for float32"):
+        ops.relu(x, device="cuda")
+    np.testing.assert_array_equal(fastmlp.to_device(np.array([np.inf, 1.0])).numpy(), [np.inf, 1])
+
+
 @requires_gpu
 def test_devices_are_listed_with_compute_capability() -> None:
     info = fastmlp._cuda_info()

@@ -276,3 +276,26 @@ def test_bad_input(call: Callable[[], Any], exc: type[Exception], name: str) -> 
     with pytest.raises(exc) as info:
         call()
     assert str(info.value).startswith(name), str(info.value)
+
+
+@pytest.mark.parametrize("device", [None, "cuda"])  # checked before the device is chosen
+@pytest.mark.parametrize("value", ["False", "no", 0, 1, None], ids=repr)
+def test_training_takes_a_bool_only(value: object, device: str | None) -> None:
+    # bool("False") is True: a truthy flag used to drop elements in what was meant as eval mode.
+    with pytest.raises(
+        TypeError, match=rf"^training: expected True or False, got {type(value).__name__}$"
+    ):
+        ops.dropout(X, 0.5, seed=1, training=value, device=device)
+    np.testing.assert_array_equal(ops.dropout(X, 0.5, seed=1, training=np.False_), X)
+    np.testing.assert_array_equal(
+        ops.dropout(X, 0.5, seed=1, training=np.True_), ops.dropout(X, 0.5, seed=1)
+    )
+
+
+def test_input_beyond_float32_is_named() -> None:
+    x = np.ones(8)
+    x[5] = -1e39
+    with pytest.raises(ValueError, match=r"^x: -1e\+39 at \[5\] is too large for float32"):
+        ops.dropout(x, 0.5, seed=1)
+    with pytest.raises(ValueError, match=r"^dy: -1e\+39 at \[5\] is too large for float32"):
+        ops.dropout_backward(x, 0.5, seed=1)

@@ -257,6 +257,46 @@ def test_converts_dtype_and_layout(rng):
     )
 
 
+F32_MAX = float(np.finfo(np.float32).max)
+# The smallest magnitude float32 rounds to inf (halfway between FLT_MAX and 2^128), and below it.
+ROUNDS_TO_INF = 2.0**128 - 2.0**103
+ROUNDS_TO_MAX = np.nextafter(ROUNDS_TO_INF, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (1e39, r"1e\+39"),
+        (-1e300, r"-1e\+300"),
+        (ROUNDS_TO_INF, r"3\.40282e\+38"),
+        (np.finfo(np.float64).max, r"1\.79769e\+308"),
+    ],
+)
+def test_values_beyond_float32_are_named_not_turned_into_inf(value, shown):
+    # The cast used to warn (RuntimeWarning: overflow encountered in cast, an error in these
+    # tests) and hand the kernels inf, reported later as "contains NaN or infinite values".
+    a = np.ones((3, 2))
+    a[2, 1] = value
+    b = np.ones((2, 4), np.float32)
+    with pytest.raises(ValueError, match=rf"^a: {shown} at \[2, 1\] is too large for float32 \("):
+        ops.matmul(a, b)
+    with pytest.raises(ValueError, match=rf"^a: {shown} at \[1, 2\] is too large for float32"):
+        ops.matmul(a.T, b.T, trans_a=True, trans_b=True)  # a transposed float64 view
+    with pytest.raises(ValueError, match=rf"^x: {shown} at \[2, 1\] is too large for float32"):
+        ops.linear(a, b)
+    with pytest.raises(ValueError, match=rf"^bias: {shown} at \[3\] is too large for float32"):
+        ops.linear(b.T, b, np.array([0.0, 0.0, 0.0, value]))
+
+
+def test_float64_values_float32_holds_or_that_are_not_finite_convert_as_before():
+    a = np.array([[ROUNDS_TO_MAX, -ROUNDS_TO_MAX, np.inf, -np.inf, np.nan, 1e-50]])
+    got = ops.matmul(a, np.ones((1, 1), np.float32), trans_a=True)[:, 0]
+    np.testing.assert_array_equal(got, [F32_MAX, -F32_MAX, np.inf, -np.inf, np.nan, 0.0])
+    wide = np.array([[np.longdouble(1e39)]])  # long double on x86 (float64 elsewhere)
+    with pytest.raises(ValueError, match=r"^a: 1e\+39 at \[0, 0\] is too large for float32"):
+        ops.matmul(wide, np.ones((1, 1), np.float32))
+
+
 def check_linear(rng, m, n, k, activation, with_bias, alpha=None):
     x = rng.standard_normal((m, k)).astype(np.float32)
     w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
@@ -445,6 +485,20 @@ def test_rejects_bad_scalars(kwargs, error, pattern, device):
     a, b = np.ones((3, 3), np.float32), np.ones((3, 3), np.float32)
     with pytest.raises(error, match=pattern):
         ops.matmul(a, b, out=np.zeros((3, 3), np.float32), device=device, **kwargs)
+
+
+@pytest.mark.parametrize("device", [None, "cuda"])  # checked before the device is chosen
+@pytest.mark.parametrize("value", ["no", "False", 0, 1, None], ids=repr)
+def test_linear_return_preactivation_takes_a_bool_only(value, device):
+    # bool("no") is True: a truthy flag used to return a (y, z) tuple instead of y.
+    x, w = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
+    pattern = rf"^return_preactivation: expected True or False, got {type(value).__name__}$"
+    with pytest.raises(TypeError, match=pattern):
+        ops.linear(x, w, return_preactivation=value, device=device)
+    y, z = ops.linear(x, w, return_preactivation=np.True_)
+    assert np.array_equal(y, z) and np.array_equal(
+        ops.linear(x, w, return_preactivation=np.False_), y
+    )
 
 
 def test_accepts_numpy_scalars():

@@ -144,6 +144,22 @@ def test_need_grad_false_gives_the_same_loss_and_no_gradient(rng, name):
     assert ref_none is None and ref_loss == pytest.approx(loss, rel=1e-6, abs=1e-6)
 
 
+@pytest.mark.parametrize("device", [None, "cuda"])  # checked before the device is chosen
+@pytest.mark.parametrize("value", ["False", "no", 0, 1, None], ids=repr)
+@pytest.mark.parametrize("name", LOSSES)
+def test_need_grad_takes_a_bool_only(rng, name, value, device):
+    # bool("False") is True: a truthy flag used to compute the gradient nobody asked for.
+    x, other = make_inputs(rng, name, (3, 4))
+    fn = getattr(ops, name)
+    with pytest.raises(
+        TypeError, match=rf"^need_grad: expected True or False, got {type(value).__name__}$"
+    ):
+        fn(x, other, need_grad=value, device=device)
+    loss, grad = fn(x, other, need_grad=np.True_)  # NumPy bools are bools
+    assert grad is not None and grad.shape == x.shape
+    assert fn(x, other, need_grad=np.False_) == (loss, None)
+
+
 def test_cross_entropy_of_uniform_logits_is_log_c_to_the_last_bits():
     # Every exp term is exactly 1, so s = C and the loss is log C: the double log of the sum
     # (cpu/row_exp.h's log_of_sum, fdlibm's, < 1 ulp; four rows at a time with AVX2) against

@@ -111,6 +111,54 @@ def test_get_weights_returns_copies(rng):
     assert (model.get_weights()[0] != 123.0).all()
 
 
+@pytest.mark.parametrize("value", [1e39, -1e300, 2.0**128 - 2.0**103])
+def test_set_weights_beyond_float32_are_named_not_reported_as_infinite(value):
+    # The cast warned ("overflow encountered in cast") and the check then reported NaN/inf that
+    # the caller never passed.
+    model = fm.MLP([2, 3, 2], seed=0)
+    good = model.get_weights()
+    w = [a.astype(np.float64) for a in good]
+    w[2][1, 0] = value
+    with pytest.raises(
+        ValueError, match=r"^weights\[2\]: \S+ at \[1, 0\] is too large for float32 "
+    ):
+        model.set_weights(w)
+    w[2][1, 0] = np.nextafter(2.0**128 - 2.0**103, 0)  # rounds to float32's largest value
+    model.set_weights(w)
+    assert model.get_weights()[2][1, 0] == np.finfo(np.float32).max
+    w[2][1, 0] = np.inf  # infinite in the input: still the finiteness check's message
+    with pytest.raises(ValueError, match=r"^weights\[2\]: contains NaN or infinite values"):
+        model.set_weights(w)
+
+
+def test_load_of_weights_beyond_float32_names_them(tmp_path):
+    model = fm.MLP([2, 3, 2], seed=0)
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["param_0"] = arrays["param_0"].astype(np.float64)
+    arrays["param_0"][0, 2] = 1e39
+    np.savez(tmp_path / "big.npz", **arrays)
+    with pytest.raises(
+        ValueError, match=r"^path: '.*big\.npz': weights\[0\]: 1e\+39 at \[0, 2\] is too large"
+    ):
+        fm.load(tmp_path / "big.npz")
+
+
+def test_inputs_and_targets_beyond_float32_are_named(rng):
+    model = fm.MLP([3, 4, 2], loss="mse", seed=0)
+    opt = fm.optim.SGD(model, lr=0.1)
+    x, t = np.ones((5, 3)), np.zeros((5, 2))
+    x[3, 1] = 1e39
+    with pytest.raises(ValueError, match=r"^x: 1e\+39 at \[3, 1\] is too large for float32"):
+        model.predict(x)
+    with pytest.raises(ValueError, match=r"^x: 1e\+39 at \[3, 1\] is too large for float32"):
+        model.train_step(x, t, optimizer=opt)
+    x[3, 1], t[4, 0] = 1.0, -1e39
+    with pytest.raises(ValueError, match=r"^y: -1e\+39 at \[4, 0\] is too large for float32"):
+        model.train_step(x, t, optimizer=opt)
+
+
 def test_set_weights_round_trip_and_conversion():
     model = fm.MLP([3, 4, 2], seed=0)
     new = [np.full(w.shape, 0.5, dtype=np.float64) for w in model.get_weights()]
@@ -865,6 +913,17 @@ def test_fused_flag_on_the_cpu():
         fm.MLP([4, 8, 2], fused=1)
     with pytest.raises(TypeError, match="fused: expected True or False, got str"):
         model.fused = "yes"
+
+
+@pytest.mark.parametrize("value", ["no", "False", 0, 1, None], ids=repr)
+def test_uses_fused_takes_a_bool_only(value):
+    # Checked on every device: bool("no") is True, and a CUDA model would answer for training.
+    model = fm.MLP([4, 8, 2])
+    with pytest.raises(
+        TypeError, match=rf"^training: expected True or False, got {type(value).__name__}$"
+    ):
+        model.uses_fused(training=value)
+    assert model.uses_fused(training=np.False_) is False
 
 
 def test_probabilities_that_round_to_one_in_float32_are_refused_as_given():

@@ -666,6 +666,39 @@ def test_bad_input(call: Callable[[], Any], exc: type[Exception], name: str) -> 
     assert str(info.value).startswith(name), str(info.value)
 
 
+def _flag_step(flag: str, value: object, device: str | None = None) -> np.ndarray:
+    """One step with ``nesterov=value`` (SGD) or ``centered=value`` (RMSprop); the new param."""
+    p, g, b, a = _params()
+    g[:] = 0.5
+    if flag == "nesterov":
+        ops.sgd_step(p, g, b, lr=0.1, momentum=0.9, nesterov=value, step=1, device=device)
+    else:
+        ops.rmsprop_step(p, g, b, None, a, centered=value, device=device)
+    return p
+
+
+@pytest.mark.parametrize("device", [None, "cuda"])  # checked before the device is chosen
+@pytest.mark.parametrize("value", ["yes", "False", 0, 1, None], ids=repr)
+@pytest.mark.parametrize("flag", ["nesterov", "centered"])
+def test_flags_take_a_bool_only(flag: str, value: object, device: str | None) -> None:
+    # bool("False") is True: a truthy flag used to switch on Nesterov momentum or centering.
+    pattern = rf"^{flag}: expected True or False, got {type(value).__name__}$"
+    with pytest.raises(TypeError, match=pattern):
+        _flag_step(flag, value, device)
+    assert not np.array_equal(_flag_step(flag, False), _flag_step(flag, True))
+    for b in (False, True):  # NumPy bools are bools
+        np.testing.assert_array_equal(_flag_step(flag, np.bool_(b)), _flag_step(flag, b))
+
+
+def test_grad_beyond_float32_is_named_and_leaves_param_untouched() -> None:
+    p, g, m, v = _params()
+    grad = g.astype(np.float64)
+    grad[2] = 1e39
+    with pytest.raises(ValueError, match=r"^grad: 1e\+39 at \[2\] is too large for float32"):
+        ops.adam_step(p, grad, m, v, 1)
+    np.testing.assert_array_equal(p, 1.0)
+
+
 def test_bad_input_leaves_param_untouched() -> None:
     p, g, m, v = _params()
     with pytest.raises(ValueError):

@@ -103,6 +103,9 @@ def _bad_states() -> list[tuple[str, type[Exception], str]]:
         ("missing buffer", ValueError, "exp_avg_sq"),
         ("extra buffer", ValueError, "momentum_buffer"),
         ("inexact float64 buffer", ValueError, "exp_avg: holds values that float32 cannot"),
+        # Finite in float64 but inf in float32: named, with no overflow warning from the cast.
+        ("float64 buffer beyond float32", ValueError, r"exp_avg: 1e\+39 at \[4\] is too large"),
+        ("float64 sum beyond float32", ValueError, r"exp_avg_sq: 1e\+39 at \[0\] is too large"),
         ("integer buffer", TypeError, "exp_avg: expected an array of floats"),
         ("negative second moment", ValueError, "exp_avg_sq: a running sum of squares"),
         ("infinite first moment", ValueError, "exp_avg: the saved state holds infinite"),
@@ -141,6 +144,12 @@ def test_a_state_that_does_not_fit_is_refused_and_changes_nothing(
         buffers["momentum_buffer"] = buffers["exp_avg"].copy()
     elif case == "inexact float64 buffer":
         buffers["exp_avg"] = buffers["exp_avg"].astype(np.float64) + 1e-12
+    elif case == "float64 buffer beyond float32":
+        buffers["exp_avg"] = buffers["exp_avg"].astype(np.float64)
+        buffers["exp_avg"][4] = 1e39
+    elif case == "float64 sum beyond float32":  # +inf is a state a sum may hold; 1e39 is not
+        buffers["exp_avg_sq"] = buffers["exp_avg_sq"].astype(np.float64).tolist()
+        buffers["exp_avg_sq"][0] = 1e39
     elif case == "integer buffer":
         buffers["exp_avg"] = np.zeros(buffers["exp_avg"].shape, np.int64)
     elif case == "negative second moment":

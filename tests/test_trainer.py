@@ -469,6 +469,16 @@ def test_user_schedule_objects(circles):
     assert countdown.seen == h.train_loss
 
 
+def test_float_targets_beyond_float32_are_named_for_a_model_without_its_own_check():
+    class Plain(fm.MLP):
+        _y = None  # no target check of its own: fit converts float targets itself
+
+    X = np.zeros((4, 2))
+    y = np.array([0.0, 1.0, 1e39, 0.0])
+    with pytest.raises(ValueError, match=r"^y: 1e\+39 at \[2\] is too large for float32"):
+        fm.Trainer(Plain([2, 1], seed=0), loss="mse", verbose=0).fit(X, y)
+
+
 def test_an_unusable_scheduled_rate_is_refused_before_any_step(circles):
     # ExponentialLR(gamma=1e200) passes its own checks but reaches float32's inf at epoch 1; the
     # error used to come after a trained epoch and named "lr", which the user never set.

@@ -3,7 +3,8 @@
 Conversion policy (documented in :mod:`fastmlp.ops`):
 
 * Read-only float inputs may be any real floating dtype (float16/32/64) and any memory layout;
-  they are converted to C-contiguous float32 (a copy only when needed).
+  they are converted to C-contiguous float32 (a copy only when needed). A finite value beyond
+  float32's range (1e39 in float64) is refused, not turned into inf (:func:`to_float32`).
 * Buffers updated in place (parameters, optimizer state, ``out=`` arrays) must already be
   float32, C-contiguous and writable: converting them would silently drop the update.
 * Class labels may be any integer dtype and are converted to int64; floats, bools and
@@ -67,7 +68,36 @@ def as_float_input(x: object, name: str, ndim: int | None = None) -> np.ndarray:
         raise TypeError(f"{name}: expected a floating-point array, got dtype {x.dtype}")
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got shape {_shape_str(x.shape)}")
-    return np.asarray(x, dtype=np.float32, order="C")
+    return to_float32(x, name)
+
+
+def to_float32(x: np.ndarray, name: str) -> np.ndarray:
+    """A floating array ``x`` as C-contiguous float32 (a copy only when needed), refusing finite
+    values beyond float32's range (float64's 1e39), which the cast would turn into inf: a
+    ``ValueError`` naming ``name`` instead of NumPy's overflow warning and then a report of
+    infinite values that the caller never passed. NaN and inf pass unchanged (exact in float32).
+
+    No extra pass: float16/float32 cannot overflow, and for wider dtypes the cast itself flags
+    the overflow (``np.errstate``); only then are the values searched, for the message."""
+    if x.dtype.itemsize <= 4:
+        return np.asarray(x, dtype=np.float32, order="C")
+    try:
+        with np.errstate(all="ignore", over="raise"):  # only overflow: the case to name
+            return np.asarray(x, dtype=np.float32, order="C")
+    except FloatingPointError:
+        pass
+    # Searched in x's own dtype (no cast, so no overflow): the first finite value float32 lacks.
+    big = np.flatnonzero(np.isfinite(x) & (np.abs(x) >= _FLOAT32_ROUNDS_TO_INF))
+    if big.size:
+        value = f"{x.reshape(-1)[big[0]]:g}"
+        if x.ndim:
+            value += f" at [{', '.join(str(int(i)) for i in np.unravel_index(big[0], x.shape))}]"
+    else:  # changed by another thread since the cast
+        value = "a value"
+    raise ValueError(
+        f"{name}: {value} is too large for float32 (finite in {x.dtype}, but beyond float32's "
+        "range of about +-3.4e38; float32 is the precision the kernels use)"
+    )
 
 
 def as_inplace(x: object, name: str, ndim: int | None = None) -> np.ndarray:

@@ -32,7 +32,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from ._checks import check_not_masked
+from ._checks import check_bool, check_not_masked, to_float32
 
 __all__ = [
     "FUSED_MAX_LAYERS",
@@ -278,6 +278,8 @@ def to_device(x: object, dtype: object = None) -> DeviceArray:
         else:
             raise TypeError(f"x: expected a floating or integer array, got dtype {arr.dtype}")
     dt = _check_dtype(dtype)
+    if dt == np.float32 and arr.dtype.kind == "f":
+        arr = to_float32(arr, "x")  # 1e39 in float64: a ValueError, not inf on the device
     host = np.ascontiguousarray(arr, dtype=dt)
     out = empty(host.shape, dt)
     out._buf.copy_from_host(host)
@@ -316,6 +318,10 @@ def gemm(
     from .ops._activations import resolve_activation
     from .ops._dispatch import check_device_f32
 
+    # Checked, not coerced (bool("False") is True), before the GPU is looked for.
+    trans_a = check_bool(trans_a, "trans_a")
+    trans_b = check_bool(trans_b, "trans_b")
+    tf32 = check_bool(tf32, "tf32")
     mod = _module()
     check_device_f32(a, "a", 2)
     check_device_f32(b, "b", 2)
@@ -347,15 +353,15 @@ def gemm(
         m,
         n,
         k,
-        trans_a=bool(trans_a),
-        trans_b=bool(trans_b),
+        trans_a=trans_a,
+        trans_b=trans_b,
         alpha=float(alpha),
         beta=float(beta),
         bias=None if bias is None else bias._buf,
         activation=kind,
         activation_alpha=act_alpha,
         preactivation=None if preactivation is None else preactivation._buf,
-        tf32=bool(tf32),
+        tf32=tf32,
     )
     return c
 
@@ -480,6 +486,7 @@ def fused_mlp_forward(
     """
     from .ops._dispatch import check_device_f32
 
+    training = check_bool(training, "training")  # bool("False") would return three results
     mod = _module()
     sizes, wbufs, kinds, values, slopes = _fused_net(weights, activations, alphas)
     if not isinstance(x, DeviceArray):
@@ -518,7 +525,7 @@ def fused_mlp_forward(
         values,
         slopes,
         n,
-        training=bool(training),
+        training=training,
         z=[z._buf for z in zs] if training else None,
         a=[a._buf for a in outs] if training else None,
     )

@@ -37,6 +37,7 @@ from . import _core
 from ._checks import (
     as_float_input,
     as_labels,
+    check_bool,
     check_finite,
     check_int,
     check_nonempty,
@@ -385,9 +386,10 @@ class MLP:
         Always False on the CPU. Inference takes every net whose widths are at most 128 (up to 8
         layers, within the GPU's shared memory per block); training also needs hidden
         activations other than identity and PReLU, and no dropout."""
+        training = check_bool(training, "training")  # on every device: bool("no") is True
         if self._device != "cuda":
             return False
-        return bool(self._net.uses_fused(bool(training)))
+        return bool(self._net.uses_fused(training))
 
     @property
     def num_parameters(self) -> int:

@@ -50,6 +50,7 @@ from ._checks import (
     check_positive,
     check_real,
     check_unit_interval,
+    to_float32,
 )
 
 __all__ = ["SGD", "AdaGrad", "Adam", "AdamW", "Optimizer", "RMSProp"]
@@ -94,7 +95,10 @@ def _state_buffer(buffer: object, name: str) -> np.ndarray:
         raise TypeError(f"{name}: expected an array of floats, got dtype {array.dtype}")
     if array.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array, got shape {array.shape}")
-    values = array.astype(np.float32)
+    # A value beyond float32's range (1e39) is named there, with no overflow warning of the cast.
+    values = to_float32(array, name)
+    if values is array:  # a private copy, as the checks below and the engine must see one state
+        values = array.copy()
     if not np.array_equal(values, array, equal_nan=True):
         raise ValueError(
             f"{name}: holds values that float32 cannot represent (the state is float32)"

@@ -52,6 +52,7 @@ from ._checks import (
     check_not_masked,
     check_probability,
     check_real,
+    to_float32,
 )
 from .optim import Adam, check_built_for, check_lr
 from .schedules import MONITORS, Schedule, make_schedule
@@ -436,7 +437,7 @@ class Trainer:
         if y.dtype.kind in "iu":
             y = np.ascontiguousarray(y, dtype=np.int64)
         elif y.dtype.kind == "f":
-            y = np.ascontiguousarray(y, dtype=np.float32)
+            y = to_float32(y, yname)
         return X, y
 
     def _progress(self) -> tuple[bool, Any]:

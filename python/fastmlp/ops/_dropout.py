@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import _core
-from .._checks import as_float_input, check_probability
+from .._checks import as_float_input, check_bool, check_probability
 from . import _dispatch
 
 __all__ = ["dropout", "dropout_backward", "dropout_mask"]
@@ -56,6 +56,7 @@ def dropout(
     array of ``x``'s shape. ``device="cuda"`` (or a DeviceArray ``x``) draws the same mask on the
     GPU.
     """
+    training = check_bool(training, "training")  # bool("False") would drop elements
     if _dispatch.use_cuda(device, x):
         p, seed, offset = _args(p, seed, offset)
         return _dispatch.dropout(x, p, seed, offset, training, "x")

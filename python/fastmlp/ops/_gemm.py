@@ -127,6 +127,8 @@ def linear(
     A transposed view (``w.T`` of a C-ordered float32 ``w`` of shape (out_features,
     in_features), PyTorch's layout) is read where it lies, not copied.
     """
+    # Checked, not coerced: bool("no") would return a tuple nobody asked for.
+    return_preactivation = check_bool(return_preactivation, "return_preactivation")
     if _dispatch.use_cuda(device, x, weight, bias):
         return _dispatch.linear(x, weight, bias, activation, alpha, return_preactivation)
     x, trans_x = _matrix_operand(x, "x", False)

@@ -14,6 +14,7 @@ from .. import _core
 from .._checks import (
     as_float_input,
     as_labels,
+    check_bool,
     check_nonempty,
     check_probability,
     check_real,
@@ -56,12 +57,13 @@ def softmax_cross_entropy(
     With ``eps = 0`` this is ``-(1/N) sum_i log p_{i, y_i}``. Computed from the log-sum-exp with the
     row max subtracted, so logits of any size give a finite loss and gradient.
     """
+    need_grad = check_bool(need_grad, "need_grad")
     if _dispatch.use_cuda(device, logits, labels):
         return _dispatch.softmax_cross_entropy(logits, labels, label_smoothing, need_grad)
     z = _batch_input(logits, "logits")
     y = as_labels(labels, "labels", z.shape[0], z.shape[1], kernel_checks_range=True)
     eps = check_probability(label_smoothing, "label_smoothing", allow_one=True)
-    loss, grad = _core.softmax_cross_entropy(z, y, eps, bool(need_grad))
+    loss, grad = _core.softmax_cross_entropy(z, y, eps, need_grad)
     return float(loss), grad
 
 
@@ -75,12 +77,13 @@ def mse_loss(
         loss = sum_ij (pred_ij - target_ij)^2 / (N F)
         dpred = 2 (pred - target) / (N F)
     """
+    need_grad = check_bool(need_grad, "need_grad")
     if _dispatch.use_cuda(device, pred, target):
         return _dispatch.mse_loss(pred, target, need_grad)
     p = _batch_input(pred, "pred")
     t = as_float_input(target, "target", ndim=2)
     check_same_shape(p, "pred", t, "target")
-    loss, grad = _core.mse_loss(p, t, bool(need_grad))
+    loss, grad = _core.mse_loss(p, t, need_grad)
     return float(loss), grad
 
 
@@ -103,6 +106,7 @@ def multiclass_hinge_loss(
     Unlike ``torch.nn.MultiMarginLoss`` the per-sample sum is not divided by the number of classes C
     (this loss is C times torch's with ``p=1``). ``margin`` must be finite and >= 0.
     """
+    need_grad = check_bool(need_grad, "need_grad")
     if _dispatch.use_cuda(device, scores, labels):
         return _dispatch.multiclass_hinge_loss(scores, labels, margin, need_grad)
     s = _batch_input(scores, "scores")
@@ -110,7 +114,7 @@ def multiclass_hinge_loss(
     margin = check_real(margin, "margin")  # finite in float32 too: 1e39 is inf in the kernel
     if margin < 0.0:
         raise ValueError(f"margin: expected a finite value >= 0, got {margin}")
-    loss, grad = _core.multiclass_hinge_loss(s, y, margin, bool(need_grad))
+    loss, grad = _core.multiclass_hinge_loss(s, y, margin, need_grad)
     return float(loss), grad
 
 
@@ -127,11 +131,12 @@ def bce_with_logits(
 
     Targets outside [0, 1], NaN or infinite raise ``ValueError``.
     """
+    need_grad = check_bool(need_grad, "need_grad")
     if _dispatch.use_cuda(device, logits, targets):
         return _dispatch.bce_with_logits(logits, targets, need_grad)
     z = _batch_input(logits, "logits")
     t = as_float_input(targets, "targets", ndim=2)
     check_same_shape(z, "logits", t, "targets")
     # The binding refuses targets outside [0, 1] (NaN included) before computing anything.
-    loss, grad = _core.bce_with_logits(z, t, bool(need_grad))
+    loss, grad = _core.bce_with_logits(z, t, need_grad)
     return float(loss), grad

@@ -24,6 +24,7 @@ from .. import _core
 from .._checks import (
     as_float_input,
     as_inplace,
+    check_bool,
     check_positive,
     check_real,
     check_same_shape,
@@ -117,6 +118,7 @@ def sgd_step(
     needed. Nesterov needs ``momentum > 0`` and ``dampening == 0`` (as PyTorch); ``dampening``
     must lie in [0, 1].
     """
+    nesterov = check_bool(nesterov, "nesterov")  # checked, not coerced: bool("no") is True
     if _dispatch.use_cuda(device, param, grad, momentum_buffer):
         momentum = check_real(momentum, "momentum")
         if momentum != 0.0 and momentum_buffer is None:
@@ -129,7 +131,7 @@ def sgd_step(
             lr=check_real(lr, "lr"),
             momentum=momentum,
             dampening=check_real(dampening, "dampening"),
-            nesterov=bool(nesterov),
+            nesterov=nesterov,
             weight_decay=check_real(weight_decay, "weight_decay"),
             l1=check_real(l1, "l1"),
             step=_sgd_step_number(step, momentum),
@@ -149,7 +151,7 @@ def sgd_step(
         lr=check_real(lr, "lr"),
         momentum=momentum,
         dampening=check_real(dampening, "dampening"),
-        nesterov=bool(nesterov),
+        nesterov=nesterov,
         weight_decay=check_real(weight_decay, "weight_decay"),
         l1=check_real(l1, "l1"),
         step=_step(step),
@@ -240,6 +242,7 @@ def rmsprop_step(
     at 0 before the square root, where float32 rounding would otherwise give NaN. ``step`` is only
     checked (RMSprop has no bias correction).
     """
+    centered = check_bool(centered, "centered")  # checked, not coerced: bool("no") is True
     if _dispatch.use_cuda(device, param, grad, square_avg, momentum_buffer, grad_avg):
         momentum = check_real(momentum, "momentum")
         if momentum != 0.0 and momentum_buffer is None:
@@ -260,7 +263,7 @@ def rmsprop_step(
             eps=check_positive(eps, "eps"),
             weight_decay=check_real(weight_decay, "weight_decay"),
             momentum=momentum,
-            centered=bool(centered),
+            centered=centered,
             l1=check_real(l1, "l1"),
             step=_step(step),
         )
@@ -268,7 +271,6 @@ def rmsprop_step(
     g = _grad(grad, param)
     v = _state(square_avg, "square_avg", param)
     momentum = check_real(momentum, "momentum")
-    centered = bool(centered)
     if momentum != 0.0 and momentum_buffer is None:
         raise ValueError("momentum_buffer: required when momentum != 0 (np.zeros_like(param))")
     if centered and grad_avg is None:
