@@ -196,6 +196,27 @@ def test_results_do_not_depend_on_thread_count(rng):
         _core.set_num_threads(old)
 
 
+@pytest.mark.parametrize("nt", [2, 3, 7])
+@pytest.mark.parametrize(("m", "n", "k"), [(64, 100, 30), (128, 784, 256), (40, 200, 500)])
+def test_column_split_cuts_the_leftover_panels_by_rows(rng, nt, m, n, k):
+    # When the threads split C's columns and do not divide its panels evenly, the panels left
+    # over are cut by rows (gemm.cpp, split_leftover): (64, 100) is 7 panels, the last one 4
+    # columns wide, (128, 784) 49 and (40, 200) 13, so 7 threads share 6 leftover panels of 40
+    # rows (7 row panels), wider than the one panel each gets whole. The epilogue (bias,
+    # preactivation, activation) and the k-blocks (k = 500) run on those blocks too.
+    old = _core.get_num_threads()
+    try:
+        _core.set_num_threads(nt)
+        check_linear(rng, m, n, k, "relu", True)
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        w = rng.standard_normal((k, n)).astype(np.float32)
+        split = ops.matmul(x, w)
+        _core.set_num_threads(1)
+        assert np.array_equal(split, ops.matmul(x, w))
+    finally:
+        _core.set_num_threads(old)
+
+
 def test_shared_packing_over_several_column_blocks(rng):
     # Rows split between threads that pack op(B) together, with n > NC = 4080: the shared blocks
     # are walked over two column blocks. k = 2 keeps it cheap; C is 4104 x 4090.

@@ -21,13 +21,14 @@
 //
 // Threads (OpenMP, fastmlp::num_threads()): C is cut into one block per thread, along m (the ic
 // loop is split) when m >= n and along n (the jc/jr loops are split) when m < n, as MLP batches
-// of 32-128 rows need; each thread runs the five loops on its block. The operand that every
-// thread reads whole (op(B) for a row split, op(A) for a column split) is packed once, by all
-// the threads together, in chunks each claims in turn (SharedPacking): there is no barrier, a
-// thread only waits for the last chunks of the block it is about to use, and a thread that starts
-// late (or loses its core) finds its share packed by the others; op(A) read in place needs no
-// sharing. The other operand, each thread packs for its own block. Packing one copy per thread
-// instead, as this file did before, cost 1-3% at 2 threads on the MLP products (paired runs,
+// of 32-128 rows need; each thread runs the five loops on its block (along n, the column panels
+// that the threads do not divide evenly are cut by rows, a second block for each thread). The
+// operand that every thread reads whole (op(B) for a row split, op(A) for a column split) is
+// packed once, by all the threads together, in chunks each claims in turn (SharedPacking): there is
+// no barrier, a thread only waits for the last chunks of the block it is about to use, and a thread
+// that starts late (or loses its core) finds its share packed by the others; op(A) read in place
+// needs no sharing. The other operand, each thread packs for its own block. Packing one copy per
+// thread instead, as this file did before, cost 1-3% at 2 threads on the MLP products (paired runs,
 // 128x256x784, 128x784x256, 784x256x128). Shared blocks are all kept for the call, so sharing stops
 // above kSharedPackMax floats, where each thread packs its own copy again (~7/m of the time for
 // op(B): 0.7% at m = 1024). Problems below kParallelMinWork run on the calling thread without a
@@ -549,10 +550,22 @@ void gemm_parallel(const Problem& P, ThreadGrid grid) {
   }
   if (std::max(shared_a_size, shared_b_size) > gemm_blocking::kSharedPackMax)
     shared_a_size = shared_b_size = 0;
+  // A column split hands out whole NR-column panels, so a panel count that the threads do not
+  // divide leaves one thread a panel more (2 threads: n = 784 is 49 panels, 25 + 24; n = 200 is
+  // 13, 7 + 6). The panels left over after an even share are cut by rows instead, one row block
+  // per thread. Paired runs, 2 threads: 128x784x256 NT 1.017x, 128x200x784 NN 1.073x. Only with
+  // op(A) read in place: every other operand a thread reads it packs itself, so no shared
+  // packing sees the extra block.
+  const int64_t n_panels = ceil_div(n, NR);
+  const int64_t panels_each = n_panels / nt;
+  const bool split_leftover =
+      grid.rows == 1 && P.a_in_place && n_panels % nt != 0 && ceil_div(m, MR) >= nt;
+  // Column panels of the widest block of C a thread packs op(B) for.
+  const int64_t b_panels = split_leftover ? std::max(panels_each, n_panels - nt * panels_each)
+                                          : ceil_div(n_panels, grid.cols);
   const int64_t a_size = shared_a_size > 0 || P.a_in_place ? 0 : MC * kc_max;
-  const int64_t b_size = shared_b_size > 0 || P.packed_b != nullptr
-                             ? 0
-                             : kc_max * std::min(NC, ceil_div(ceil_div(n, NR), grid.cols) * NR);
+  const int64_t b_size =
+      shared_b_size > 0 || P.packed_b != nullptr ? 0 : kc_max * std::min(NC, b_panels * NR);
   float* packed_a = tl_pack_a.get(std::max(shared_a_size, nt * a_size));
   float* packed_b = tl_pack_b.get(std::max(shared_b_size, nt * b_size));
 
@@ -566,11 +579,19 @@ void gemm_parallel(const Problem& P, ThreadGrid grid) {
     const auto [tid, team] = team_slot();
     // One block per thread; the loop only matters if OpenMP gave a smaller team than asked for.
     for (int blk = tid; blk < nt; blk += team) {
+      float* own_a = packed_a + blk * a_size;
+      float* own_b = packed_b + blk * b_size;
       int64_t i0, i1, j0, j1;
+      if (split_leftover) {
+        j0 = blk * panels_each * NR;
+        gemm_block(P, 0, m, j0, j0 + panels_each * NR, own_a, own_b, nullptr, nullptr);
+        block_range(m, MR, blk, nt, &i0, &i1);
+        gemm_block(P, i0, i1, nt * panels_each * NR, n, own_a, own_b, nullptr, nullptr);
+        continue;
+      }
       block_range(m, MR, blk / grid.cols, grid.rows, &i0, &i1);
       block_range(n, NR, blk % grid.cols, grid.cols, &j0, &j1);
-      gemm_block(P, i0, i1, j0, j1, packed_a + blk * a_size, packed_b + blk * b_size, use_shared_a,
-                 use_shared_b);
+      gemm_block(P, i0, i1, j0, j1, own_a, own_b, use_shared_a, use_shared_b);
     }
     if (tid != 0) {
       workers_done.fetch_add(1, std::memory_order_release);
