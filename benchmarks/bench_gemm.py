@@ -21,15 +21,12 @@ import contextlib
 import datetime
 import json
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from fastmlp import _bench, _core, ops
+from fastmlp import _bench, _core
 from fastmlp._bench import cpu_model
 
 try:  # optional, as for bench_step.py: no peer (nor threadpoolctl) is a fastmlp dependency
@@ -37,15 +34,7 @@ try:  # optional, as for bench_step.py: no peer (nor threadpoolctl) is a fastmlp
 except ImportError:
     threadpool_info = threadpool_limits = None
 
-# The backprop products of a 784-256 layer at batch 128 (m x n x k, storage of a and b):
-#   forward   z = x @ W            NN  (128,784) @ (784,256)
-#   backward  dX = dZ @ W^T        NT  (128,256) @ (784,256)^T
-#   backward  dW = X^T @ dZ        TN  (128,784)^T @ (128,256)
-MLP_CASES = [
-    ("mlp fwd   x@W", 128, 256, 784, False, False),
-    ("mlp dX  dZ@W^T", 128, 784, 256, False, True),
-    ("mlp dW  X^T@dZ", 784, 256, 128, True, False),
-]
+MLP_CASES = _bench.MLP_GEMM_CASES
 
 
 def blas_limits(threads: int) -> contextlib.AbstractContextManager[Any]:
@@ -83,85 +72,25 @@ def header() -> dict:
     }
 
 
-def calls_per_sample(fn: Callable[[], object], target_s: float) -> int:
-    t = time.perf_counter()
-    fn()
-    single = max(time.perf_counter() - t, 1e-7)
-    return max(1, int(target_s / single))
-
-
-def time_pair(
-    ours: Callable[[], object],
-    theirs: Callable[[], object],
-    repeat: int,
-    sample_s: float,
-    pause_s: float,
-    settle_s: float,
-) -> tuple[list[float], list[float]]:
-    """Seconds per call of each function, one entry per sample, samples taken alternately.
-
-    Each sample starts after a pause: OpenBLAS's idle worker threads busy-wait for a while after a
-    call (and OpenMP's, for a shorter while), and that spinning takes a core from the next sample
-    of the other library (measured here: our 2-thread 1024^3 at 49 GFLOP/s right after a NumPy
-    call, 79 after 0.3 s). After the pause, ``settle_s`` of untimed calls: on this VM the cores
-    come back from idle slowly (the first ~30 ms of calls after a 0.25 s sleep ran at half the
-    steady speed, on 1 thread as on 2), and a sample taken in that ramp measures the host's
-    frequency and scheduling, not the kernel.
-    """
-    for fn in (ours, theirs):  # warm-up: page faults, packing buffers, BLAS thread start
-        fn()
-        fn()
-    n_ours, n_theirs = calls_per_sample(ours, sample_s), calls_per_sample(theirs, sample_s)
-    t_ours, t_theirs = [], []
-    for _ in range(repeat):
-        for fn, n, out in ((ours, n_ours, t_ours), (theirs, n_theirs, t_theirs)):
-            time.sleep(pause_s)
-            settle_end = time.perf_counter() + settle_s
-            while time.perf_counter() < settle_end:
-                fn()
-            t = time.perf_counter()
-            for _ in range(n):
-                fn()
-            out.append((time.perf_counter() - t) / n)
-    return t_ours, t_theirs
-
-
 def run_case(name, m, n, k, trans_a, trans_b, threads, repeat, sample_s, pause_s, settle_s, rng):
-    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
-    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
-    op_a = a.T if trans_a else a  # views: NumPy passes the transpose flag to BLAS, no copy
-    op_b = b.T if trans_b else b
     _core.set_num_threads(threads)
     with blas_limits(threads):
-        # Both calls allocate their result, as a user's `x @ w` does.
-        def ours():
-            ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b)
-
-        def theirs():
-            np.matmul(op_a, op_b)
-
-        s_ours, s_np = time_pair(ours, theirs, repeat, sample_s, pause_s, settle_s)
-    flop = 2.0 * m * n * k
-    trans = ("T" if trans_a else "N") + ("T" if trans_b else "N")
-    return {
-        "case": name,
-        "m": m,
-        "n": n,
-        "k": k,
-        "trans": trans,
-        "threads": threads,
-        "numpy_threads": threads if threadpool_limits is not None else "default",
-        "ours_gflops": flop / statistics.median(s_ours) / 1e9,
-        "numpy_gflops": flop / statistics.median(s_np) / 1e9,
-        "ratio": statistics.median(s_np) / statistics.median(s_ours),
-        "ratio_paired": statistics.median(t / o for o, t in zip(s_ours, s_np)),
-        # Best sample of each: closer to the unloaded speed when other processes share the cores.
-        "ours_best_gflops": flop / min(s_ours) / 1e9,
-        "numpy_best_gflops": flop / min(s_np) / 1e9,
-        "ratio_best": min(s_np) / min(s_ours),
-        "samples_ours_s": s_ours,
-        "samples_numpy_s": s_np,
-    }
+        row = _bench.gemm_case(
+            name,
+            m,
+            n,
+            k,
+            trans_a,
+            trans_b,
+            repeat=repeat,
+            sample_s=sample_s,
+            pause_s=pause_s,
+            settle_s=settle_s,
+            rng=rng,
+        )
+    row["threads"] = threads
+    row["numpy_threads"] = threads if threadpool_limits is not None else "default"
+    return row
 
 
 def int_list(text: str) -> list[int]:
@@ -203,14 +132,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--pause-ms",
         type=_bench.option(_bench.nonnegative_float),
-        default=250.0,
-        help="idle time before each sample (see time_pair)",
+        default=_bench.GEMM_PAUSE_S * 1000,
+        help="idle time before each sample (see fastmlp._bench.time_pair)",
     )
     parser.add_argument(
         "--settle-ms",
         type=_bench.option(_bench.nonnegative_float),
-        default=60.0,
-        help="untimed calls after each pause, before the sample (see time_pair)",
+        default=_bench.GEMM_SETTLE_S * 1000,
+        help="untimed calls after each pause, before the sample (see fastmlp._bench.time_pair)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write header and rows as JSON")
     parser.add_argument(

@@ -143,9 +143,14 @@ def test_cli_bench_restores_threads(monkeypatch, capsys, fm_threads):
         seen.append((fm.get_num_threads(), blas_threads()))
         return []
 
+    def fake_gemm_case(*args, **kwargs):  # the products run at the same counts
+        seen.append((fm.get_num_threads(), blas_threads()))
+        return {"trans": "NN", "ours_gflops": 1.0, "numpy_gflops": 1.0, "ratio": 1.0}
+
     monkeypatch.setattr(_bench, "run_cases", fake_run_cases)
+    monkeypatch.setattr(_bench, "gemm_case", fake_gemm_case)
     assert cli.main(["bench", "--threads", "1", "--no-torch"]) == 0
-    assert seen == [(1, [1] * len(blas))]
+    assert seen == [(1, [1] * len(blas))] * (1 + len(_bench.QUICK_GEMM_CASES))
     assert fm.get_num_threads() == fm_threads
     assert blas_threads() == blas
 

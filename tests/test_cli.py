@@ -502,6 +502,27 @@ def test_bench_prints_the_table(capsys):
         assert float(cells[3]) > 0 and float(cells[4]) > 0 and cells[5] == "-"
         assert cells[6].endswith("x") and cells[7] == "-"
     assert "machine:" in out and "threads:" in out
+    # Then the matrix products against NumPy, one row each: GFLOP/s of both, and the ratio.
+    head = next(i for i, line in enumerate(lines) if line.startswith("case "))
+    products = lines[head + 1 : head + 5]
+    assert [row.split()[-5:-3] for row in products] == [
+        ["128x256x784", "NN"],
+        ["128x784x256", "NT"],
+        ["784x256x128", "TN"],
+        ["1024x1024x1024", "NN"],
+    ]
+    for row in products:
+        ours, numpy_, ratio = row.split()[-3:]
+        assert float(ours) > 0 and float(numpy_) > 0 and ratio.endswith("x")
+
+
+@pytest.mark.parametrize("flag", ["--no-gemm", "--no-numpy"])
+def test_bench_can_leave_out_the_products(capsys, monkeypatch, flag):
+    from fastmlp import _bench
+
+    monkeypatch.setattr(_bench, "run_cases", lambda *args, **kwargs: [])
+    rc, out, _ = run(capsys, "bench", "--no-torch", flag)
+    assert rc == 0 and "matrix product" not in out
 
 
 def test_bench_bad_optimizer_is_a_one_line_error(capsys):

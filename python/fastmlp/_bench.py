@@ -265,6 +265,127 @@ def time_contenders(
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
+# ------------------------------------------------------------------------------------- GEMM
+# ops.matmul against numpy.matmul, used by benchmarks/bench_gemm.py and ``fastmlp bench``.
+
+# The backprop products of a 784-256 layer at batch 128 (name, m, n, k, trans_a, trans_b):
+#   forward   z = x @ W            NN  (128,784) @ (784,256)
+#   backward  dX = dZ @ W^T        NT  (128,256) @ (784,256)^T
+#   backward  dW = X^T @ dZ        TN  (128,784)^T @ (128,256)
+MLP_GEMM_CASES: list[tuple[str, int, int, int, bool, bool]] = [
+    ("mlp fwd   x@W", 128, 256, 784, False, False),
+    ("mlp dX  dZ@W^T", 128, 784, 256, False, True),
+    ("mlp dW  X^T@dZ", 784, 256, 128, True, False),
+]
+# The products ``fastmlp bench`` times: those three, and 1024^3.
+QUICK_GEMM_CASES = [*MLP_GEMM_CASES, ("square 1024", 1024, 1024, 1024, False, False)]
+
+
+# Idle time before each GEMM sample and untimed calls after it (see time_pair), the defaults of
+# bench_gemm.py and fastmlp bench. On the development VM, settling for 20-40 ms instead of 60
+# after a 0.1 s pause measured our 2-thread 128x256x784 at 91-108 GFLOP/s instead of 155.
+GEMM_PAUSE_S = 0.25
+GEMM_SETTLE_S = 0.06
+
+
+def calls_per_sample(fn: Callable[[], object], target_s: float) -> int:
+    """How many calls of ``fn`` last about ``target_s`` seconds (at least 1)."""
+    t = time.perf_counter()
+    fn()
+    single = max(time.perf_counter() - t, 1e-7)
+    return max(1, int(target_s / single))
+
+
+def time_pair(
+    ours: Callable[[], object],
+    theirs: Callable[[], object],
+    repeat: int,
+    sample_s: float,
+    pause_s: float,
+    settle_s: float,
+) -> tuple[list[float], list[float]]:
+    """Seconds per call of each function, one entry per sample, samples taken alternately.
+
+    Each sample starts after a pause: OpenBLAS's idle worker threads busy-wait for a while after a
+    call (and OpenMP's, for a shorter while), and that spinning takes a core from the next sample
+    of the other library (measured here: our 2-thread 1024^3 at 49 GFLOP/s right after a NumPy
+    call, 79 after 0.3 s). After the pause, ``settle_s`` of untimed calls: on this VM the cores
+    come back from idle slowly (the first ~30 ms of calls after a 0.25 s sleep ran at half the
+    steady speed, on 1 thread as on 2), and a sample taken in that ramp measures the host's
+    frequency and scheduling, not the kernel.
+    """
+    for fn in (ours, theirs):  # warm-up: page faults, packing buffers, BLAS thread start
+        fn()
+        fn()
+    n_ours, n_theirs = calls_per_sample(ours, sample_s), calls_per_sample(theirs, sample_s)
+    t_ours: list[float] = []
+    t_theirs: list[float] = []
+    for _ in range(repeat):
+        for fn, n, out in ((ours, n_ours, t_ours), (theirs, n_theirs, t_theirs)):
+            time.sleep(pause_s)
+            settle_end = time.perf_counter() + settle_s
+            while time.perf_counter() < settle_end:
+                fn()
+            t = time.perf_counter()
+            for _ in range(n):
+                fn()
+            out.append((time.perf_counter() - t) / n)
+    return t_ours, t_theirs
+
+
+def gemm_case(
+    name: str,
+    m: int,
+    n: int,
+    k: int,
+    trans_a: bool,
+    trans_b: bool,
+    *,
+    repeat: int,
+    sample_s: float,
+    pause_s: float,
+    settle_s: float,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Time ``ops.matmul`` against ``numpy.matmul`` on random float32 operands of op(A) (m, k)
+    and op(B) (k, n), at the thread counts in force (the caller sets them); GFLOP/s = 2mnk/time
+    of the median sample, ``ratio`` = NumPy's time / ours (> 1: ours faster), ``ratio_paired``
+    the median of that ratio over samples taken back to back, and the best sample of each."""
+    from . import ops
+
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    op_a = a.T if trans_a else a  # views: NumPy passes the transpose flag to BLAS, no copy
+    op_b = b.T if trans_b else b
+
+    # Both calls allocate their result, as a user's `x @ w` does.
+    def ours() -> None:
+        ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b)
+
+    def theirs() -> None:
+        np.matmul(op_a, op_b)
+
+    s_ours, s_np = time_pair(ours, theirs, repeat, sample_s, pause_s, settle_s)
+    flop = 2.0 * m * n * k
+    return {
+        "case": name,
+        "m": m,
+        "n": n,
+        "k": k,
+        "trans": ("T" if trans_a else "N") + ("T" if trans_b else "N"),
+        "ours_gflops": flop / statistics.median(s_ours) / 1e9,
+        "numpy_gflops": flop / statistics.median(s_np) / 1e9,
+        "ratio": statistics.median(s_np) / statistics.median(s_ours),
+        "ratio_paired": statistics.median(t / o for o, t in zip(s_ours, s_np)),
+        # Best sample of each: closer to the unloaded speed when other processes share the cores.
+        "ours_best_gflops": flop / min(s_ours) / 1e9,
+        "numpy_best_gflops": flop / min(s_np) / 1e9,
+        "ratio_best": min(s_np) / min(s_ours),
+        "samples_ours_s": s_ours,
+        "samples_numpy_s": s_np,
+    }
+
+
 # ------------------------------------------------------------------------------------ options
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line (``prog: error: message``, exit status 2)

@@ -595,10 +595,53 @@ def cmd_bench(args: argparse.Namespace) -> int:
             use_numpy=not args.no_numpy,
             progress=lambda line: print(line, flush=True),
         )
+        if not args.no_gemm and not args.no_numpy:
+            _bench_gemm(args.rounds, threads)
     if not use_torch and not args.no_torch:
         print("(PyTorch is not installed: no PyTorch column)")
-    print("full benchmark: benchmarks/bench_step.py in the fastmlp repository")
+    print(
+        "full benchmarks: benchmarks/bench_step.py, bench_gemm.py and bench_epoch.py in the "
+        "fastmlp repository"
+    )
     return 0
+
+
+def _bench_gemm(rounds: int, threads: dict[str, Any]) -> None:
+    """The GEMM table of ``fastmlp bench``: ops.matmul against numpy.matmul, at the thread
+    counts of the step table, a row printed as each is measured."""
+    from . import _bench
+
+    blas = threads["numpy_blas"]
+    print()
+    print(
+        f"matrix product, float32: fastmlp.ops.matmul vs numpy.matmul; GFLOP/s of the median of "
+        f"{rounds} samples, taken alternately; threads: fastmlp {threads['fastmlp']}, NumPy's "
+        f"BLAS {', '.join(blas) if isinstance(blas, list) else blas}"
+    )
+    print(f"{'case':<16} {'m x n x k':<15} op  {'ours':>7} {'numpy':>7}  vs numpy")
+    rng = np.random.default_rng(0)
+    for name, m, n, k, trans_a, trans_b in _bench.QUICK_GEMM_CASES:
+        row = _bench.gemm_case(
+            name,
+            m,
+            n,
+            k,
+            trans_a,
+            trans_b,
+            repeat=rounds,
+            sample_s=0.02,
+            # bench_gemm.py's defaults: after a shorter pause or settling, this VM's second core
+            # still ramps up from idle, and our 2-thread products measured at half speed.
+            pause_s=_bench.GEMM_PAUSE_S,
+            settle_s=_bench.GEMM_SETTLE_S,
+            rng=rng,
+        )
+        size = f"{m}x{n}x{k}"
+        print(
+            f"{name:<16} {size:<15} {row['trans']}  {row['ours_gflops']:7.1f} "
+            f"{row['numpy_gflops']:7.1f}  {row['ratio']:7.2f}x",
+            flush=True,
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -743,10 +786,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench",
-        help="time a training step against NumPy (and PyTorch if installed), a few seconds",
+        help="time a training step and matrix products against NumPy (and PyTorch if "
+        "installed), about 30 seconds",
         description="Time one training step (forward, loss, backward, update) of fastmlp, a plain "
         "NumPy step and PyTorch eager (when importable) on 784-256-128-10 at batch 128 and "
-        "2-16-2 at batch 32, in one process, and print the medians and speed-ups.",
+        "2-16-2 at batch 32, then fastmlp.ops.matmul against numpy.matmul on the products of a "
+        "784-256 layer at batch 128 and on 1024^3, in one process, and print the medians and "
+        "speed-ups.",
     )
     b.add_argument(
         "--optimizers",
@@ -757,7 +803,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=_positive_int, metavar="N", help="threads for every library")
     b.add_argument("--rounds", type=_positive_int, default=5, help="timed rounds (default 5)")
     b.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
-    b.add_argument("--no-numpy", action="store_true", help="leave NumPy out")
+    b.add_argument("--no-numpy", action="store_true", help="leave NumPy out (and the products)")
+    b.add_argument(
+        "--no-gemm", action="store_true", help="leave out the matrix products against NumPy"
+    )
     b.set_defaults(func=cmd_bench)
     return parser
 
