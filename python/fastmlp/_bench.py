@@ -1,6 +1,8 @@
-"""One training step of fastmlp against a plain NumPy step and PyTorch eager, in one process.
+"""One training step of fastmlp against a plain NumPy step and PyTorch eager, in one process;
+and ``ops.matmul`` against ``numpy.matmul`` (the GEMM section below).
 
-Used by ``benchmarks/bench_step.py`` (the full table) and ``fastmlp bench`` (a few seconds).
+Used by ``benchmarks/bench_step.py`` and ``bench_gemm.py`` (the full tables) and ``fastmlp bench``
+(a short version of both).
 The NumPy step is the one of ``/work/shared/anchors/mlp_anchor.py`` (forward, softmax
 cross-entropy, backward, optimizer update in float32 NumPy) generalised to every optimizer; the
 PyTorch step is the anchor's eager step (``zero_grad``, forward, ``CrossEntropyLoss``,
