@@ -34,8 +34,6 @@ try:  # optional, as for bench_step.py: no peer (nor threadpoolctl) is a fastmlp
 except ImportError:
     threadpool_info = threadpool_limits = None
 
-MLP_CASES = _bench.MLP_GEMM_CASES
-
 
 def blas_limits(threads: int) -> contextlib.AbstractContextManager[Any]:
     """NumPy's BLAS at ``threads`` for the ``with`` block (restored after), or nothing without
@@ -151,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = args.sizes + ([4096] if args.large else [])
     cases = [(f"square {s}", s, s, s, False, False) for s in sizes]
     if not args.no_mlp:
-        cases += MLP_CASES
+        cases += _bench.MLP_GEMM_CASES
 
     info = header()
     notes = [f"machine: {info['machine']}", f"date: {info['date']}"]

@@ -110,7 +110,7 @@ def _state_buffer(buffer: object, name: str) -> np.ndarray:
             raise ValueError(f"{name}: a running sum of squares, expected values >= 0")
     elif not np.isfinite(values).all():
         raise ValueError(f"{name}: the saved state holds infinite values")
-    return np.ascontiguousarray(values)
+    return values  # to_float32's C-contiguous result, or a copy of it
 
 
 def check_built_for(optimizer: Any, model: Any) -> None:
