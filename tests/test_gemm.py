@@ -616,16 +616,36 @@ def test_core_checks_arguments_again():
         _core.gemm(square, square, square)
     with pytest.raises(ValueError, match=r"^preactivation: may share memory with c only"):
         _core.gemm(c, a, b, activation="relu", preactivation=c)
-    # _core.matmul: ops.matmul's fast path, which allocates the result itself.
+    # _core.matmul: ops.matmul's call, into out or (out None) a new array.
     with pytest.raises(TypeError, match=r"^b: expected a float32"):
-        _core.matmul(a, b.astype(np.float64), False, False, 1.0)
+        _core.matmul(a, b.astype(np.float64), False, False, 1.0, None, 0.0)
     with pytest.raises(ValueError, match=r"^a: expected a C-contiguous"):
-        _core.matmul(np.ones((3, 2), np.float32).T, b, False, False, 1.0)
+        _core.matmul(np.ones((3, 2), np.float32).T, b, False, False, 1.0, None, 0.0)
     with pytest.raises(ValueError, match=r"^a: expected a 2-D array"):
-        _core.matmul(np.ones(3, np.float32), b, False, False, 1.0)
+        _core.matmul(np.ones(3, np.float32), b, False, False, 1.0, None, 0.0)
     with pytest.raises(ValueError, match=r"^b: expected 3 rows"):
-        _core.matmul(a, b, False, True, 1.0)
-    assert np.array_equal(_core.matmul(a, b, False, False, 2.0), np.full((2, 4), 6, np.float32))
+        _core.matmul(a, b, False, True, 1.0, None, 0.0)
+    with pytest.raises(ValueError, match=r"^beta: 1 scales out, so out= must be given"):
+        _core.matmul(a, b, False, False, 1.0, None, 1.0)
+    with pytest.raises(TypeError, match=r"^out: expected a float32"):
+        _core.matmul(a, b, False, False, 1.0, c.astype(np.float64), 0.0)
+    with pytest.raises(ValueError, match=r"^out: expected shape \(2, 4\), got \(4, 2\)"):
+        _core.matmul(a, b, False, False, 1.0, c.reshape(4, 2), 0.0)
+    readonly = c.copy()
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match=r"^out: array is read-only"):
+        _core.matmul(a, b, False, False, 1.0, readonly, 0.0)
+    square = np.ones((3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"^out: must not share memory with a"):
+        _core.matmul(square, np.ones((3, 3), np.float32), False, False, 1.0, square, 0.0)
+    with pytest.raises(ValueError, match=r"^out: must not share memory with b"):
+        _core.matmul(np.ones((3, 3), np.float32), square[:, :], False, False, 1.0, square, 0.0)
+    assert np.array_equal(
+        _core.matmul(a, b, False, False, 2.0, None, 0.0), np.full((2, 4), 6, np.float32)
+    )
+    out = np.ones((2, 4), np.float32)
+    assert _core.matmul(a, b, False, False, 2.0, out, 0.5) is out
+    assert np.array_equal(out, np.full((2, 4), 6.5, np.float32))
 
 
 def test_core_gemm_refuses_every_output_input_overlap():

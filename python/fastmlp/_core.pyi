@@ -311,10 +311,16 @@ def log_softmax_forward(x: numpy.ndarray) -> numpy.typing.NDArray[numpy.float32]
     """
 
 def matmul(
-    a: numpy.ndarray, b: numpy.ndarray, trans_a: bool, trans_b: bool, alpha: float
-) -> numpy.typing.NDArray[numpy.float32]:
+    a: numpy.ndarray,
+    b: numpy.ndarray,
+    trans_a: bool,
+    trans_b: bool,
+    alpha: typing.SupportsFloat | typing.SupportsIndex,
+    out: numpy.ndarray | None,
+    beta: typing.SupportsFloat | typing.SupportsIndex,
+) -> numpy.ndarray:
     """
-    alpha * op(a) @ op(b) as a new float32 array; a and b are C-contiguous float32, op(x) is x.T when trans_x. Arguments are positional for speed (see fastmlp.ops.matmul).
+    alpha * op(a) @ op(b) + beta * out, written into out (returned) or, when out is None, into a new float32 array (beta must then be 0). a, b and out are C-contiguous float32, op(x) is x.T when trans_x; out may not overlap a or b, and with beta == 0 it is not read. Arguments are positional for speed (see fastmlp.ops.matmul).
     """
 
 def mse_loss(pred: numpy.ndarray, target: numpy.ndarray, need_grad: bool = True) -> tuple:

@@ -91,18 +91,17 @@ def matmul(
     a_shape = a.shape if kernel_trans_a == trans_a else a.shape[::-1]
     b_shape = b.shape if kernel_trans_b == trans_b else b.shape[::-1]
     m, n, _ = _inner_dims(a_shape, b_shape, trans_a, trans_b)
-    trans_a, trans_b = kernel_trans_a, kernel_trans_b
     if out is None:
         if beta != 0.0:
             raise ValueError(f"beta: {beta} scales out, so out= must be given")
-        return _core.matmul(a, b, trans_a, trans_b, alpha)
-    out = as_inplace(out, "out", 2)
-    if out.shape != (m, n):
-        raise ValueError(f"out: expected shape {_shape_str((m, n))}, got {_shape_str(out.shape)}")
-    if np.may_share_memory(out, a) or np.may_share_memory(out, b):
-        raise ValueError("out: must not share memory with a or b")
-    _core.gemm(out, a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta)
-    return out
+    else:
+        out = as_inplace(out, "out", 2)
+        if out.shape != (m, n):
+            raise ValueError(
+                f"out: expected shape {_shape_str((m, n))}, got {_shape_str(out.shape)}"
+            )
+    # The kernel call checks again, and refuses an out that overlaps a or b.
+    return _core.matmul(a, b, kernel_trans_a, kernel_trans_b, alpha, out, beta)
 
 
 def linear(
