@@ -238,6 +238,11 @@ def test_predict_mse(rng):
     model = fm.MLP([4, 8, 2], seed=1, loss="mse")
     x, _ = data(rng)
     np.testing.assert_array_equal(model.predict(x), model(x))
+    # One output: 1-D, as scikit-learn's MLPRegressor and this model's 1-D targets; an (n, 1)
+    # prediction minus an (n,) target would broadcast to (n, n).
+    single = fm.MLP([4, 8, 1], seed=1, loss="mse")
+    assert single.predict(x).shape == (10,) and single.predict(x).dtype == np.float32
+    np.testing.assert_array_equal(single.predict(x), single(x)[:, 0])
     with pytest.raises(ValueError, match=r"^loss: predict_proba needs a classification loss"):
         model.predict_proba(x)
 
@@ -366,6 +371,64 @@ def test_deepcopy_and_pickle_snapshot_the_model(rng):
         model.rng_offset = snap.rng_offset
         b = snap.train_step(x, y, optimizer=fm.optim.SGD(snap, lr=0.1))
         assert a == b
+
+
+class _LabelledMLP(fm.MLP):
+    """A user's subclass with a constructor of its own and an attribute it adds."""
+
+    def __init__(self, classes: list[str]) -> None:
+        super().__init__([2, 3, len(classes)], seed=1)
+        self.classes_ = classes
+
+
+def test_copies_keep_the_subclass_and_added_attributes():
+    # PyTorch's deepcopy of a Module keeps its class and attributes; a copy that came back as a
+    # plain MLP lost what a subclass adds (here, the class names).
+    model = _LabelledMLP(["cat", "dog"])
+    model.note = {"run": 3}
+    x = np.ones((2, 2), np.float32)
+    for copy_of in (copy.deepcopy, copy.copy, lambda m: pickle.loads(pickle.dumps(m))):
+        snap = copy_of(model)
+        assert type(snap) is _LabelledMLP and snap._net is not model._net
+        assert snap.classes_ == ["cat", "dog"] and snap.note == {"run": 3}
+        np.testing.assert_array_equal(snap.forward(x), model.forward(x))
+    assert copy.deepcopy(model).note is not model.note  # a deep copy of the added state too
+
+
+def test_mlp_attribute_list_matches_the_attributes_mlp_sets(rng):
+    # __reduce__ rebuilds these and copies every other attribute: the list must name them all.
+    from fastmlp.nn import _MLP_ATTRIBUTES
+
+    model = fm.MLP([4, 5, 3], activation="prelu", dropout=0.2, seed=0)
+    x, y = data(rng)
+    model.train_step(x, y, optimizer=fm.optim.Adam(model))
+    model.loss = "hinge"
+    model.eval()
+    model.to("cpu")
+    model.fused = False
+    assert set(vars(model)) == _MLP_ATTRIBUTES
+
+
+def test_save_refuses_a_folder(tmp_path):
+    # np.savez would write "folder/" as the hidden file "folder/.npz", which load cannot find.
+    model = fm.MLP([3, 2])
+    for target in (str(tmp_path) + "/", tmp_path, str(tmp_path)):
+        with pytest.raises(ValueError, match=r"^path: .* is a folder; give a file name"):
+            model.save(target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_turns_an_unsupported_zip_into_a_value_error(tmp_path):
+    # zipfile raises NotImplementedError for an archive version (or compression) it cannot
+    # read; load() documents ValueError for every file that is not a readable model.
+    path = tmp_path / "m.npz"
+    fm.MLP([3, 2]).save(path)
+    raw = bytearray(path.read_bytes())
+    entry = raw.index(b"PK\x01\x02")  # the first central-directory entry
+    raw[entry + 6] = 110  # "version needed to extract": 11.0
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"^path: .* is not a fastmlp model .*NotImplementedError"):
+        fm.load(path)
 
 
 def test_load_rejects_other_files(tmp_path):

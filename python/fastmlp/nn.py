@@ -567,10 +567,13 @@ class MLP:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predictions, per :attr:`loss`: the arg-max class (cross_entropy, hinge; int64 ``(n,)``),
         ``sigmoid > 0.5`` i.e. logit > 0 (bce; int64, 1-D when there is one output), or the
-        outputs themselves (mse)."""
+        outputs themselves (mse; float32, 1-D when there is one output, as scikit-learn's
+        ``MLPRegressor.predict`` gives for 1-D targets: ``predict(x) - y`` with ``y`` of shape
+        ``(n,)`` would otherwise broadcast to ``(n, n)``). :meth:`forward` always gives
+        ``(n, outputs)``."""
         z = self.forward(x)
         if self._loss == "mse":
-            return z
+            return z[:, 0] if z.shape[1] == 1 else z
         if self._loss == "bce":
             p = (z > 0).astype(np.int64)
             return p[:, 0] if p.shape[1] == 1 else p
@@ -764,10 +767,14 @@ class MLP:
             "rng_offset": self.rng_offset,
         }
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        # pickle and copy.deepcopy (a snapshot of the model, as PyTorch users take one): an MLP
-        # with the same config, weights, mode, dropout offset and device, its C++ engine rebuilt.
-        return _restore, (self._config(), self.get_weights(), self.device, self.fused)
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        # pickle and copy.deepcopy (a snapshot of the model, as PyTorch users take one): a model
+        # of the same class with the same config, weights, mode, dropout offset and device, its
+        # C++ engine rebuilt, and the attributes that a subclass or the user added (MLP's own
+        # are rebuilt, not copied: the engine cannot be).
+        extra = {k: v for k, v in vars(self).items() if k not in _MLP_ATTRIBUTES}
+        args = (self._config(), self.get_weights(), self.device, self.fused, type(self))
+        return _restore, args, extra
 
     def save(self, path: PathLike) -> None:
         """Write the weights and a JSON config to an ``.npz`` file (NumPy adds the suffix when
@@ -778,6 +785,12 @@ class MLP:
         Raises ``ValueError`` if a weight is NaN or infinite (a diverged run): :func:`load`, like
         :meth:`set_weights`, accepts finite weights only, so such a file could not be read back.
         """
+        if isinstance(path, (str, os.PathLike)):
+            target = os.fspath(path)
+            # np.savez would write "out/" as the hidden file "out/.npz", which load("out/")
+            # then cannot find.
+            if target.endswith(("/", os.sep)) or os.path.isdir(target):
+                raise ValueError(f"path: {target!r} is a folder; give a file name, e.g. model.npz")
         weights = self.get_weights()
         for i, w in enumerate(weights):
             if not np.isfinite(w).all():
@@ -788,6 +801,28 @@ class MLP:
         arrays = {f"param_{i}": w for i, w in enumerate(weights)}
         np.savez(path, config=np.array(json.dumps(self._config())), **arrays)
 
+
+# The attributes MLP sets itself: __reduce__ rebuilds them through _restore instead of copying
+# them (tests/test_nn_api.py checks the list against a model that has trained and moved).
+_MLP_ATTRIBUTES = frozenset(
+    {
+        "_activations",
+        "_alphas",
+        "_device",
+        "_dropouts",
+        "_fused",
+        "_init",
+        "_kinds",
+        "_loss",
+        "_loss_code",
+        "_net",
+        "_seed",
+        "_shapes",
+        "_sizes",
+        "_step_fast",
+        "_training",
+    }
+)
 
 _CONFIG_KEYS = (
     "layer_sizes",
@@ -802,26 +837,18 @@ _CONFIG_KEYS = (
 )
 
 
-def load(path: PathLike | IO[bytes]) -> MLP:
-    """Load a model written by :meth:`MLP.save`: ``path`` with or without the ``.npz`` that
-    ``save`` adds, or a binary file object.
+# What np.load and the archive raise for a file that is not a readable .npz (zipfile raises
+# NotImplementedError for a zip version or compression method it does not support).
+_UNREADABLE = (ValueError, EOFError, zipfile.BadZipFile, NotImplementedError)
 
-    Raises ``ValueError`` naming the file when it is not a model ``save`` wrote (another file
-    type, a damaged archive, a config or weights that do not fit together); nothing is unpickled.
-    """
-    if isinstance(path, (str, os.PathLike)):
-        if not os.path.exists(path) and os.path.exists(os.fspath(path) + ".npz"):
-            path = os.fspath(path) + ".npz"
-        name = repr(os.fspath(path))
-    else:
-        name = repr(getattr(path, "name", "the file object"))
 
-    def invalid(why: str) -> ValueError:
-        return ValueError(f"path: {name} is not a fastmlp model written by MLP.save ({why})")
-
+def _read_archive(
+    source: IO[bytes], invalid: Callable[[str], ValueError], name: str
+) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """The config and weights of a file :meth:`MLP.save` wrote, read from ``source``."""
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+        archive = np.load(source, allow_pickle=False)
+    except _UNREADABLE as exc:
         # Not OSError: a file that cannot be read (missing, a folder, no permission) says so
         # itself, and may well be a model.
         # NumPy's own message for a non-NumPy file suggests loading it with pickles allowed:
@@ -834,7 +861,7 @@ def load(path: PathLike | IO[bytes]) -> MLP:
         def read(key: str) -> np.ndarray:
             try:
                 return f[key]
-            except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+            except _UNREADABLE as exc:
                 # e.g. an object array, which allow_pickle=False refuses to read
                 raise invalid(f"{key}: {type(exc).__name__}: {exc}") from None
 
@@ -862,6 +889,33 @@ def load(path: PathLike | IO[bytes]) -> MLP:
         if sorted(names) != sorted(expected):
             raise invalid(f"arrays {sorted(names)}, expected param_0..param_{len(names) - 1}")
         weights = [read(n) for n in expected]
+    return config, weights
+
+
+def load(path: PathLike | IO[bytes]) -> MLP:
+    """Load a model written by :meth:`MLP.save`: ``path`` with or without the ``.npz`` that
+    ``save`` adds, or a binary file object.
+
+    Raises ``ValueError`` naming the file when it is not a model ``save`` wrote (another file
+    type, a damaged archive, a config or weights that do not fit together); nothing is unpickled.
+    """
+    if isinstance(path, (str, os.PathLike)):
+        if not os.path.exists(path) and os.path.exists(os.fspath(path) + ".npz"):
+            path = os.fspath(path) + ".npz"
+        name = repr(os.fspath(path))
+    else:
+        name = repr(getattr(path, "name", "the file object"))
+
+    def invalid(why: str) -> ValueError:
+        return ValueError(f"path: {name} is not a fastmlp model written by MLP.save ({why})")
+
+    if isinstance(path, (str, os.PathLike)):
+        # Opened here rather than by np.load, which leaves the file it opened open when the zip
+        # reader raises (NotImplementedError, for a zip version it does not support).
+        with open(path, "rb") as source:
+            config, weights = _read_archive(source, invalid, name)
+    else:
+        config, weights = _read_archive(path, invalid, name)
     _check_weight_shapes(config["layer_sizes"], weights, invalid)
     try:
         return _restore(config, weights)
@@ -890,10 +944,18 @@ def _check_weight_shapes(
 
 
 def _restore(
-    config: dict[str, Any], weights: list[np.ndarray], device: str = "cpu", fused: bool = True
+    config: dict[str, Any],
+    weights: list[np.ndarray],
+    device: str = "cpu",
+    fused: bool = True,
+    cls: type[MLP] | None = None,
 ) -> MLP:
-    """The model a ``_config()`` and ``get_weights()`` describe (load and unpickling)."""
-    model = MLP(
+    """The model a ``_config()`` and ``get_weights()`` describe (load and unpickling): an MLP,
+    or an instance of the subclass ``cls`` built by MLP's constructor (the subclass's may take
+    other arguments; unpickling then restores its attributes, as for any pickled object)."""
+    model = MLP.__new__(cls or MLP)
+    MLP.__init__(
+        model,
         config["layer_sizes"],
         activation=config["activation"],
         dropout=config["dropout"],
