@@ -871,3 +871,40 @@ def test_real_ctrl_c_keeps_the_last_completed_step() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok ")
+
+
+def test_fit_again_continues_the_shuffle_instead_of_repeating_it(circles):
+    # One Generator per Trainer: two fit() calls of one epoch are the run of one fit() of two
+    # epochs, not the first epoch twice (PyTorch's DataLoader also reshuffles on every pass).
+    Xtr, ytr, _, _ = circles
+
+    def trained(calls: int, epochs: int, trainer_seed: int = 3) -> list[np.ndarray]:
+        model = _model(seed=0)
+        opt = fm.optim.SGD(model, lr=0.1)
+        trainer = fm.Trainer(model, opt, batch_size=16, epochs=epochs, seed=trainer_seed, verbose=0)
+        for _ in range(calls):
+            trainer.fit(Xtr, ytr)
+        return model.get_weights()
+
+    for a, b in zip(trained(calls=2, epochs=1), trained(calls=1, epochs=2)):
+        np.testing.assert_array_equal(a, b)
+    # The first epoch repeated would be another run: the orders differ.
+    model = _model(seed=0)
+    trainer = fm.Trainer(model, fm.optim.SGD(model, lr=0.0), batch_size=16, epochs=1, verbose=0)
+    seen = []
+    original = model.train_step
+
+    def record(x, y, **kw):
+        seen.append(np.array(y))
+        return original(x, y, **kw)
+
+    model.train_step = record
+    trainer.fit(Xtr, ytr)
+    trainer.fit(Xtr, ytr)
+    first, second = np.concatenate(seen[: len(seen) // 2]), np.concatenate(seen[len(seen) // 2 :])
+    assert sorted(first) == sorted(second) and not np.array_equal(first, second)
+    # Setting the seed starts the Generator again: the first call's order comes back.
+    seen.clear()
+    trainer.seed = trainer.seed
+    trainer.fit(Xtr, ytr)
+    np.testing.assert_array_equal(np.concatenate(seen), first)

@@ -292,7 +292,9 @@ class Trainer:
         an :class:`EarlyStopping`, or ``None``.
     seed:
         seeds the shuffling ``Generator``; the same seed (and a model built with the same seed)
-        gives the same run. ``None`` draws fresh OS entropy (not reproducible).
+        gives the same run. ``None`` draws fresh OS entropy (not reproducible). The Trainer keeps
+        one Generator: each ``fit`` call continues it, so calling ``fit`` again shuffles anew
+        (a new Trainer, or setting ``seed``, starts it again).
     verbose:
         ``"auto"``: when stderr is a terminal, one line per epoch on stdout plus a tqdm bar per
         epoch on stderr (when tqdm is installed); silent otherwise (scripts, logs, CI).
@@ -386,9 +388,7 @@ class Trainer:
                     raise TypeError(f"early_stopping: restore_best needs model.{method}()")
         self.early_stopping = early_stopping
 
-        if seed is not None:
-            seed = check_int(seed, "seed", 0)
-        self.seed = seed
+        self.seed = seed  # checked, and seeds the shuffling Generator (see the property)
         if verbose not in ("auto", True, False, 0, 1, 2):
             raise ValueError(f"verbose: expected 'auto', True, False, 0, 1 or 2, got {verbose!r}")
         self.verbose = verbose
@@ -407,6 +407,21 @@ class Trainer:
         for cb in self.callbacks:
             if not callable(cb):
                 raise TypeError(f"callbacks: expected callables, got {type(cb).__name__}")
+
+    @property
+    def seed(self) -> int | None:
+        """The seed of the shuffling ``Generator``; setting it starts that Generator again."""
+        return self._seed
+
+    @seed.setter
+    def seed(self, value: int | None) -> None:
+        if value is not None:
+            value = check_int(value, "seed", 0)
+        self._seed = value
+        # One Generator for the Trainer's life, not one per fit(): a second fit() (or a loop of
+        # fit() calls of one epoch each) continues its stream instead of repeating the first
+        # call's shuffles, as PyTorch's DataLoader reshuffles on every pass.
+        self._rng = np.random.default_rng(value)
 
     def __repr__(self) -> str:
         return (
@@ -498,7 +513,7 @@ class Trainer:
         n = X.shape[0]
         bs = n if self.batch_size is None else min(self.batch_size, n)
         n_batches = -(-n // bs)
-        rng = np.random.default_rng(self.seed)
+        rng = self._rng
         model, opt = self.model, self.optimizer
         steps_before = opt.step_count
         # Gather buffers for shuffled batches (allocated once; a partial batch uses their head).
