@@ -167,6 +167,25 @@ def test_split_is_stratified_and_deterministic(rng):
         assert np.count_nonzero(np.diff(ys)) > len(np.unique(ys)) - 1
 
 
+@pytest.mark.parametrize("n_per_class", [3, 10, 11])
+def test_split_draws_which_equal_classes_get_the_rows_left_over(n_per_class):
+    # Equal classes tie in the largest-remainder rounding. Ties to the lower label gave the test
+    # and validation sets' extra rows to classes 0, 1, ... for every seed (and made training
+    # 6 rows for those against 8 for the others, n = 100); scikit-learn draws them.
+    y = np.repeat(np.arange(10), n_per_class)
+    X = np.zeros((len(y), 1), np.float32)
+    tests = set()
+    for seed in range(8):
+        (_, ytr), (_, yv), (_, yte) = data.train_val_test_split(X, y, seed=seed)
+        counts = np.bincount(yte, minlength=10), np.bincount(yv, minlength=10)
+        tests.add(tuple(counts[0]))
+        for c in (*counts, np.bincount(ytr, minlength=10)):
+            assert c.max() - c.min() <= 1  # every set as even as its size allows
+    assert len(tests) > 1  # the seed decides which classes get the extra test rows
+    again = data.train_val_test_split(X, y, seed=3)
+    np.testing.assert_array_equal(again[2][1], data.train_val_test_split(X, y, seed=3)[2][1])
+
+
 def test_split_allows_empty_validation_and_float_targets_without_stratify(rng):
     X = rng.standard_normal((50, 3)).astype(np.float32)
     t = rng.standard_normal((50, 2))
@@ -437,6 +456,21 @@ def test_load_mnist_rejects_corrupt_files(tmp_path):
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(bytes(corrupt))
     with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz: cannot read it as gzip"):
         data.load_mnist(tmp_path)
+
+
+def test_load_mnist_checks_the_labels(tmp_path):
+    # A corrupt label byte (200) would make the CLI build a 201-class model from MNIST.
+    _, labels = _write_mnist(tmp_path, "train", n=6)
+    labels[4] = 200
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(_idx_bytes(labels))
+    with pytest.raises(ValueError, match=r"^path: train label 200 at index 4 is outside \[0, 10\)"):
+        data.load_mnist(tmp_path)
+    _, y = data.load_mnist(tmp_path, num_classes=None)  # a data set of this format with more
+    assert y[4] == 200
+    _, y = data.load_mnist(tmp_path, num_classes=201)
+    assert y.max() == 200
+    with pytest.raises(ValueError, match=r"^num_classes: "):
+        data.load_mnist(tmp_path, num_classes=0)
 
 
 @pytest.mark.parametrize("shape", [(0, 28, 28), (5, 0, 3)])

@@ -189,18 +189,24 @@ def make_xor(
 # --------------------------------------------------------------------------------------------
 
 
-def _largest_remainder(total: int, weights: np.ndarray, caps: np.ndarray) -> np.ndarray:
+def _largest_remainder(
+    total: int, weights: np.ndarray, caps: np.ndarray, tie_order: np.ndarray
+) -> np.ndarray:
     """Integers proportional to ``weights`` summing to ``total``, each at most its cap.
 
     Hamilton's method: floors of the quotas first, then one unit at a time to the largest
-    remainders (ties to the lower index) among the entries that still have room.
+    remainders among the entries that still have room, equal remainders (classes of one size)
+    taken in ``tie_order`` (a permutation of the entries: the first listed goes first).
     """
     quotas = total * weights / weights.sum()
     counts = np.minimum(np.floor(quotas).astype(np.int64), caps)
     remainders = quotas - counts
+    rank = np.empty_like(tie_order)
+    rank[tie_order] = np.arange(len(tie_order))
     while counts.sum() < total:
-        room = counts < caps
-        k = int(np.argmax(np.where(room, remainders, -np.inf)))
+        left = np.where(counts < caps, remainders, -np.inf)
+        tied = np.flatnonzero(left == left.max())
+        k = int(tied[np.argmin(rank[tied])])
         counts[k] += 1
         remainders[k] -= 1.0
     return counts
@@ -249,7 +255,8 @@ def train_val_test_split(
             raise ValueError(
                 f"{name}: {frac} of {n} rows rounds to an empty set; use 0 or a larger fraction"
             )
-    rng = np.random.default_rng(_check_seed(seed))
+    seed = _check_seed(seed)
+    rng = np.random.default_rng(seed)
 
     if check_bool(stratify, "stratify"):
         if y.dtype.kind not in "iub" or y.ndim != 1:
@@ -260,8 +267,21 @@ def train_val_test_split(
         classes, inverse = np.unique(y, return_inverse=True)
         groups = [rng.permutation(np.flatnonzero(inverse == c)) for c in range(len(classes))]
         sizes = np.array([len(g) for g in groups], dtype=np.int64)
-        test_k = _largest_remainder(n_test, sizes.astype(float), sizes)
-        val_k = _largest_remainder(n_val, sizes.astype(float), sizes - test_k)
+        # Which classes get the rows left over when the quotas round down is drawn at random
+        # (as scikit-learn's stratified splits do): ties to the lower label would shorten the
+        # test and validation sets of the same classes for every seed, and leave training with
+        # more of the others. The validation set's ties go first to the classes whose test
+        # share did not round up, so that the training set stays as even as the classes are.
+        # The orders come from a Generator of their own (spawned from the seed, as rng.spawn,
+        # which NumPy < 1.25 lacks), so the shuffles drawn from rng, and splits without ties, are
+        # what they were.
+        tie_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+        weights = sizes.astype(float)
+        test_k = _largest_remainder(n_test, weights, sizes, tie_rng.permutation(len(sizes)))
+        val_order = tie_rng.permutation(len(sizes))
+        test_excess = test_k - weights * test  # > 0 where the test share rounded up
+        val_order = val_order[np.argsort(test_excess[val_order], kind="stable")]
+        val_k = _largest_remainder(n_val, weights, sizes - test_k, val_order)
         te = np.concatenate([g[:t] for g, t in zip(groups, test_k)])
         va = np.concatenate([g[t : t + v] for g, t, v in zip(groups, test_k, val_k)])
         tr = np.concatenate([g[t + v :] for g, t, v in zip(groups, test_k, val_k)])
@@ -437,17 +457,23 @@ def _read_idx(folder: Path, prefix: str, what: str, ndim: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def load_mnist(path: str | os.PathLike[str], kind: str = "train") -> tuple[np.ndarray, np.ndarray]:
+def load_mnist(
+    path: str | os.PathLike[str], kind: str = "train", num_classes: int | None = 10
+) -> tuple[np.ndarray, np.ndarray]:
     """Read MNIST (or a data set in its format, e.g. Fashion-MNIST) from the IDX files in ``path``.
 
     ``kind="train"`` reads ``train-images-idx3-ubyte`` and ``train-labels-idx1-ubyte``,
     ``kind="test"`` the ``t10k-`` pair; each may be gzipped (``.gz``) and the dotted names
     (``train-images.idx3-ubyte``) are accepted too. Magic numbers, sizes and the image/label
-    counts are checked. Returns ``X`` float32 ``(n, rows * cols)`` (784 for MNIST) with pixels
-    divided by 255, so in ``[0, 1]``, and ``y`` int64. Nothing is downloaded.
+    counts are checked, and every label against ``[0, num_classes)`` (10 for MNIST,
+    Fashion-MNIST and KMNIST; ``None`` accepts any byte): a corrupt label byte would otherwise
+    make a model with hundreds of classes. Returns ``X`` float32 ``(n, rows * cols)`` (784 for
+    MNIST) with pixels divided by 255, so in ``[0, 1]``, and ``y`` int64. Nothing is downloaded.
     """
     if kind not in _IDX_PREFIX:
         raise ValueError(f"kind: expected 'train' or 'test', got {kind!r}")
+    if num_classes is not None:
+        num_classes = check_int(num_classes, "num_classes", 1)
     folder = Path(os.path.expanduser(os.fspath(path)))
     if not folder.is_dir():
         raise FileNotFoundError(f"path: MNIST folder {folder} does not exist or is not a folder")
@@ -459,5 +485,13 @@ def load_mnist(path: str | os.PathLike[str], kind: str = "train") -> tuple[np.nd
             f"path: {kind} images and labels disagree on the count ({images.shape[0]} images, "
             f"{labels.shape[0]} labels)"
         )
+    if num_classes is not None:
+        bad = np.flatnonzero(labels >= num_classes)
+        if bad.size:
+            raise ValueError(
+                f"path: {kind} label {labels[bad[0]]} at index {bad[0]} is outside "
+                f"[0, {num_classes}) ({bad.size} such labels); pass num_classes= for a data set "
+                "with more classes"
+            )
     X = images.reshape(images.shape[0], -1).astype(np.float32) / np.float32(255.0)
     return X, labels.astype(np.int64)
