@@ -151,6 +151,15 @@ def test_train_every_loss(capsys, loss):
     assert rc == 0 and "accuracy" in out
 
 
+def _raw_circles_test_split(n_samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The test set of ``fastmlp train`` on the Circle data, before its standardisation."""
+    X, y = fm.data.make_circles(n_samples=n_samples, seed=seed)
+    _, _, test = fm.data.train_val_test_split(
+        X, y, val=cli.VAL_FRACTION, test=cli.TEST_FRACTION, seed=seed
+    )
+    return test
+
+
 def test_train_bce_names_its_two_accuracies(capsys, tmp_path):
     """bce's history accuracy (acc/val_acc) is per output; the test line gives the class accuracy
     and that per-output accuracy, each named, and the epoch lines say which one they show."""
@@ -160,8 +169,7 @@ def test_train_bce_names_its_two_accuracies(capsys, tmp_path):
     lines = out.strip().splitlines()
     assert "acc and val_acc are bce's per-output accuracy" in lines[2]
     test_line = next(line for line in lines if line.startswith("test:"))
-    ds = cli.load_data(cli.build_parser().parse_args(["train", *argv]))
-    Xte, yte = ds["test"]
+    Xte, yte = _raw_circles_test_split(n_samples=300)  # the saved model takes raw features
     model = fm.load(tmp_path / "m.npz")
     per_output = model.evaluate(Xte, np.eye(2, dtype=np.float32)[yte], loss="bce")["accuracy"]
     class_acc = np.mean(np.asarray(model(Xte)).argmax(axis=1) == yte)
@@ -205,6 +213,33 @@ def test_train_save_and_load(capsys, tmp_path):
     )
     assert rc == 0 and (tmp_path / "m.npz").is_file()
     assert f"saved the model to {tmp_path / 'm.npz'}" in out  # the file np.savez wrote
+
+
+def test_saved_model_takes_raw_features(capsys, tmp_path):
+    # The CLI trains on standardised features; a saved model without that standardisation put
+    # 96.7% on the Circle data down to chance on the raw features a user has.
+    path = tmp_path / "model.npz"
+    rc, out, _ = run(capsys, "train", "--save", str(path))
+    assert rc == 0 and "it takes raw features" in out
+    reported = float(out.split("accuracy ")[1].split("%")[0]) / 100
+    Xte, yte = _raw_circles_test_split(n_samples=cli.TOY_SAMPLES)
+    loaded = fm.load(path)
+    assert abs(np.mean(loaded.predict(Xte) == yte) - reported) <= 1 / len(yte)
+    assert reported > 0.9
+
+
+@pytest.mark.parametrize("per_feature", [True, False])
+def test_raw_input_model_folds_the_standardisation(rng, per_feature):
+    X = rng.standard_normal((50, 5)) * [1.0, 10.0, 0.1, 3.0, 1.0] + [0.0, 5.0, -2.0, 100.0, 0.5]
+    scaler = fm.data.Standardizer(per_feature=per_feature).fit(X)
+    model = fm.MLP([5, 7, 3], activation="tanh", seed=2)
+    folded = cli.raw_input_model(model, scaler)
+    np.testing.assert_allclose(
+        folded.forward(X.astype(np.float32)), model.forward(scaler.transform(X)), rtol=0, atol=2e-5
+    )
+    assert folded is not model  # the trained model itself is left as it was
+    for a, b in zip(model.get_weights()[2:], folded.get_weights()[2:]):  # past the first layer
+        np.testing.assert_array_equal(a, b)
 
 
 def test_train_plot(capsys, tmp_path):

@@ -318,6 +318,25 @@ def load_data(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def raw_input_model(model: Any, scaler: Any) -> Any:
+    """A copy of ``model`` that takes the raw features: the standardisation
+    ``(x - mean) / scale`` that ``load_data`` applied is folded into the first layer,
+    ``W' = W / scale[:, None]`` and ``b' = b - (mean / scale) @ W`` (in float64), so that
+    ``raw_input_model(model, scaler).forward(x)`` equals ``model.forward(scaler.transform(x))``
+    to float32 rounding. ``--save`` writes this copy: a user who loads the file predicts on
+    their own data, not on data standardised with statistics the file would not hold."""
+    import copy
+
+    folded = copy.deepcopy(model)
+    weights = folded.get_weights()
+    w, b = weights[0].astype(np.float64), weights[1].astype(np.float64)
+    inverse = 1.0 / np.asarray(scaler.scale_, np.float64)
+    weights[0] = w * inverse[:, None]
+    weights[1] = b - (np.asarray(scaler.mean_, np.float64) * inverse) @ w
+    folded.set_weights(weights)
+    return folded
+
+
 def _targets(y: np.ndarray, loss: str, classes: int) -> np.ndarray:
     """Class labels for cross-entropy and hinge; one-hot float32 rows for MSE and BCE."""
     if loss in ("mse", "bce"):
@@ -511,9 +530,11 @@ def _train(args: argparse.Namespace) -> int:
         f"{len(history)} epochs in {elapsed:.2f}s{how}"
     )
     if save_path:
-        model.save(save_path)
+        scaler = ds["scaler"]
+        (model if scaler is None else raw_input_model(model, scaler)).save(save_path)
         if not args.quiet:
-            print(f"saved the model to {save_path}")
+            raw = "" if scaler is None else " (it takes raw features: the standardisation is in it)"
+            print(f"saved the model to {save_path}{raw}")
     if plot_path:
         title = f"{args.data}: test class accuracy {100 * acc:.2f}%"
         save_plot(plot_path, history, model, ds, title, accuracy_label)
@@ -751,7 +772,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--save",
         metavar="PATH",
-        help="save the trained model to a file (.npz added if missing; fastmlp.load reads it)",
+        help="save the trained model to a file (.npz added if missing; fastmlp.load reads it). "
+        "The features' standardisation is folded into its first layer: it takes raw features",
     )
     t.add_argument(
         "--plot",
