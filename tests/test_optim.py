@@ -256,6 +256,26 @@ def test_adamw_decouples_weight_decay() -> None:
     assert not m.any() and not v.any()
 
 
+@pytest.mark.parametrize(
+    ("lr", "weight_decay"), [(0.3, 3.3333333), (0.5, 1.9999999), (0.1, 9.99999), (0.001, 999.0)]
+)
+def test_adamw_decay_near_total_is_computed_from_the_exact_rates(lr, weight_decay) -> None:
+    # 1 - lr * weight_decay from float32-rounded rates is off by ~1e-8: with lr * weight_decay
+    # near 1 that was all of it (0.3, 3.3333333: p * -1.6e-8 instead of PyTorch's p * 1e-8).
+    factor = 1.0 - lr * weight_decay
+    p = np.array([1.0, -2.0, 3e30], dtype=np.float32)
+    ops.adamw_step(p, np.zeros(3), np.zeros(3, np.float32), np.zeros(3, np.float32), 1, lr=lr,
+                   weight_decay=weight_decay)  # fmt: skip
+    np.testing.assert_allclose(p, np.array([1.0, -2.0, 3e30]) * factor, rtol=2e-7)
+    # The same through the engine: targets equal to the outputs, so every gradient is 0.
+    model = fastmlp.MLP([3, 2], loss="mse", seed=0)
+    x = np.ones((4, 3), np.float32)
+    w0 = model.get_weights()[0].astype(np.float64)
+    opt = fastmlp.optim.AdamW(model, lr=lr, weight_decay=weight_decay)
+    model.train_step(x, model.forward(x), optimizer=opt)
+    np.testing.assert_allclose(model.get_weights()[0], w0 * factor, rtol=2e-7)
+
+
 def test_adamw_l1_uses_the_sign_of_p_before_the_decay() -> None:
     # lr * weight_decay = 3 flips p's sign: 1 decays to -2. g' = 0 + l1 * sign(p) is +1 with the
     # sign before the decay (p = -2 - lr * 1 / (1 + eps) = -3), -1 with the sign after (-1).

@@ -159,8 +159,8 @@ void bind_optim(py::module_& m) {
 
   m.def(
       "adam_step",
-      [](py::array param, py::array exp_avg, py::array exp_avg_sq, py::array grad, float lr,
-         float beta1, float beta2, float eps, float weight_decay, bool decoupled_weight_decay,
+      [](py::array param, py::array exp_avg, py::array exp_avg_sq, py::array grad, double lr,
+         float beta1, float beta2, float eps, double weight_decay, bool decoupled_weight_decay,
          float l1, int64_t step) {
         float* p = out_f32(param, "param");
         float* mm = state_buffer(exp_avg, "m", param);

@@ -419,8 +419,8 @@ void bind_cuda_ops(py::module_& m) {
   m.def(
       "adam_step",
       [](const BufList& params, const BufList& grads, const std::vector<int64_t>& sizes,
-         const BufList& exp_avg, const BufList& exp_avg_sq, float lr, float beta1, float beta2,
-         float eps, float weight_decay, bool decoupled_weight_decay, float l1, int64_t step) {
+         const BufList& exp_avg, const BufList& exp_avg_sq, double lr, float beta1, float beta2,
+         float eps, double weight_decay, bool decoupled_weight_decay, float l1, int64_t step) {
         const auto t =
             tensor_list(params, grads, sizes, exp_avg, "m", exp_avg_sq, "v", std::nullopt, "");
         AdamConfig c;

@@ -94,7 +94,7 @@ void bind_optimizer_state(py::module_& m, const char* doc) {
           py::arg("momentum"), py::arg("centered"), py::arg("l1"))
       .def_static(
           "adam",
-          [](float lr, float beta1, float beta2, float eps, float weight_decay, bool decoupled,
+          [](double lr, float beta1, float beta2, float eps, double weight_decay, bool decoupled,
              float l1) {
             return std::make_unique<State>(
                 AdamConfig{lr, beta1, beta2, eps, weight_decay, decoupled, l1});

@@ -16,8 +16,11 @@ namespace fastmlp {
 namespace optim_detail {
 
 // NaN fails every comparison below, so it is refused along with the out-of-range values.
-inline void check_nonnegative(float x, const char* name) {
-  FASTMLP_CHECK(std::isfinite(x) && x >= 0.0f, name, ": expected a finite value >= 0, got ", x);
+// double: Adam's lr and weight_decay are (cpu/optim.h); the others' floats convert exactly.
+// Finite in float32 too, as the kernels use them in float32 (through the scalars below).
+inline void check_nonnegative(double x, const char* name) {
+  FASTMLP_CHECK(std::isfinite(static_cast<float>(x)) && x >= 0.0, name,
+                ": expected a finite value >= 0, got ", x);
 }
 inline void check_positive(float x, const char* name) {
   FASTMLP_CHECK(std::isfinite(x) && x > 0.0f, name, ": expected a finite value > 0, got ", x);
@@ -25,7 +28,7 @@ inline void check_positive(float x, const char* name) {
 inline void check_unit_interval(float x, const char* name, const char* what) {
   FASTMLP_CHECK(x >= 0.0f && x < 1.0f, name, ": expected ", what, " in [0, 1), got ", x);
 }
-inline void check_common(int64_t step, float lr, float weight_decay, float l1) {
+inline void check_common(int64_t step, double lr, double weight_decay, float l1) {
   FASTMLP_CHECK(step >= 1, "step: expected >= 1 (steps count from 1), got ", step);
   check_nonnegative(lr, "lr");
   check_nonnegative(weight_decay, "weight_decay");
@@ -112,7 +115,7 @@ inline AdamScalars adam_scalars(const AdamConfig& config, int64_t step) {
     c.weight_decay = 0.0f;
     c.decay = static_cast<float>(1.0 - lr * static_cast<double>(config.weight_decay));
   } else {
-    c.weight_decay = config.weight_decay;
+    c.weight_decay = static_cast<float>(config.weight_decay);
     c.decay = 1.0f;
   }
   return c;

@@ -57,12 +57,15 @@ struct RmspropConfig {
 void rmsprop_step(float* param, float* square_avg, float* momentum_buffer, float* grad_avg,
                   const float* grad, int64_t n, const RmspropConfig& config, int64_t step);
 
+// lr and weight_decay in double: AdamW's factor 1 - lr * weight_decay is computed from them, and
+// from float32-rounded ones it is off by ~1e-8, all of it when lr * weight_decay is near 1
+// (lr 0.3, weight_decay 3.3333333: -1.6e-8 instead of PyTorch's 1e-8, a sign flip).
 struct AdamConfig {
-  float lr = 1e-3f;
+  double lr = 1e-3;
   float beta1 = 0.9f;
   float beta2 = 0.999f;
   float eps = 1e-8f;
-  float weight_decay = 0.0f;
+  double weight_decay = 0.0;
   bool decoupled_weight_decay = false;  // true: AdamW
   float l1 = 0.0f;
 };

@@ -65,9 +65,9 @@ class OptimizerState {
 
   OptimizerKind kind() const { return config_.kind(); }
   int64_t step() const { return step_; }
-  float lr() const { return config_.lr(); }
+  double lr() const { return config_.lr(); }
   const OptimizerConfig& config() const { return config_; }
-  void set_lr(float lr) { config_.set_lr(lr); }
+  void set_lr(double lr) { config_.set_lr(lr); }
 
   // Allocates (zeroed) device state for n parameters on the current device, once; ValueError if
   // it was built for another n or another device.

@@ -44,7 +44,8 @@ class OptimizerConfig {
   const RmspropConfig& rmsprop() const { return rmsprop_; }
   const AdamConfig& adam() const { return adam_; }
 
-  float lr() const {
+  // double: Adam keeps its lr in double (cpu/optim.h); the others' are float.
+  double lr() const {
     switch (kind_) {
       case OptimizerKind::Sgd:
         return sgd_.lr;
@@ -55,20 +56,20 @@ class OptimizerConfig {
       case OptimizerKind::Adam:
         return adam_.lr;
     }
-    return 0.0f;
+    return 0.0;
   }
 
-  void set_lr(float lr) {  // ValueError unless finite and >= 0
+  void set_lr(double lr) {  // ValueError unless finite in float32 and >= 0
     check_lr(lr);
     switch (kind_) {
       case OptimizerKind::Sgd:
-        sgd_.lr = lr;
+        sgd_.lr = static_cast<float>(lr);
         break;
       case OptimizerKind::Adagrad:
-        adagrad_.lr = lr;
+        adagrad_.lr = static_cast<float>(lr);
         break;
       case OptimizerKind::Rmsprop:
-        rmsprop_.lr = lr;
+        rmsprop_.lr = static_cast<float>(lr);
         break;
       case OptimizerKind::Adam:
         adam_.lr = lr;
@@ -88,7 +89,7 @@ class OptimizerConfig {
       case OptimizerKind::Rmsprop:
         return rmsprop_.weight_decay;
       case OptimizerKind::Adam:
-        return adam_.decoupled_weight_decay ? 0.0f : adam_.weight_decay;
+        return adam_.decoupled_weight_decay ? 0.0f : static_cast<float>(adam_.weight_decay);
     }
     return 0.0f;
   }
@@ -137,9 +138,9 @@ class OptimizerConfig {
   }
 
  private:
-  static void check_lr(float lr) {
-    FASTMLP_CHECK(std::isfinite(lr) && lr >= 0.0f, "lr: expected a finite learning rate >= 0, got ",
-                  lr);
+  static void check_lr(double lr) {
+    FASTMLP_CHECK(std::isfinite(static_cast<float>(lr)) && lr >= 0.0,
+                  "lr: expected a finite learning rate >= 0, got ", lr);
   }
 
   OptimizerKind kind_;

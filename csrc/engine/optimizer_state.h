@@ -26,9 +26,9 @@ class OptimizerState {
 
   OptimizerKind kind() const { return config_.kind(); }
   int64_t step() const { return step_; }
-  float lr() const { return config_.lr(); }
+  double lr() const { return config_.lr(); }
   const OptimizerConfig& config() const { return config_; }
-  void set_lr(float lr) { config_.set_lr(lr); }  // ValueError unless finite and >= 0
+  void set_lr(double lr) { config_.set_lr(lr); }  // ValueError unless finite and >= 0
 
   // Allocates the state buffers for n parameters if not done yet (so that an allocation failure
   // happens before any parameter changes); ValueError if they were sized for another n.
