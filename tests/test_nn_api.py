@@ -412,10 +412,11 @@ def test_mlp_attribute_list_matches_the_attributes_mlp_sets(rng):
 def test_save_refuses_a_folder(tmp_path):
     # np.savez would write "folder/" as the hidden file "folder/.npz", which load cannot find.
     model = fm.MLP([3, 2])
-    for target in (str(tmp_path) + "/", tmp_path, str(tmp_path)):
+    (tmp_path / "taken.npz").mkdir()  # "taken" would be written as the folder taken.npz
+    for target in (str(tmp_path) + "/", tmp_path, str(tmp_path), tmp_path / "taken"):
         with pytest.raises(ValueError, match=r"^path: .* is a folder; give a file name"):
             model.save(target)
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [tmp_path / "taken.npz"]
 
 
 def test_load_turns_an_unsupported_zip_into_a_value_error(tmp_path):

@@ -113,7 +113,7 @@ inline AdamScalars adam_scalars(const AdamConfig& config, int64_t step) {
   c.l1 = config.l1;
   if (config.decoupled_weight_decay) {
     c.weight_decay = 0.0f;
-    c.decay = static_cast<float>(1.0 - lr * static_cast<double>(config.weight_decay));
+    c.decay = static_cast<float>(1.0 - lr * config.weight_decay);
   } else {
     c.weight_decay = static_cast<float>(config.weight_decay);
     c.decay = 1.0f;

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +39,13 @@ _FLOAT32_ROUNDS_TO_ONE = 1.0 - 2.0**-25
 
 def _shape_str(shape: Sequence[int]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def names_folder(path: str) -> bool:
+    """``path`` ends with a separator or is an existing folder: ``np.savez`` would write
+    ``"out/"`` as the hidden file ``"out/.npz"``."""
+    separators = tuple(sep for sep in (os.sep, os.altsep) if sep)
+    return path.endswith(separators) or os.path.isdir(path)
 
 
 def check_not_masked(x: object, name: str) -> None:

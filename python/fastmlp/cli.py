@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ._bench import OneLineParser
+from ._checks import names_folder
 
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "sigmoid", "tanh", "identity")
 LOSSES = ("cross_entropy", "mse", "hinge", "bce")
@@ -124,12 +125,6 @@ def _seed(text: str) -> int:
     return _int_at_least(text, 0)
 
 
-def _names_folder(path: str) -> bool:
-    """``path`` ends with a separator or is an existing folder."""
-    separators = tuple(sep for sep in (os.sep, os.altsep) if sep)
-    return path.endswith(separators) or os.path.isdir(path)
-
-
 def _output_path(
     path: str | None, option: str, suffix: str = "", example: str = "out"
 ) -> str | None:
@@ -143,7 +138,7 @@ def _output_path(
     final = path if not suffix or path.endswith(suffix) else path + suffix
     # "out/" would become the hidden file "out/.npz" (np.savez adds the suffix to an empty name):
     # refuse a folder rather than guess a file name in it.
-    if _names_folder(path) or _names_folder(final):
+    if names_folder(path) or names_folder(final):
         raise CLIError(
             f"{option}: {path} names a folder; give a file name, e.g. {os.path.join(path, example)}"
         )

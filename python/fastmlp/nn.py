@@ -44,6 +44,7 @@ from ._checks import (
     check_real,
     float32_rounding_note,
     in_unit_interval,
+    names_folder,
 )
 from .ops._activations import DEFAULT_ALPHA, resolve_activation, sigmoid
 from .optim import Optimizer, check_built_for
@@ -787,9 +788,8 @@ class MLP:
         """
         if isinstance(path, (str, os.PathLike)):
             target = os.fspath(path)
-            # np.savez would write "out/" as the hidden file "out/.npz", which load("out/")
-            # then cannot find.
-            if target.endswith(("/", os.sep)) or os.path.isdir(target):
+            written = target if target.endswith(".npz") else target + ".npz"  # as np.savez
+            if names_folder(target) or names_folder(written):
                 raise ValueError(f"path: {target!r} is a folder; give a file name, e.g. model.npz")
         weights = self.get_weights()
         for i, w in enumerate(weights):

@@ -90,17 +90,14 @@ def matmul(
     b, kernel_trans_b = _matrix_operand(b, "b", trans_b, out)
     a_shape = a.shape if kernel_trans_a == trans_a else a.shape[::-1]
     b_shape = b.shape if kernel_trans_b == trans_b else b.shape[::-1]
-    m, n, _ = _inner_dims(a_shape, b_shape, trans_a, trans_b)
+    _inner_dims(a_shape, b_shape, trans_a, trans_b)
     if out is None:
         if beta != 0.0:
             raise ValueError(f"beta: {beta} scales out, so out= must be given")
     else:
         out = as_inplace(out, "out", 2)
-        if out.shape != (m, n):
-            raise ValueError(
-                f"out: expected shape {_shape_str((m, n))}, got {_shape_str(out.shape)}"
-            )
-    # The kernel call checks again, and refuses an out that overlaps a or b.
+    # The kernel call checks out's shape against the product's, and refuses an out that
+    # overlaps a or b.
     return _core.matmul(a, b, kernel_trans_a, kernel_trans_b, alpha, out, beta)
 
 
