@@ -486,6 +486,14 @@ def test_unknown_activation_name():
         reference.activation(x, "foo")
     with pytest.raises(ValueError, match=r"^kind: unknown activation enum value 7"):
         _core.activation_forward(x, 7, 0.0)
+    # Not a name at all: TypeError, as ops.linear gives (was ValueError "unknown None").
+    for call in (
+        lambda: ops.activation(x, None),
+        lambda: ops.activation_backward(x, x, x, 3),
+        lambda: ops.linear(x, x, activation=None),
+    ):
+        with pytest.raises(TypeError, match=r"^activation: expected a name \(str\), got"):
+            call()
 
 
 @pytest.mark.parametrize(

@@ -240,6 +240,9 @@ BAD_CALLS: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("string dy", lambda: ops.dropout_backward("abc", 0.5, seed=1), TypeError, "dy"),
     ("negative shape", lambda: ops.dropout_mask((3, -1), 0.5, seed=1), ValueError, "shape"),
     ("float shape", lambda: ops.dropout_mask((3.5,), 0.5, seed=1), TypeError, "shape"),
+    # seed and offset refuse bools; so does shape (True was taken as (1,))
+    ("bool shape", lambda: ops.dropout_mask(True, 0.5, seed=1), TypeError, "shape"),
+    ("bool dim", lambda: ops.dropout_mask((2, False), 0.5, seed=1), TypeError, "shape"),
     (
         "core read-only y",
         lambda: _core.dropout_forward(

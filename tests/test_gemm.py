@@ -309,6 +309,13 @@ def test_values_beyond_float32_are_named_not_turned_into_inf(value, shown):
         ops.linear(b.T, b, np.array([0.0, 0.0, 0.0, value]))
 
 
+@pytest.mark.skipif(np.finfo(np.longdouble).max <= 1e308, reason="long double is float64 here")
+def test_a_long_double_beyond_float64_is_shown_as_it_is():
+    # f"{value:g}" went through a Python float and printed "inf is too large for float32".
+    with pytest.raises(ValueError, match=r"^x: 1e\+4000 is too large for float32 \(finite in"):
+        ops.relu(np.longdouble("1e4000"))
+
+
 def test_float64_values_float32_holds_or_that_are_not_finite_convert_as_before():
     a = np.array([[ROUNDS_TO_MAX, -ROUNDS_TO_MAX, np.inf, -np.inf, np.nan, 1e-50]])
     got = ops.matmul(a, np.ones((1, 1), np.float32), trans_a=True)[:, 0]

@@ -419,6 +419,15 @@ def test_bce_targets_outside_unit_interval_or_non_finite(rng, bad):
         ops.bce_with_logits(z, t, need_grad=False)
 
 
+def test_messages_print_values_in_full(rng):
+    # The C++ messages printed floats with a stream's 6 digits: "expected values in [0, 1], got 1"
+    # for 1.0000001, a message that contradicts itself.
+    z, t = make_inputs(rng, "bce_with_logits", (2, 3))
+    t[0, 0] = np.float32(1.0000001)
+    with pytest.raises(ValueError, match=r"got 1\.0000001 at"):
+        ops.bce_with_logits(z, t)
+
+
 @pytest.mark.parametrize("eps", [-0.1, 1.5, float("nan")])
 def test_bad_label_smoothing(rng, eps):
     z, y = make_inputs(rng, "softmax_cross_entropy", (4, 3))

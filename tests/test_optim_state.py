@@ -100,6 +100,8 @@ def _bad_states() -> list[tuple[str, type[Exception], str]]:
         ("other class", ValueError, "state_dict: saved from 'SGD', this optimizer is Adam"),
         ("other beta", ValueError, "betas"),
         ("other size", ValueError, "num_parameters"),
+        # A size read back from JSON as 6.0: named, not pybind11's signature dump.
+        ("float size", TypeError, "^num_parameters: expected an int"),
         ("missing buffer", ValueError, "exp_avg_sq"),
         ("extra buffer", ValueError, "momentum_buffer"),
         ("inexact float64 buffer", ValueError, "exp_avg: holds values that float32 cannot"),
@@ -138,6 +140,8 @@ def test_a_state_that_does_not_fit_is_refused_and_changes_nothing(
         bad["defaults"] = {**bad["defaults"], "betas": (0.8, 0.999)}
     elif case == "other size":
         bad["num_parameters"] += 1
+    elif case == "float size":
+        bad["num_parameters"] = float(bad["num_parameters"])
     elif case == "missing buffer":
         del buffers["exp_avg_sq"]
     elif case == "extra buffer":

@@ -236,3 +236,36 @@ def test_plateau_matches_torch(mode, threshold_mode, threshold):
         expected.append(opt.param_groups[0]["lr"])
     ours = S.ReduceLROnPlateau(**kw)
     assert _plateau_run(ours, metrics, lr=0.1) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [S.ExponentialLR(2.0), S.StepLR(step_size=1, gamma=2.0), S.MultiStepLR(range(1, 1200), 2.0)],
+    ids=["exponential", "step", "multistep"],
+)
+def test_growth_beyond_a_float_gives_inf_not_overflow_error(schedule):
+    # PyTorch multiplies epoch by epoch and reaches inf; gamma ** 1100 alone raised OverflowError.
+    assert schedule.lr_at(1100, base_lr=0.1) == math.inf
+    # gamma ** 1100 is beyond a float, the product is not: computed, not inf
+    assert schedule.lr_at(1100, base_lr=1e-300) == pytest.approx(1e-300 * 2.0**100 * 2.0**1000)
+    assert schedule.lr_at(1100, base_lr=0.0) == 0.0
+    assert schedule.lr_at(10, base_lr=0.1) == 0.1 * 2.0**10  # the exact path below overflow
+
+
+def test_make_schedule_refuses_a_class():
+    with pytest.raises(TypeError, match=r"^schedule: got the class CosineAnnealingLR; pass an"):
+        S.make_schedule(S.CosineAnnealingLR)
+
+
+def test_polynomial_with_power_zero_keeps_the_base_rate_as_torch():
+    torch = pytest.importorskip("torch")
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1)
+    theirs = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=3, power=0.0)
+    expected = []
+    for _ in range(5):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        theirs.step()
+    ours = S.PolynomialLR(3, power=0.0)
+    assert [ours.lr_at(e, 0.1) for e in range(5)] == pytest.approx(expected, rel=1e-12)

@@ -158,6 +158,10 @@ def test_fit_fills_the_history(circles):
     assert not h.stopped_early and not h.interrupted
     assert len(ytr) == 180 and h.n_steps == 3 * 6  # ceil(180 / 32) = 6 steps per epoch
     assert not model.training  # fit leaves eval mode
+    # dict-like over the metric names (a missing __iter__ made `in` and `list` index 0, 1, ...)
+    assert "val_loss" in h and "loss" not in h and 0 not in h
+    assert list(h) == list(h.keys()) == list(fm.History.KEYS)
+    assert dict(h) == {k: h[k] for k in fm.History.KEYS}
     with pytest.raises(KeyError, match="known"):
         h["accuracy"]
     assert "epochs=3" in repr(h)
@@ -494,6 +498,14 @@ def test_an_unusable_scheduled_rate_is_refused_before_any_step(circles):
         np.testing.assert_array_equal(a, b)
     assert opt.step_count == 0 and opt.lr == 0.01
 
+    # Beyond a float, not just float32: gamma ** epoch overflowed Python's float and raised a bare
+    # OverflowError, before the Trainer could name the schedule.
+    opt = fm.optim.SGD(model, lr=1e-300)
+    trainer = fm.Trainer(model, opt, epochs=3, schedule=ExponentialLR(gamma=1e200), verbose=0)
+    with pytest.raises(ValueError, match=r"^schedule: the rate for epoch 2 \(0-based\)"):
+        trainer.fit(Xtr, ytr)
+    assert opt.step_count == 0
+
     class Negative:  # a user's epoch schedule gone wrong
         def lr_at(self, epoch, base_lr):
             return base_lr - 0.01 * epoch
@@ -679,6 +691,11 @@ def test_verbose_2_without_tqdm_falls_back_to_lines(circles, capsys, monkeypatch
         ({"label_smoothing": True}, TypeError, r"^label_smoothing: expected a real number"),
         ({"label_smoothing": 0.1, "loss": "mse"}, ValueError, r"^label_smoothing"),
         ({"callbacks": [1]}, TypeError, r"^callbacks"),
+        ({"callbacks": lambda h, e: None}, TypeError, r"^callbacks: expected a list"),
+        ({"callbacks": 3}, TypeError, r"^callbacks: expected a list"),
+        # the class itself, not an instance: lr_at is a function of the class, which looked fine
+        ({"schedule": ExponentialLR}, TypeError, r"^schedule: got the class ExponentialLR"),
+        ({"schedule": ReduceLROnPlateau}, TypeError, r"^schedule: got the class"),
         ({"optimizer": object()}, TypeError, r"^optimizer"),
     ],
 )

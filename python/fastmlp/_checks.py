@@ -97,7 +97,10 @@ def to_float32(x: np.ndarray, name: str) -> np.ndarray:
     # Searched in x's own dtype (no cast, so no overflow): the first finite value float32 lacks.
     big = np.flatnonzero(np.isfinite(x) & (np.abs(x) >= _FLOAT32_ROUNDS_TO_INF))
     if big.size:
-        value = f"{x.reshape(-1)[big[0]]:g}"
+        item = x.reshape(-1)[big[0]]
+        # f"{:g}" goes through a Python float: a long double beyond float64 would print as inf.
+        wide = x.itemsize > 8
+        value = np.format_float_scientific(item, precision=5, trim="-") if wide else f"{item:g}"
         if x.ndim:
             value += f" at [{', '.join(str(int(i)) for i in np.unravel_index(big[0], x.shape))}]"
     else:  # changed by another thread since the cast

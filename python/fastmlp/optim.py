@@ -260,6 +260,8 @@ class Optimizer:
         lr = _nonneg(state_dict["lr"], "lr")
         step = check_int(state_dict["step"], "step", 0, 2**63 - 1)
         size = state_dict["num_parameters"]
+        if size is not None:
+            size = check_int(size, "num_parameters", 0)
         if size is not None and size != self.model.num_parameters:
             raise ValueError(
                 f"num_parameters: the state is for {size} parameters, the model has "

@@ -90,6 +90,21 @@ class EpochSchedule:
         return f"{type(self).__name__}({args})"
 
 
+def _decayed(base_lr: float, gamma: float, n: int) -> float:
+    """``base_lr * gamma ** n``, inf where that is beyond a float (PyTorch's epoch-by-epoch products
+    reach inf there; the Trainer then names the schedule and the epoch) rather than the
+    OverflowError of ``gamma ** n`` alone, which may overflow where the product does not."""
+    try:
+        return base_lr * gamma**n
+    except OverflowError:
+        if base_lr == 0.0:
+            return 0.0
+        try:  # gamma > 1 here: the logs are defined
+            return math.exp(math.log(base_lr) + n * math.log(gamma))
+        except OverflowError:
+            return math.inf
+
+
 class StepLR(EpochSchedule):
     """Decay by ``gamma`` every ``step_size`` epochs:
 
@@ -102,7 +117,7 @@ class StepLR(EpochSchedule):
         self.gamma = _finite(gamma, "gamma", lo=0.0)
 
     def _lr(self, epoch: int, base_lr: float) -> float:
-        return base_lr * self.gamma ** (epoch // self.step_size)
+        return _decayed(base_lr, self.gamma, epoch // self.step_size)
 
 
 class MultiStepLR(EpochSchedule):
@@ -126,7 +141,7 @@ class MultiStepLR(EpochSchedule):
         self.gamma = _finite(gamma, "gamma", lo=0.0)
 
     def _lr(self, epoch: int, base_lr: float) -> float:
-        return base_lr * self.gamma ** bisect.bisect_right(self.milestones, epoch)
+        return _decayed(base_lr, self.gamma, bisect.bisect_right(self.milestones, epoch))
 
 
 class ExponentialLR(EpochSchedule):
@@ -137,7 +152,7 @@ class ExponentialLR(EpochSchedule):
         self.gamma = _finite(gamma, "gamma", lo=0.0)
 
     def _lr(self, epoch: int, base_lr: float) -> float:
-        return base_lr * self.gamma**epoch
+        return _decayed(base_lr, self.gamma, epoch)
 
 
 class PolynomialLR(EpochSchedule):
@@ -145,7 +160,8 @@ class PolynomialLR(EpochSchedule):
     of 4"; PyTorch's ``PolynomialLR`` with ``total_iters=total_epochs``):
 
     ``lr(e) = base_lr * (1 - min(e, total_epochs) / total_epochs) ** power``, so the rate is 0
-    from epoch ``total_epochs`` on.
+    from epoch ``total_epochs`` on (for ``power > 0``; ``power = 0`` keeps ``base_lr``, as
+    ``0 ** 0 = 1`` does in PyTorch).
     """
 
     def __init__(self, total_epochs: int, power: float = 1.0, base_lr: float | None = None) -> None:
@@ -317,6 +333,11 @@ def make_schedule(name_or_obj: str | Schedule | None, **kwargs: Any) -> Schedule
             raise TypeError(f"schedule: {name_or_obj!r} ({cls.__name__}): {exc}") from None
     if kwargs:
         raise ValueError("schedule: keyword arguments are only for a schedule given by name")
+    if isinstance(name_or_obj, type):
+        raise TypeError(
+            f"schedule: got the class {name_or_obj.__name__}; pass an instance, "
+            f"e.g. {name_or_obj.__name__}(...), or a name"
+        )
     if callable(getattr(name_or_obj, "lr_at", None)) or (
         callable(getattr(name_or_obj, "step", None))
         and callable(getattr(name_or_obj, "reset", None))

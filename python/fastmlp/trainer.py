@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -83,7 +83,9 @@ class History:
     value of ``monitor``), ``restored_epoch`` (0-based epoch whose weights early stopping put
     back at the end of the run; ``None`` when it restored nothing), ``stopped_early`` (early
     stopping or a callback ended the run), ``interrupted`` (Ctrl-C ended it), ``n_steps``
-    (optimizer steps taken) and ``to_dict()``.
+    (optimizer steps taken) and ``to_dict()``. As with a dict, ``keys()``, ``"val_loss" in
+    history`` and ``for key in history`` go over the metric names; ``len(history)`` is the number
+    of epochs.
 
     ``best_epoch`` is the plain best value and ignores :class:`EarlyStopping`'s ``min_delta``;
     early stopping restores the last epoch that improved by more than ``min_delta`` (Keras's
@@ -116,6 +118,12 @@ class History:
 
     def __len__(self) -> int:
         return len(self.epoch)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.KEYS)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.KEYS
 
     def keys(self) -> tuple[str, ...]:
         """The metric names, as a dict's keys (``history[key]`` is the list of one)."""
@@ -400,6 +408,10 @@ class Trainer:
         if label_smoothing and loss != "cross_entropy":
             raise ValueError(f"label_smoothing: only for loss='cross_entropy', not {loss!r}")
         self.label_smoothing = label_smoothing
+        if callbacks is not None and (callable(callbacks) or not isinstance(callbacks, Iterable)):
+            raise TypeError(
+                f"callbacks: expected a list of callables like [fn], got {type(callbacks).__name__}"
+            )
         self.callbacks = list(callbacks) if callbacks is not None else []
         if not isinstance(eval_train, (bool, np.bool_)):
             raise TypeError(f"eval_train: expected a bool, got {type(eval_train).__name__}")

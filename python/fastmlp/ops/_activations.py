@@ -65,14 +65,17 @@ ACTIVATIONS: dict[str, int] = {
 DEFAULT_ALPHA: dict[str, float] = {"leaky_relu": 0.01, "elu": 1.0, "prelu": 0.25}
 
 
-def resolve_activation(name: str, alpha: float | None = None) -> tuple[int, float]:
+def resolve_activation(name: object, alpha: float | None = None) -> tuple[int, float]:
     """Check an activation name and its alpha; return ``(enum value, alpha as float)``.
 
     ``alpha=None`` takes the default of ``DEFAULT_ALPHA`` (0.0 for activations without one).
-    Raises ``ValueError`` for an unknown name, an alpha given to an activation that takes none, a
-    non-finite alpha, ``leaky_relu`` alpha < 0 or ``elu`` alpha <= 0.
+    Raises ``TypeError`` for a name that is not a str, ``ValueError`` for an unknown name, an
+    alpha given to an activation that takes none, a non-finite alpha, ``leaky_relu`` alpha < 0 or
+    ``elu`` alpha <= 0.
     """
-    if not isinstance(name, str) or name not in ACTIVATIONS:
+    if not isinstance(name, str):
+        raise TypeError(f"activation: expected a name (str), got {type(name).__name__}")
+    if name not in ACTIVATIONS:
         raise ValueError(f"activation: unknown {name!r}; known: {', '.join(ACTIVATIONS)}")
     if alpha is None:
         return ACTIVATIONS[name], DEFAULT_ALPHA.get(name, 0.0)
@@ -92,11 +95,9 @@ def resolve_activation(name: str, alpha: float | None = None) -> tuple[int, floa
 
 
 def resolve_linear_activation(name: object, alpha: float | None) -> tuple[int, float]:
-    """:func:`resolve_activation` for ``linear``: the name must be a str, and prelu has no default
-    slope there (the layer's slope is a parameter the caller owns)."""
-    if not isinstance(name, str):
-        raise TypeError(f"activation: expected a name (str), got {type(name).__name__}")
-    if name == "prelu" and alpha is None:
+    """:func:`resolve_activation` for ``linear``, where prelu has no default slope (the layer's
+    slope is a parameter the caller owns)."""
+    if isinstance(name, str) and name == "prelu" and alpha is None:
         raise ValueError("alpha: prelu needs its slope alpha")
     return resolve_activation(name, alpha)
 

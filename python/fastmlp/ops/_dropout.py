@@ -97,7 +97,10 @@ def dropout_mask(
     it on the GPU (and returns it as NumPy): the same bits as on the CPU."""
     dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
     try:
-        dims = tuple(operator.index(d) for d in dims)  # type: ignore[union-attr]
+        raw = tuple(dims)  # type: ignore[arg-type]
+        if any(isinstance(d, (bool, np.bool_)) for d in raw):
+            raise TypeError  # True is an int to Python, never meant as a size here
+        dims = tuple(operator.index(d) for d in raw)
     except TypeError:
         raise TypeError(f"shape: expected an int or a sequence of ints, got {shape!r}") from None
     if any(d < 0 for d in dims):
