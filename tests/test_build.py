@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +34,31 @@ def test_set_num_threads_round_trips_and_rejects_zero() -> None:
         with pytest.raises(ValueError, match=r"^n: "):
             fastmlp.set_num_threads(0)
         assert fastmlp.get_num_threads() == 1
+        # Capped at MAX_THREADS, in Python and in the core: 2**31 - 1 threads made a 64 x 64
+        # product search thread grids for years, with the GIL released.
+        assert fastmlp._core.MAX_THREADS == 1024
+        fastmlp.set_num_threads(1024)
+        assert fastmlp.get_num_threads() == 1024
+        for n in (1025, 2**31 - 1):
+            with pytest.raises(ValueError, match=r"^n: expected <= 1024"):
+                fastmlp.set_num_threads(n)
+            with pytest.raises(ValueError, match=r"^n: expected a thread count from 1 to 1024"):
+                fastmlp._core.set_num_threads(n)
+        assert fastmlp.get_num_threads() == 1024
     finally:
         fastmlp.set_num_threads(before)
+
+
+def test_omp_num_threads_beyond_the_cap_is_capped() -> None:
+    code = "import fastmlp; print(fastmlp.get_num_threads())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "OMP_NUM_THREADS": "5000"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.split() == ["1024"]
 
 
 def test_generic_simd_path_can_be_forced() -> None:

@@ -196,6 +196,17 @@ def test_results_do_not_depend_on_thread_count(rng):
         _core.set_num_threads(old)
 
 
+def test_the_most_threads_give_the_same_bits(rng, restore_threads):
+    # MAX_THREADS, more than C has tiles: the grid search starts at the tile count (it walked
+    # down from the thread count in O(threads^2), with the GIL released).
+    for m, n, k in [(64, 64, 64), (128, 20, 500), (13, 300, 7)]:
+        a, b = random_operands(rng, m, n, k, False, True)
+        _core.set_num_threads(1)
+        one = ops.matmul(a, b, trans_b=True)
+        _core.set_num_threads(_core.MAX_THREADS)
+        assert np.array_equal(ops.matmul(a, b, trans_b=True), one), (m, n, k)
+
+
 @pytest.mark.parametrize("nt", [2, 3, 7])
 @pytest.mark.parametrize(("m", "n", "k"), [(64, 100, 30), (128, 784, 256), (40, 200, 500)])
 def test_column_split_cuts_the_leftover_panels_by_rows(rng, nt, m, n, k):

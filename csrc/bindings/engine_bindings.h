@@ -62,6 +62,15 @@ Targets check_targets(const Net& net, const py::array& y, LossKind loss, int64_t
   return t;
 }
 
+// Runs body() under the state's lock (engine/optimizer_state.h), with the GIL released while it
+// waits for a training step on another thread to end; body must not touch Python objects.
+template <typename State, typename Body>
+auto locked(const State& state, const Body& body) {
+  py::gil_scoped_release release;
+  const auto lock = state.lock();
+  return body();
+}
+
 // State: fastmlp::OptimizerState or fastmlp::cuda::OptimizerState (built from the cpu/optim.h
 // configs; lr, step and kind as engine/optimizer_config.h).
 template <typename State>
@@ -101,22 +110,34 @@ void bind_optimizer_state(py::module_& m, const char* doc) {
           },
           py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
           py::arg("weight_decay"), py::arg("decoupled_weight_decay"), py::arg("l1"))
-      .def_property("lr", &State::lr, &State::set_lr)
-      .def_property_readonly("step", &State::step)
+      .def_property(
+          "lr", [](const State& s) { return locked(s, [&] { return s.lr(); }); },
+          [](State& s, double lr) { locked(s, [&] { s.set_lr(lr); }); })
+      .def_property_readonly("step",
+                             [](const State& s) { return locked(s, [&] { return s.step(); }); })
       .def_property_readonly("kind", [](const State& s) { return static_cast<int>(s.kind()); })
       .def(
           "export_state",
           [](const State& s) {
             // (step, size, {buffer name: float32 copy}); size -1 and no buffers before the first
-            // step. Names as PyTorch's optimizer state (exp_avg, momentum_buffer, ...).
+            // step. Names as PyTorch's optimizer state (exp_avg, momentum_buffer, ...). Copied
+            // under the lock, between two steps, then handed to Python.
+            int64_t step = 0, size = -1;
+            std::vector<float> host[3];
+            locked(s, [&] {
+              step = s.step();
+              size = s.size();
+              for (int i = 0; i < 3; ++i) {
+                if (s.config().uses_buffer(i) && size >= 0) host[i] = s.buffer_copy(i);
+              }
+            });
             py::dict buffers;
             for (int i = 0; i < 3; ++i) {
-              if (!s.config().uses_buffer(i) || s.size() < 0) continue;
-              const std::vector<float> host = s.buffer_copy(i);
+              if (!s.config().uses_buffer(i) || size < 0) continue;
               buffers[s.config().buffer_name(i)] =
-                  py::array_t<float>(static_cast<py::ssize_t>(host.size()), host.data());
+                  py::array_t<float>(static_cast<py::ssize_t>(host[i].size()), host[i].data());
             }
-            return py::make_tuple(s.step(), s.size(), buffers);
+            return py::make_tuple(step, size, buffers);
           },
           "A copy of the step count, parameter count and state buffers (see restore_state).")
       .def(
@@ -147,8 +168,7 @@ void bind_optimizer_state(py::module_& m, const char* doc) {
               data[*it] = in_f32(held.back(), key.c_str(), 1);
               check_shape(held.back(), key.c_str(), {size});
             }
-            py::gil_scoped_release release;
-            s.restore(step, size, data);
+            locked(s, [&] { s.restore(step, size, data); });
           },
           py::arg("step"), py::arg("size"), py::arg("buffers"),
           "Replaces the step count and state buffers with saved ones (export_state's); ValueError "

@@ -39,7 +39,8 @@ PYBIND11_MODULE(_core, m) {
     return info;
   });
   m.def("set_num_threads", &fastmlp::set_num_threads, py::arg("n"),
-        "Set the number of threads every fastmlp kernel uses (>= 1).");
+        "Set the number of threads every fastmlp kernel uses (1..MAX_THREADS).");
+  m.attr("MAX_THREADS") = fastmlp::kMaxThreads;
   m.def("get_num_threads", &fastmlp::num_threads, "Number of threads fastmlp kernels use.");
 
   fastmlp::bind::bind_gemm(m);

@@ -41,8 +41,7 @@ void put(std::ostringstream& out, const T& part) {
       return;
     }
 #endif
-    out << std::setprecision(std::numeric_limits<T>::max_digits10) << part
-        << std::setprecision(6);
+    out << std::setprecision(std::numeric_limits<T>::max_digits10) << part << std::setprecision(6);
   } else {
     out << part;
   }

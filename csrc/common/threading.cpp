@@ -12,7 +12,8 @@ namespace fastmlp {
 namespace {
 int initial_threads() {
 #ifdef _OPENMP
-  return omp_get_max_threads();  // honours OMP_NUM_THREADS
+  const int n = omp_get_max_threads();  // honours OMP_NUM_THREADS
+  return n < kMaxThreads ? n : kMaxThreads;
 #else
   return 1;
 #endif
@@ -37,7 +38,8 @@ ScopedThreadLimit::~ScopedThreadLimit() {
 }
 
 void set_num_threads(int n) {
-  FASTMLP_CHECK(n >= 1, "n: expected a thread count >= 1, got ", n);
+  FASTMLP_CHECK(n >= 1 && n <= kMaxThreads, "n: expected a thread count from 1 to ", kMaxThreads,
+                ", got ", n);
   g_num_threads.store(n, std::memory_order_relaxed);
 }
 

@@ -11,9 +11,15 @@
 
 namespace fastmlp {
 
+// The most threads fastmlp uses, whatever is asked (set_num_threads, OMP_NUM_THREADS): more than
+// the largest machines have cores for. Far above it, the GEMM's grid search took O(n^2) with the
+// GIL released (2^31 - 1 threads: a 64 x 64 product never returned) and OpenMP started thousands
+// of threads for one product, which a process limit turns into an abort.
+constexpr int kMaxThreads = 1024;
+
 int num_threads();            // threads a kernel may use now: the setting, capped on this thread
-                              // by a live ScopedThreadLimit; >= 1
-void set_num_threads(int n);  // n >= 1; ValueError otherwise
+                              // by a live ScopedThreadLimit; 1..kMaxThreads
+void set_num_threads(int n);  // 1 <= n <= kMaxThreads; ValueError otherwise
 bool openmp_enabled();  // false when built without OpenMP (everything then runs on one thread)
 
 // Caps num_threads() on the calling thread while it lives (nesting keeps the smallest cap). The

@@ -501,7 +501,8 @@ struct ThreadGrid {
 // packs only op(B), which favours it further for MLP batches.)
 ThreadGrid choose_grid(int64_t m, int64_t n, int nt) {
   const int64_t m_panels = ceil_div(m, MR), n_panels = ceil_div(n, NR);
-  for (int t = nt; t > 1; --t) {
+  // No grid has more blocks than C has tiles.
+  for (int t = static_cast<int>(std::min<int64_t>(nt, m_panels * n_panels)); t > 1; --t) {
     ThreadGrid best;
     double best_cost = 0.0;
     for (int r = 1; r <= t; ++r) {

@@ -563,7 +563,8 @@ double Network::loss_and_gradients(const float* x, const Targets& y, int64_t n, 
 double Network::train_step(const float* x, const Targets& y, int64_t n, LossKind loss,
                            float label_smoothing, bool training, OptimizerState& optimizer) {
   std::lock_guard<std::mutex> lock(mutex_);
-  optimizer.prepare(num_parameters());  // may allocate or throw: before anything changes
+  const auto optimizer_lock = optimizer.lock();  // always after the network's: no deadlock
+  optimizer.prepare(num_parameters());           // may allocate or throw: before anything changes
   uint64_t end = rng_offset_;
   double value = 0.0;
   bool updated = false;  // by the batch-parallel backward pass, in its own region

@@ -109,6 +109,7 @@ void copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const c
 // ---------------------------------------------------------------- OptimizerState
 
 void OptimizerState::prepare(int64_t n) {
+  check_step_room(step_);
   int device = 0;
   check_cuda(cudaGetDevice(&device), "optimizer: cudaGetDevice");
   if (size_ == n && device_ == device) return;
@@ -549,7 +550,8 @@ double Network::gradients_locked(const float* x, const Targets& y, int64_t n, Lo
 double Network::step_locked(const float* x, const Targets& y, int64_t n, LossKind loss,
                             float label_smoothing, bool training, OptimizerState& optimizer,
                             bool input_on_host, const float* host_x, const Targets& host_y) {
-  optimizer.prepare(num_parameters());  // may allocate or throw: before anything changes
+  const auto optimizer_lock = optimizer.lock();  // always after the network's: no deadlock
+  optimizer.prepare(num_parameters());           // may allocate or throw: before anything changes
   uint64_t end = rng_offset_;
   const double value = gradients_locked(x, y, n, loss, label_smoothing, training, input_on_host,
                                         host_x, host_y, &end, &optimizer);

@@ -68,9 +68,12 @@ class OptimizerState {
   double lr() const { return config_.lr(); }
   const OptimizerConfig& config() const { return config_; }
   void set_lr(double lr) { config_.set_lr(lr); }
+  // Held as engine/optimizer_state.h says: by the engine for a whole step, by the bindings around
+  // every other use from Python.
+  std::unique_lock<std::mutex> lock() const { return std::unique_lock<std::mutex>(mutex_); }
 
   // Allocates (zeroed) device state for n parameters on the current device, once; ValueError if
-  // it was built for another n or another device.
+  // it was built for another n or another device, or if the step count has no room for one more.
   void prepare(int64_t n);
   // One update of n parameters on `stream` with step = step() + 1, then counts the step.
   void apply(float* params, const float* grads, int64_t n, cudaStream_t stream);
@@ -83,6 +86,7 @@ class OptimizerState {
   void restore(int64_t step, int64_t n, const std::array<const float*, 3>& buffers);
 
  private:
+  mutable std::mutex mutex_;
   OptimizerConfig config_;
   int64_t step_ = 0;
   int64_t size_ = -1;

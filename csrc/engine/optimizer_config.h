@@ -150,6 +150,15 @@ class OptimizerConfig {
   AdamConfig adam_{};
 };
 
+// Checked by OptimizerState::prepare (CPU and CUDA), before a step changes anything: the step
+// counts from step + 1, which must fit an int64_t. Only a restored state can be this far; past the
+// check, the rules' own step check fired inside the engine's parallel update, where an exception
+// ends the process.
+inline void check_step_room(int64_t step) {
+  FASTMLP_CHECK(step < INT64_MAX, "step: the optimizer has counted ", step,
+                " steps, the most an int64 holds; it can take no more");
+}
+
 // The checks of OptimizerState::restore (CPU and CUDA): a step count >= 0; n parameters, or -1 for
 // a state saved before its first step (step 0, no buffers); a buffer exactly where the
 // configuration uses one.

@@ -5,6 +5,7 @@
 namespace fastmlp {
 
 void OptimizerState::prepare(int64_t n) {
+  check_step_room(step_);
   if (size_ == n) return;
   FASTMLP_CHECK(size_ < 0, "optimizer: its state was built for a model with ", size_,
                 " parameters, this one has ", n);

@@ -9,10 +9,16 @@
 // hyperparameters (weight decay applies to biases and PReLU slopes too, PyTorch's default).
 // State buffers are allocated by the first prepare(), sized for that network; a later prepare()
 // with another parameter count throws ValueError (the optimizer belongs to another model).
+//
+// lock(): the engine holds it for a whole training step, the bindings around every other use from
+// Python (lr, step, export, restore), so that a Python thread neither sees nor changes the state
+// halfway through a step that another runs with the GIL released (a restore freed the buffers
+// that a step was writing: a segfault). The methods themselves do not lock.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "engine/optimizer_config.h"
@@ -29,16 +35,18 @@ class OptimizerState {
   double lr() const { return config_.lr(); }
   const OptimizerConfig& config() const { return config_; }
   void set_lr(double lr) { config_.set_lr(lr); }  // ValueError unless finite and >= 0
+  std::unique_lock<std::mutex> lock() const { return std::unique_lock<std::mutex>(mutex_); }
 
   // Allocates the state buffers for n parameters if not done yet (so that an allocation failure
-  // happens before any parameter changes); ValueError if they were sized for another n.
+  // happens before any parameter changes); ValueError if they were sized for another n, or if the
+  // step count has no room for one more step (check_step_room).
   void prepare(int64_t n);
   // p -= update(g) over [begin, end) of the n parameters with step = step() + 1, without
   // counting the step; finish_step() counts it once every range is done. Disjoint ranges may be
   // updated from several threads (the engine's batch-parallel step updates the gradient blocks
   // each thread just computed). The rules are elementwise, so any split gives the same bits. Call
-  // prepare(n) first; nothing here allocates, and the configuration was checked at construction,
-  // so these do not throw.
+  // prepare(n) first; nothing here allocates, the configuration was checked at construction and
+  // the step by prepare, so these do not throw (they run inside OpenMP regions).
   void apply_range(float* params, const float* grads, int64_t begin, int64_t end);
   void finish_step() { ++step_; }
 
@@ -54,6 +62,7 @@ class OptimizerState {
   void restore(int64_t step, int64_t n, const std::array<const float*, 3>& buffers);
 
  private:
+  mutable std::mutex mutex_;
   OptimizerConfig config_;
   int64_t step_ = 0;
   int64_t size_ = -1;  // parameter count the buffers were sized for; -1 before the first prepare

@@ -47,10 +47,10 @@ __version__: str = _core.__version__
 
 
 def set_num_threads(n: int) -> None:
-    """Set the number of threads every fastmlp CPU kernel uses (an int >= 1; process-wide).
-    :func:`get_num_threads` returns it."""
+    """Set the number of threads every fastmlp CPU kernel uses (an int from 1 to 1024,
+    ``fastmlp._core.MAX_THREADS``; process-wide). :func:`get_num_threads` returns it."""
     # Checked here: the binding would take True as 1 and answer 1.5 with pybind11's signature dump.
-    _core.set_num_threads(_check_int(n, "n", 1, 2**31 - 1))
+    _core.set_num_threads(_check_int(n, "n", 1, _core.MAX_THREADS))
 
 
 def _cuda_info() -> dict[str, Any]:

@@ -12,6 +12,7 @@ import numpy.typing
 
 __all__: list[str] = [
     "ACTIVATION_KINDS",
+    "MAX_THREADS",
     "Network",
     "OptimizerState",
     "activation_backward",
@@ -367,7 +368,7 @@ def rmsprop_step(
 
 def set_num_threads(n: int) -> None:
     """
-    Set the number of threads every fastmlp kernel uses (>= 1).
+    Set the number of threads every fastmlp kernel uses (1..MAX_THREADS).
     """
 
 def sgd_step(
@@ -416,4 +417,5 @@ ACTIVATION_KINDS: dict = {
     "sigmoid": 5,
     "tanh": 6,
 }
+MAX_THREADS: int = 1024
 __version__: str = "0.1.0"
