@@ -10,6 +10,9 @@ or more, far above every bound used here.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import textwrap
 import zlib
 
 import numpy as np
@@ -641,3 +644,35 @@ def test_core_network_refuses_counts_that_overflow(sizes, what):
     hidden = len(sizes) - 2
     with pytest.raises(ValueError, match=rf"^layer_sizes: {what} would exceed 2\^60 floats"):
         _core.Network(sizes, [1] * hidden, [0.0] * hidden, [0.0] * hidden, 0)
+
+
+def test_a_forked_child_runs_on_one_thread_and_gives_the_same_results():
+    # libgomp's threads do not survive fork: a child forked after the parent's first parallel
+    # region waited forever in its own first one (multiprocessing's default start method on
+    # Linux). A subprocess with timeouts, so that a hang fails the test instead of pytest.
+    code = textwrap.dedent(
+        """
+        import os, sys
+        import numpy as np
+        import fastmlp as fm
+
+        fm.set_num_threads(2)
+        rng = np.random.default_rng(0)
+        model = fm.MLP([64, 256, 10], seed=0)
+        x = rng.standard_normal((2048, 64)).astype(np.float32)
+        y = rng.integers(0, 10, 2048)
+        parent = model.predict_proba(x)  # starts the OpenMP threads
+        pid = os.fork()
+        if pid == 0:
+            ok = fm.get_num_threads() == 1
+            ok = ok and np.array_equal(model.predict_proba(x), parent)
+            model.train_step(x, y, optimizer=fm.optim.SGD(model, lr=0.1))
+            ok = ok and np.array_equal(fm.ops.relu(x), np.maximum(x, 0))
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status), "parent threads", fm.get_num_threads())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["child", "0", "parent", "threads", "2"]

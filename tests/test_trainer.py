@@ -925,3 +925,45 @@ def test_fit_again_continues_the_shuffle_instead_of_repeating_it(circles):
     trainer.seed = trainer.seed
     trainer.fit(Xtr, ytr)
     np.testing.assert_array_equal(np.concatenate(seen), first)
+
+
+def test_a_second_thread_cannot_fit_a_model_being_fitted(circles):
+    # Two fits at once shared the model's training mode and step counts: one's end of epoch turned
+    # dropout off for the other's steps, and both histories mixed their accuracies.
+    import threading
+
+    Xtr, ytr, _, _ = circles
+    model = _model(dropout=0.25)
+    started, tried = threading.Event(), threading.Event()
+    errors = []
+
+    def hold(history, epoch):
+        started.set()
+        tried.wait(timeout=60)
+
+    def first():
+        try:
+            fm.Trainer(model, epochs=2, verbose=0, callbacks=[hold]).fit(Xtr, ytr)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    try:
+        assert started.wait(timeout=60)
+        with pytest.raises(RuntimeError, match=r"^model: another thread is running Trainer.fit"):
+            fm.Trainer(model, epochs=1, verbose=0).fit(Xtr, ytr)
+    finally:
+        tried.set()
+        worker.join()
+    assert not errors
+    # Once the first fit is over, the model can be fitted again, and a callback may fit it on the
+    # fit's own thread.
+    nested = []
+
+    def refit(history, epoch):
+        if not nested:
+            nested.append(fm.Trainer(model, epochs=1, verbose=0).fit(Xtr, ytr))
+
+    h = fm.Trainer(model, epochs=1, verbose=0, callbacks=[refit]).fit(Xtr, ytr)
+    assert len(h) == 1 and len(nested[0]) == 1

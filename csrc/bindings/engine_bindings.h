@@ -285,6 +285,20 @@ void bind_network_common(py::class_<Net>& cls) {
           "parameters", [](const Net& net) { return flat_copy(net, &Net::get_parameters); },
           "Float32 copy (P,) of the flat parameter buffer (layout: engine/network.h).")
       .def(
+          "snapshot",
+          [](const Net& net) {
+            auto out = new_f32({static_cast<py::ssize_t>(net.num_parameters())});
+            float* po = out.mutable_data();
+            uint64_t offset = 0;
+            {
+              py::gil_scoped_release release;
+              offset = net.snapshot(po);
+            }
+            return py::make_tuple(out, offset);
+          },
+          "(parameters(), rng_offset) from one locked copy: a step on another thread cannot "
+          "fall between them.")
+      .def(
           "gradients", [](const Net& net) { return flat_copy(net, &Net::get_gradients); },
           "Float32 copy (P,) of the gradients of the last loss_and_gradients/train_step.")
       .def_property(

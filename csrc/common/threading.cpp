@@ -7,6 +7,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 namespace fastmlp {
 namespace {
@@ -21,6 +24,18 @@ int initial_threads() {
 std::atomic<int> g_num_threads{initial_threads()};
 // The calling thread's cap (ScopedThreadLimit); a large value when none is live.
 thread_local int tl_thread_cap = 1 << 30;
+
+#if defined(_OPENMP) && (defined(__unix__) || defined(__APPLE__))
+// A child forked after the parent ran a parallel region inherits libgomp's thread-pool records
+// but not its threads: its first parallel region waited forever (multiprocessing's default "fork"
+// start method on Linux, a pool using a model built in the parent). The child runs fastmlp on its
+// calling thread; set_num_threads can raise the count again, which is safe only in a child forked
+// before the parent's first parallel region.
+void one_thread_in_child() {
+  g_num_threads.store(1, std::memory_order_relaxed);
+}
+const bool g_fork_handler_registered = pthread_atfork(nullptr, nullptr, one_thread_in_child) == 0;
+#endif
 }  // namespace
 
 int num_threads() {

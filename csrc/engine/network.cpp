@@ -139,6 +139,12 @@ void Network::get_parameters(float* out) const {
   std::copy(params_.begin(), params_.end(), out);
 }
 
+uint64_t Network::snapshot(float* out) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::copy(params_.begin(), params_.end(), out);
+  return rng_offset_;
+}
+
 void Network::get_gradients(float* out) const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::copy(grads_.begin(), grads_.end(), out);

@@ -160,6 +160,9 @@ class Network {
   // train_step, taken under the mutex: a step running on another thread cannot tear them.
   void get_parameters(float* out) const;
   void get_gradients(float* out) const;
+  // get_parameters and rng_offset() in one locked call (returns the offset): what pickle and save
+  // keep, from between two steps.
+  uint64_t snapshot(float* out) const;
   uint64_t seed() const { return seed_; }
   uint64_t rng_offset() const;
   void set_rng_offset(uint64_t offset);

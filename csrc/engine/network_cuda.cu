@@ -280,6 +280,15 @@ void Network::get_parameters(float* out) const {
   check_cuda(cudaStreamSynchronize(kStream), "weights: copy to the host");
 }
 
+uint64_t Network::snapshot(float* out) const {
+  DeviceGuard on_device(device_);
+  std::lock_guard<std::mutex> lock(mutex_);
+  copy(out, params_.as<float>(), static_cast<size_t>(num_params_) * sizeof(float),
+       cudaMemcpyDeviceToHost, "weights: copy to the host");
+  check_cuda(cudaStreamSynchronize(kStream), "weights: copy to the host");
+  return rng_offset_;
+}
+
 void Network::get_gradients(float* out) const {
   DeviceGuard on_device(device_);
   std::lock_guard<std::mutex> lock(mutex_);

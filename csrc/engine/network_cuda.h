@@ -122,6 +122,7 @@ class Network {
   void set_parameters(const float* values, int64_t count);
   void get_parameters(float* out) const;
   void get_gradients(float* out) const;
+  uint64_t snapshot(float* out) const;  // as fastmlp::Network::snapshot
 
   std::pair<int64_t, int64_t> take_train_counts();
 

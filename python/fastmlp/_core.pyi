@@ -147,6 +147,10 @@ class Network:
         Float32 copy (P,) of the flat parameter buffer (layout: engine/network.h).
         """
     def set_parameters(self, values: numpy.ndarray) -> None: ...
+    def snapshot(self) -> tuple[numpy.typing.NDArray[numpy.float32], int]:
+        """
+        (parameters(), rng_offset) from one locked copy: a step on another thread cannot fall between them.
+        """
     def step_is_batch_parallel(self, n: int) -> bool:
         """
         Debug: whether a training step on n rows now takes the batch-parallel passes.

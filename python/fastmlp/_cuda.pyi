@@ -161,6 +161,10 @@ class Network:
         Float32 copy (P,) of the flat parameter buffer (layout: engine/network.h).
         """
     def set_parameters(self, values: numpy.ndarray) -> None: ...
+    def snapshot(self) -> tuple[numpy.typing.NDArray[numpy.float32], int]:
+        """
+        (parameters(), rng_offset) from one locked copy: a step on another thread cannot fall between them.
+        """
     def take_train_counts(self) -> tuple[int, int]:
         """
         (correct, total) predictions of the train_steps since the last call; resets them.

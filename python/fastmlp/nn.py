@@ -358,8 +358,9 @@ class MLP:
         net = _engine(device).Network(
             self._sizes, self._kinds, self._alphas, self._dropouts, self._seed
         )
-        net.set_parameters(self._net.parameters())
-        net.rng_offset = int(self._net.rng_offset)
+        flat, offset = self._net.snapshot()
+        net.set_parameters(flat)
+        net.rng_offset = int(offset)
         self._net = net
         self._step_fast = getattr(net, "train_step_fast", None)
         self._device = device
@@ -751,7 +752,13 @@ class MLP:
         return {"loss": float(value), "accuracy": correct / total if total else None}
 
     # ------------------------------------------------------------------ persistence
-    def _config(self) -> dict[str, Any]:
+    def _snapshot(self) -> tuple[dict[str, Any], list[np.ndarray]]:
+        """The config and weights from one locked engine copy: read apart, a step on another
+        thread could fall between them (the weights of step k with the dropout offset of k + 1)."""
+        flat, offset = self._net.snapshot()
+        return self._config(int(offset)), self._unflatten(flat)
+
+    def _config(self, rng_offset: int) -> dict[str, Any]:
         return {
             "format": _FORMAT,
             "version": _FORMAT_VERSION,
@@ -765,7 +772,7 @@ class MLP:
             "seed": self._seed,
             "loss": self._loss,
             "training": self._training,
-            "rng_offset": self.rng_offset,
+            "rng_offset": rng_offset,
         }
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
@@ -774,7 +781,8 @@ class MLP:
         # C++ engine rebuilt, and the attributes that a subclass or the user added (MLP's own
         # are rebuilt, not copied: the engine cannot be).
         extra = {k: v for k, v in vars(self).items() if k not in _MLP_ATTRIBUTES}
-        args = (self._config(), self.get_weights(), self.device, self.fused, type(self))
+        config, weights = self._snapshot()
+        args = (config, weights, self.device, self.fused, type(self))
         return _restore, args, extra
 
     def save(self, path: PathLike) -> None:
@@ -791,7 +799,7 @@ class MLP:
             written = target if target.endswith(".npz") else target + ".npz"  # as np.savez
             if names_folder(target) or names_folder(written):
                 raise ValueError(f"path: {target!r} is a folder; give a file name, e.g. model.npz")
-        weights = self.get_weights()
+        config, weights = self._snapshot()
         for i, w in enumerate(weights):
             if not np.isfinite(w).all():
                 raise ValueError(
@@ -799,7 +807,7 @@ class MLP:
                     "not saved, as load() could not restore it"
                 )
         arrays = {f"param_{i}": w for i, w in enumerate(weights)}
-        np.savez(path, config=np.array(json.dumps(self._config())), **arrays)
+        np.savez(path, config=np.array(json.dumps(config)), **arrays)
 
 
 # The attributes MLP sets itself: __reduce__ rebuilds them through _restore instead of copying
@@ -950,7 +958,7 @@ def _restore(
     fused: bool = True,
     cls: type[MLP] | None = None,
 ) -> MLP:
-    """The model a ``_config()`` and ``get_weights()`` describe (load and unpickling): an MLP,
+    """The model a ``_snapshot()`` describes (load and unpickling): an MLP,
     or an instance of the subclass ``cls`` built by MLP's constructor (the subclass's may take
     other arguments; unpickling then restores its attributes, as for any pickled object)."""
     model = MLP.__new__(cls or MLP)

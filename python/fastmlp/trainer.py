@@ -37,8 +37,11 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -250,6 +253,35 @@ def _annotate(exc: BaseException, note: str) -> None:
         exc.add_note(note)
     else:  # older Pythons: fold it into the message
         exc.args = (f"{exc.args[0] if exc.args else exc} ({note})", *exc.args[1:])
+
+
+# Models in a Trainer.fit, each with the thread running it and how deep its fits are nested.
+_fits_lock = threading.Lock()
+_fitting: weakref.WeakKeyDictionary[Any, tuple[int, int]] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def _sole_fit(model: Any) -> Iterator[None]:
+    """Refuses a second thread's fit of a model being fitted: the two would share its training
+    mode and step counts (another fit's end of epoch turned dropout off for the next steps, and
+    each history mixed both runs' accuracies)."""
+    me = threading.get_ident()
+    with _fits_lock:
+        owner, depth = _fitting.get(model, (me, 0))
+        if owner != me:
+            raise RuntimeError(
+                "model: another thread is running Trainer.fit on this model; fit it from one "
+                "thread at a time (or train a copy: copy.deepcopy(model))"
+            )
+        _fitting[model] = (me, depth + 1)
+    try:
+        yield
+    finally:
+        with _fits_lock:
+            if depth == 0:
+                del _fitting[model]
+            else:
+                _fitting[model] = (me, depth)
 
 
 def _scheduled_lr(value: object, epoch: int) -> float:
@@ -485,8 +517,16 @@ class Trainer:
     ) -> History:
         """Train for ``epochs`` epochs on ``(X, y)``; evaluate on ``validation=(X_val, y_val)``.
 
-        Returns the :class:`History`. See the class docstring for what happens each epoch.
+        Returns the :class:`History`. See the class docstring for what happens each epoch. One
+        fit at a time per model: a fit of the same model already running on another thread is a
+        ``RuntimeError`` (a callback may still call fit on its own thread).
         """
+        with _sole_fit(self.model):
+            return self._fit(X, y, validation)
+
+    def _fit(
+        self, X: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndarray] | None
+    ) -> History:
         X, y = self._check_data(X, y, "X", "y")
         if validation is not None:
             if not isinstance(validation, (tuple, list)) or len(validation) != 2:
