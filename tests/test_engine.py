@@ -676,3 +676,36 @@ def test_a_forked_child_runs_on_one_thread_and_gives_the_same_results():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["child", "0", "parent", "threads", "2"]
+
+
+def test_a_batch_too_large_for_memory_is_a_memory_error_naming_x():
+    # The workspace's std::bad_alloc reached Python as "MemoryError: std::bad_alloc". A
+    # subprocess whose address space is capped at 2 GiB, so that the allocation fails at once.
+    code = textwrap.dedent(
+        """
+        import resource
+        import numpy as np
+        import fastmlp as fm
+
+        model = fm.MLP([64, 512, 256, 10], seed=0)
+        opt = fm.optim.SGD(model, lr=0.1)
+        before = model.get_weights()
+        x = np.zeros((400_000, 64), np.float32)  # 100 MiB; the workspace would need ~5 GiB
+        y = np.zeros(400_000, np.int64)
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.RLIM_INFINITY))
+        for call in (lambda: model.train_step(x, y, optimizer=opt),
+                     lambda: model.loss_and_gradients(x, y)):
+            try:
+                call()
+            except MemoryError as exc:
+                assert str(exc).startswith("x: a batch of 400000 rows needs "), str(exc)
+            else:
+                raise AssertionError("no MemoryError")
+        assert opt.step_count == 0
+        assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["ok"]

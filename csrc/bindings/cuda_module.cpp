@@ -181,6 +181,8 @@ PYBIND11_MODULE(_cuda, m) {
       PyErr_SetString(PyExc_RuntimeError, e.what());
     } catch (const fastmlp::NonFiniteError& e) {
       PyErr_SetString(PyExc_FloatingPointError, e.what());
+    } catch (const fastmlp::OutOfMemory& e) {
+      PyErr_SetString(PyExc_MemoryError, e.what());
     }
   });
 

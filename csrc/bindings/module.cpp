@@ -24,6 +24,8 @@ PYBIND11_MODULE(_core, m) {
       PyErr_SetString(PyExc_TypeError, e.what());
     } catch (const fastmlp::NonFiniteError& e) {
       PyErr_SetString(PyExc_FloatingPointError, e.what());
+    } catch (const fastmlp::OutOfMemory& e) {
+      PyErr_SetString(PyExc_MemoryError, e.what());
     }
   });
 

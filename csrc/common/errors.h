@@ -2,6 +2,7 @@
 //   ValueError  -> ValueError   (bad shape, bad value, label out of range, empty batch)
 //   TypeError   -> TypeError    (wrong dtype)
 //   NonFiniteError -> FloatingPointError (a loss or gradient that became NaN/inf)
+//   OutOfMemory -> MemoryError (an allocation sized by an argument, named in the message)
 //   std::bad_alloc -> MemoryError
 // Messages always start with the name of the offending argument.
 #pragma once
@@ -24,6 +25,9 @@ struct TypeError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 struct NonFiniteError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct OutOfMemory : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 

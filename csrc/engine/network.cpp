@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <new>
 #include <string>
 #include <utility>
 
@@ -110,7 +111,16 @@ void Network::ensure_capacity(int64_t rows) {
   if (rows <= capacity_rows_) return;
   check_workspace_rows(rows, floats_per_row_);
   // A fresh buffer rather than resize(): the old contents are scratch and need no copy.
-  std::vector<float> fresh(static_cast<size_t>(rows * floats_per_row_));
+  std::vector<float> fresh;
+  try {
+    fresh.resize(static_cast<size_t>(rows * floats_per_row_));
+  } catch (const std::bad_alloc&) {
+    // pybind11 would raise a bare "MemoryError: std::bad_alloc", which names nothing.
+    const int64_t mib = rows * floats_per_row_ / (int64_t{1} << 18);  // 4-byte floats
+    throw OutOfMemory(detail::concat(
+        "x: a batch of ", rows, " rows needs ", mib, " MiB of workspace for this network (",
+        floats_per_row_, " floats per row), more than could be allocated; pass fewer rows"));
+  }
   workspace_.swap(fresh);
   capacity_rows_ = rows;
 }
