@@ -922,20 +922,9 @@ def test_gradients_and_weights_read_while_another_thread_steps_are_consistent(rn
         states.append(np.concatenate([w.ravel() for w in reference.get_weights()]))
     model = fm.MLP([64, 256, 10], seed=0)
     opt = fm.optim.SGD(model, lr=0.05)
-    done, snapshots = threading.Event(), []
-
-    def read_weights():
-        while not done.is_set():
-            snapshots.append(np.concatenate([w.ravel() for w in model.get_weights()]))
-
-    reader = threading.Thread(target=read_weights)
-    reader.start()
-    try:
-        for _ in range(40):
-            model.train_step(x1, y1, optimizer=opt)
-    finally:
-        done.set()
-        reader.join()
+    snapshots = _read_while_training(
+        lambda: np.concatenate([w.ravel() for w in model.get_weights()]), model, opt, x1, y1, 40
+    )
     torn = sum(not any(np.array_equal(s, t) for t in states) for s in snapshots)
     assert snapshots and torn == 0
 
@@ -1085,28 +1074,38 @@ def test_a_snapshot_taken_while_another_thread_trains_is_one_step(how):
         replay[key(model.get_weights())] = model.rng_offset
 
     model, opt = make()
-    snapshots = []
-    done = threading.Event()
 
     def take():
-        while not done.is_set():
-            if how == "pickle":
-                copy_ = pickle.loads(pickle.dumps(model))
-            else:
-                buf = io.BytesIO()
-                model.save(buf)
-                buf.seek(0)
-                copy_ = fm.load(buf)
-            snapshots.append((copy_.get_weights(), copy_.rng_offset))
+        if how == "pickle":
+            copy_ = pickle.loads(pickle.dumps(model))
+        else:
+            buf = io.BytesIO()
+            model.save(buf)
+            buf.seek(0)
+            copy_ = fm.load(buf)
+        return copy_.get_weights(), copy_.rng_offset
 
-    reader = threading.Thread(target=take)
+    snapshots = _read_while_training(take, model, opt, x, y, 100)
+    assert snapshots
+    torn = [offset for weights, offset in snapshots if replay.get(key(weights)) != offset]
+    assert not torn, f"{len(torn)} of {len(snapshots)} snapshots mix two steps"
+
+
+def _read_while_training(read, model, opt, x, y, steps):
+    """Calls ``read()`` on a second thread, over and over, while this one takes ``steps``
+    training steps; returns what it read."""
+    done, results = threading.Event(), []
+
+    def loop():
+        while not done.is_set():
+            results.append(read())
+
+    reader = threading.Thread(target=loop)
     reader.start()
     try:
-        for _ in range(100):
+        for _ in range(steps):
             model.train_step(x, y, optimizer=opt)
     finally:
         done.set()
         reader.join()
-    assert snapshots
-    torn = [offset for weights, offset in snapshots if replay.get(key(weights)) != offset]
-    assert not torn, f"{len(torn)} of {len(snapshots)} snapshots mix two steps"
+    return results

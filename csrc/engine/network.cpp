@@ -145,8 +145,7 @@ void Network::set_parameters(const float* values, int64_t count) {
 }
 
 void Network::get_parameters(float* out) const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  std::copy(params_.begin(), params_.end(), out);
+  snapshot(out);
 }
 
 uint64_t Network::snapshot(float* out) const {

@@ -273,11 +273,7 @@ void Network::set_parameters(const float* values, int64_t count) {
 }
 
 void Network::get_parameters(float* out) const {
-  DeviceGuard on_device(device_);
-  std::lock_guard<std::mutex> lock(mutex_);
-  copy(out, params_.as<float>(), static_cast<size_t>(num_params_) * sizeof(float),
-       cudaMemcpyDeviceToHost, "weights: copy to the host");
-  check_cuda(cudaStreamSynchronize(kStream), "weights: copy to the host");
+  snapshot(out);
 }
 
 uint64_t Network::snapshot(float* out) const {
