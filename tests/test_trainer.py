@@ -967,3 +967,9 @@ def test_a_second_thread_cannot_fit_a_model_being_fitted(circles):
 
     h = fm.Trainer(model, epochs=1, verbose=0, callbacks=[refit]).fit(Xtr, ytr)
     assert len(h) == 1 and len(nested[0]) == 1
+
+    class Unhashable(fm.MLP):  # __eq__ without __hash__: the guard must not need a hash
+        def __eq__(self, other):
+            return self is other
+
+    assert len(fm.Trainer(Unhashable([2, 4, 2], seed=0), epochs=1, verbose=0).fit(Xtr, ytr)) == 1

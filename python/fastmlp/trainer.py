@@ -39,7 +39,6 @@ import math
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -255,9 +254,10 @@ def _annotate(exc: BaseException, note: str) -> None:
         exc.args = (f"{exc.args[0] if exc.args else exc} ({note})", *exc.args[1:])
 
 
-# Models in a Trainer.fit, each with the thread running it and how deep its fits are nested.
+# Models in a Trainer.fit, by id() (a model is alive while fitted, and a subclass need not be
+# hashable), each with the thread running it and how deep its fits are nested.
 _fits_lock = threading.Lock()
-_fitting: weakref.WeakKeyDictionary[Any, tuple[int, int]] = weakref.WeakKeyDictionary()
+_fitting: dict[int, tuple[int, int]] = {}
 
 
 @contextmanager
@@ -265,23 +265,23 @@ def _sole_fit(model: Any) -> Iterator[None]:
     """Refuses a second thread's fit of a model being fitted: the two would share its training
     mode and step counts (another fit's end of epoch turned dropout off for the next steps, and
     each history mixed both runs' accuracies)."""
-    me = threading.get_ident()
+    me, key = threading.get_ident(), id(model)
     with _fits_lock:
-        owner, depth = _fitting.get(model, (me, 0))
+        owner, depth = _fitting.get(key, (me, 0))
         if owner != me:
             raise RuntimeError(
                 "model: another thread is running Trainer.fit on this model; fit it from one "
                 "thread at a time (or train a copy: copy.deepcopy(model))"
             )
-        _fitting[model] = (me, depth + 1)
+        _fitting[key] = (me, depth + 1)
     try:
         yield
     finally:
         with _fits_lock:
             if depth == 0:
-                del _fitting[model]
+                del _fitting[key]
             else:
-                _fitting[model] = (me, depth)
+                _fitting[key] = (me, depth)
 
 
 def _scheduled_lr(value: object, epoch: int) -> float:
