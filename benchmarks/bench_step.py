@@ -9,9 +9,8 @@ The step code is in python/fastmlp/_bench.py (shared with ``fastmlp bench``).
 In one process PyTorch shares fastmlp's libgomp, so it runs under the passive wait policy that
 importing fastmlp sets, not its users' spinning default; and the NumPy step's update temporaries
 cost page faults (the table counts them). To see each peer as its users run it, time it alone
-(``../shared/anchors/mlp_anchor.py``, or ``--no-numpy --no-torch`` for ours): benchmarks/RESULTS.md
-("Issue targets, 2026-11-24") gives both, which differ most at batch 1024 (1.36x against
-PyTorch in one process, 1.17-1.19x against PyTorch alone).
+(``../shared/anchors/mlp_anchor.py``, or ``--no-numpy --no-torch`` for ours);
+benchmarks/RESULTS.md ("Issue targets, 2026-11-24") gives both.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_step.py
     python benchmarks/bench_step.py --optimizers adam,sgd --threads 1 --json step.json

@@ -95,16 +95,15 @@ thread_local AlignedFloats tl_pack_b;  // nthreads KC x (at most NC) blocks of B
 
 #if defined(__SSE__) || defined(_M_X64)
 // The depth steps [0, kc / 4 * 4) of pack_panel for lanes contiguous along the depth, as 4 x 4
-// transposes; returns the first step left to do. Lanes == W for a whole panel, where the lane
-// count is known at compile time; Lanes == 0 for an edge panel of `lanes` lanes, whose missing
+// transposes; returns the first step left to do. Edge: a panel of lanes < W lanes, whose missing
 // lanes are zero vectors (the 4 + 4 row cut of panel_rows made the two 4-row panels of m = 128 go
-// through the scalar loop, 19% of pack_panel<6>'s samples in a 128x256x784 NN product).
-template <int W, int Lanes>
+// through the scalar loop, 19% of pack_panel<6>'s samples in a 128x256x784 NN product); the
+// whole panels keep a loop with no lane test.
+template <int W, bool Edge>
 int64_t transpose_steps(float* FASTMLP_RESTRICT dst, const float* FASTMLP_RESTRICT src,
-                        int64_t lane_stride, int64_t kc, int lanes = W) {
-  if constexpr (Lanes != 0) lanes = Lanes;
+                        int64_t lane_stride, int64_t kc, int lanes) {
   const auto load = [&](const float* s, int l) {
-    return Lanes != 0 || l < lanes ? _mm_loadu_ps(s + l * lane_stride) : _mm_setzero_ps();
+    return !Edge || l < lanes ? _mm_loadu_ps(s + l * lane_stride) : _mm_setzero_ps();
   };
   int64_t p = 0;
   for (; p + 4 <= kc; p += 4) {
@@ -157,8 +156,8 @@ void pack_panel(float* FASTMLP_RESTRICT dst, const float* FASTMLP_RESTRICT src, 
     // Each lane is contiguous along p (A not transposed, B transposed): a transpose, done in 4x4
     // blocks with SSE (baseline x86-64). It halves the packing time of the scalar gather below
     // (perf, 128x784x256 NT: packing B went from 12.5% to 6.6% of the samples).
-    p = lanes == W ? transpose_steps<W, W>(dst, src, lane_stride, kc)
-                   : transpose_steps<W, 0>(dst, src, lane_stride, kc, lanes);
+    p = lanes == W ? transpose_steps<W, false>(dst, src, lane_stride, kc, lanes)
+                   : transpose_steps<W, true>(dst, src, lane_stride, kc, lanes);
   }
   static_assert(W % 4 == 0 || W % 4 == 2, "the SSE transpose handles W = 4q or 4q + 2");
 #endif
