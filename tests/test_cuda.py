@@ -220,6 +220,14 @@ def test_device_array_conversions_and_views(rng) -> None:
     assert "cuda:" in repr(d)
 
 
+@pytest.mark.parametrize("shape", [(2**62, 4), (2**31, 2**31, 2**31), (2**61,)])
+def test_device_shapes_too_large_are_refused_before_allocating(shape) -> None:
+    # NumPy's int64 product wraps (2**62 * 4 == 0), which made a 0-byte buffer for a shape that
+    # the kernels then indexed; the shape is checked before any GPU call, so this runs anywhere.
+    with pytest.raises(ValueError, match=r"^shape: .* more than 2\*\*60 elements"):
+        cuda.empty(shape)
+
+
 @requires_gpu
 def test_out_of_device_memory_is_a_memory_error_naming_the_allocation() -> None:
     with pytest.raises(
@@ -369,6 +377,36 @@ def test_gemm_k_zero_and_empty(rng) -> None:
 
 @requires_gpu
 @pytest.mark.parametrize("tf32", [False, True], ids=["fp32", "tf32"])
+def test_gemm_beyond_the_grid_row_limit(rng, tf32) -> None:
+    # More than 65,535 row tiles of 128 (gridDim.y's limit): the rows run as several launches.
+    # The CPU GEMM has no such limit, and a batch this tall reaches the GPU's products too.
+    m = 65535 * 128 + 77
+    a = rng.standard_normal((m, 3)).astype(np.float32)
+    b = rng.standard_normal((3, 2)).astype(np.float32)
+    bias = np.array([0.5, -0.5], np.float32)
+    pre = cuda.empty((m, 2))
+    c = cuda.gemm(
+        cuda.empty((m, 2)),
+        dev(a),
+        dev(b),
+        bias=dev(bias),
+        activation="relu",
+        preactivation=pre,
+        tf32=tf32,
+    )
+    z = a.astype(np.float64) @ b + bias
+    bound = (4 * TF32_EPS if tf32 else 4 * EPS32) * (np.abs(a) @ np.abs(b) + np.abs(bias))
+    assert np.all(np.abs(host(pre) - z) <= bound + 1e-30)  # every row, the last slab's too
+    assert np.all(np.abs(host(c) - np.maximum(z, 0.0)) <= bound + 1e-30)
+    # trans_a: the slabs start at columns of the stored A^T
+    ct = cuda.gemm(
+        cuda.empty((m, 2)), dev(np.ascontiguousarray(a.T)), dev(b), trans_a=True, tf32=tf32
+    )
+    assert np.all(np.abs(host(ct) - (z - bias)) <= bound + 1e-30)
+
+
+@requires_gpu
+@pytest.mark.parametrize("tf32", [False, True], ids=["fp32", "tf32"])
 def test_gemm_alpha_zero_reads_neither_a_nor_b(rng, tf32) -> None:
     # As BLAS and the CPU: alpha == 0 gives beta * C, even with inf/NaN in A and B.
     a = rng.standard_normal((37, 19)).astype(np.float32)
@@ -462,6 +500,21 @@ def test_prelu_and_column_sum_match_reference(rng, shape, per_column) -> None:
     np.testing.assert_allclose(
         host(ops.column_sum(dev(x))), reference.column_sum(x), rtol=1e-7, atol=atol
     )
+
+
+@requires_gpu
+@pytest.mark.parametrize("per_column", [False, True])
+def test_prelu_slope_gradient_keeps_nan_as_the_cpu(per_column) -> None:
+    # dslope sums dy * min(x, 0): a NaN in x makes its column's (or the shared) slope gradient
+    # NaN on the CPU and in the reference; fminf(NaN, 0) = 0 on the GPU used to drop it.
+    x = np.array([[1.0, -2.0], [np.nan, 3.0]], np.float32)
+    dy = np.ones_like(x)
+    slope = np.full(2 if per_column else 1, 0.25, np.float32)
+    _, ref_dslope = reference.prelu_backward(x, slope, dy)
+    _, cpu_dslope = ops.prelu_backward(x, slope, dy)
+    _, gpu_dslope = ops.prelu_backward(dev(x), dev(slope), dev(dy))
+    np.testing.assert_array_equal(host(gpu_dslope), cpu_dslope)
+    np.testing.assert_array_equal(host(gpu_dslope), np.asarray(ref_dslope, np.float32))
 
 
 @requires_gpu

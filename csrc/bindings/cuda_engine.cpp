@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -41,12 +42,22 @@ void bind_cuda_engine(py::module_& m) {
             const LossKind kind = parse_loss(loss);
             check_label_smoothing(kind, label_smoothing);
             FASTMLP_CHECK(n >= 1, "x: empty batch (0 rows)");
-            const float* px = need_f32(x, n * net.in_features(), "x");
+            // On the model's device, which the step makes current: the caller's current device
+            // may be another GPU.
+            const auto on_model = [&](const DeviceBuffer& buf, int64_t count, size_t elem,
+                                      const char* name) {
+              return need_on(buf, count, elem, name, net.device(), "the model's device");
+            };
+            FASTMLP_CHECK(n <= INT64_MAX / std::max(net.in_features(), net.out_features()),
+                          "n: ", n, " rows is too many");
+            const auto* px =
+                static_cast<const float*>(on_model(x, n * net.in_features(), sizeof(float), "x"));
             Targets t;
             if (loss_uses_labels(kind)) {
-              t.labels = static_cast<const int64_t*>(need(y, n, sizeof(int64_t), "y"));
+              t.labels = static_cast<const int64_t*>(on_model(y, n, sizeof(int64_t), "y"));
             } else {
-              t.values = need_f32(y, n * net.out_features(), "y");
+              t.values = static_cast<const float*>(
+                  on_model(y, n * net.out_features(), sizeof(float), "y"));
             }
             py::gil_scoped_release release;
             return net.train_step_device(px, t, n, kind, label_smoothing, training, optimizer,

@@ -86,7 +86,9 @@ __global__ void column_partials_kernel(double* partial, float* dx, const float* 
         const float xv = x[at];
         const float g = dy[at];
         dx[at] = xv > 0.0f ? g : g * a;  // dx may alias dy: g was read first
-        acc += static_cast<double>(g) * static_cast<double>(fminf(xv, 0.0f));
+        // std::min(xv, 0) as on the CPU: NaN and -0 pass through (fminf would drop a NaN).
+        const float negative_part = 0.0f < xv ? 0.0f : xv;
+        acc += static_cast<double>(g) * static_cast<double>(negative_part);
       } else {
         acc += static_cast<double>(x[at]);
       }

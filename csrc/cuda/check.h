@@ -8,8 +8,11 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "common/errors.h"
 
@@ -41,14 +44,44 @@ inline void check_launch(const char* kernel) {
   check_cuda(cudaGetLastError(), kernel);
 }
 
-// Stream-ordered scratch memory (cudaMallocAsync from the device's default pool): allocated and
-// freed in the order of `stream`, so a workspace costs no device-wide synchronisation. RAII: freed
+// The pool StreamBuffer allocates from: one per device, created on first use, never destroyed
+// (it may be needed until the process ends). Not the device's default pool: that one's release
+// threshold is 0, so what is freed into it goes back to the OS at the next synchronisation (the
+// engine synchronises a few times per step) and every step would map its scratch again. This pool
+// keeps what it holds, which is small (partial sums), and the default pool's setting, which other
+// libraries in the process may rely on, is left alone.
+inline cudaMemPool_t scratch_pool(int device) {
+  static std::mutex mutex;
+  static std::vector<cudaMemPool_t> pools;  // by device; nullptr until created
+  std::lock_guard<std::mutex> lock(mutex);
+  if (static_cast<size_t>(device) >= pools.size()) pools.resize(device + 1, nullptr);
+  if (pools[device] == nullptr) {
+    cudaMemPoolProps props{};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = device;
+    cudaMemPool_t pool = nullptr;
+    check_cuda(cudaMemPoolCreate(&pool, &props), "cuda: creating the scratch memory pool");
+    uint64_t keep_all = UINT64_MAX;
+    const cudaError_t status =
+        cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all);
+    if (status != cudaSuccess) cudaMemPoolDestroy(pool);
+    check_cuda(status, "cuda: setting the scratch pool's release threshold");
+    pools[device] = pool;
+  }
+  return pools[device];
+}
+
+// Stream-ordered scratch memory (cudaMallocFromPoolAsync from scratch_pool): allocated and freed
+// in the order of `stream`, so a workspace costs no device-wide synchronisation. RAII: freed
 // (asynchronously, after the work queued on the stream so far) when it goes out of scope.
 class StreamBuffer {
  public:
   StreamBuffer(size_t bytes, cudaStream_t stream, const char* what) : stream_(stream) {
     if (bytes == 0) return;
-    const cudaError_t status = cudaMallocAsync(&ptr_, bytes, stream);
+    int device = 0;
+    check_cuda(cudaGetDevice(&device), what);
+    const cudaError_t status = cudaMallocFromPoolAsync(&ptr_, bytes, scratch_pool(device), stream);
     if (status == cudaErrorMemoryAllocation) {
       cudaGetLastError();
       throw DeviceOutOfMemory(

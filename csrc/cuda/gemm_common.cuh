@@ -9,6 +9,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "common/activation_math.h"
@@ -138,14 +139,24 @@ inline int sm_count() {
   return sms;
 }
 
-// Grid of (n tiles, m tiles); refuses an m too large for gridDim.y instead of launching wrong.
-inline dim3 tile_grid(int64_t m, int64_t n, int bm, int bn) {
-  const int64_t tiles_m = (m + bm - 1) / bm;
-  const int64_t tiles_n = (n + bn - 1) / bn;
-  FASTMLP_CHECK(tiles_m <= 65535, "m: ", m, " rows exceed the CUDA GEMM's grid limit (",
-                65535 * int64_t{bm}, ")");
-  FASTMLP_CHECK(tiles_n <= (int64_t{1} << 31) - 1, "n: too many columns, got ", n);
-  return dim3(static_cast<unsigned>(tiles_n), static_cast<unsigned>(tiles_m));
+// Calls launch(slab, grid) for each slab of at most 65,535 row tiles (gridDim.y, which holds the
+// m tiles, allows no more): the same product on rows [r0, r0 + slab.m) of op(A), C and the
+// preactivation, so that any m runs (the CPU GEMM has no such limit). The row offsets are
+// multiples of 64 rows, so the float4 alignment that vec_a / vec_c promise still holds.
+template <typename Launch>
+void for_each_row_slab(const GemmArgs& g, bool trans_a, int bm, int bn, Launch launch) {
+  const int64_t slab_rows = int64_t{65535} * bm;
+  const int64_t tiles_n = (g.n + bn - 1) / bn;
+  FASTMLP_CHECK(tiles_n <= (int64_t{1} << 31) - 1, "n: too many columns, got ", g.n);
+  for (int64_t r0 = 0; r0 < g.m; r0 += slab_rows) {
+    GemmArgs slab = g;
+    slab.m = std::min(slab_rows, g.m - r0);
+    slab.a = g.a + (trans_a ? r0 : r0 * g.lda);
+    slab.c = g.c + r0 * g.ldc;
+    if (g.preactivation != nullptr) slab.preactivation = g.preactivation + r0 * g.ldc;
+    launch(slab,
+           dim3(static_cast<unsigned>(tiles_n), static_cast<unsigned>((slab.m + bm - 1) / bm)));
+  }
 }
 
 }  // namespace fastmlp::cuda::gemm_detail

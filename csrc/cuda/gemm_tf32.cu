@@ -227,17 +227,18 @@ __global__ void __launch_bounds__(kThreads) tf32_gemm_kernel(const GemmArgs g) {
 
 template <int BM, int BN>
 void launch_config(bool trans_a, bool trans_b, const GemmArgs& g, cudaStream_t stream) {
-  const dim3 grid = gemm_detail::tile_grid(g.m, g.n, BM, BN);
-  if (!trans_a && !trans_b) {
-    tf32_gemm_kernel<BM, BN, false, false><<<grid, kThreads, 0, stream>>>(g);
-  } else if (!trans_a && trans_b) {
-    tf32_gemm_kernel<BM, BN, false, true><<<grid, kThreads, 0, stream>>>(g);
-  } else if (trans_a && !trans_b) {
-    tf32_gemm_kernel<BM, BN, true, false><<<grid, kThreads, 0, stream>>>(g);
-  } else {
-    tf32_gemm_kernel<BM, BN, true, true><<<grid, kThreads, 0, stream>>>(g);
-  }
-  check_launch("gemm_tf32: tf32_gemm_kernel launch");
+  gemm_detail::for_each_row_slab(g, trans_a, BM, BN, [&](const GemmArgs& slab, dim3 grid) {
+    if (!trans_a && !trans_b) {
+      tf32_gemm_kernel<BM, BN, false, false><<<grid, kThreads, 0, stream>>>(slab);
+    } else if (!trans_a && trans_b) {
+      tf32_gemm_kernel<BM, BN, false, true><<<grid, kThreads, 0, stream>>>(slab);
+    } else if (trans_a && !trans_b) {
+      tf32_gemm_kernel<BM, BN, true, false><<<grid, kThreads, 0, stream>>>(slab);
+    } else {
+      tf32_gemm_kernel<BM, BN, true, true><<<grid, kThreads, 0, stream>>>(slab);
+    }
+    check_launch("gemm_tf32: tf32_gemm_kernel launch");
+  });
 }
 
 }  // namespace

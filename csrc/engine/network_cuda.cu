@@ -151,6 +151,8 @@ void OptimizerState::apply(float* params, const float* grads, int64_t n, cudaStr
 std::vector<float> OptimizerState::buffer_copy(int i) const {
   std::vector<float> host;
   if (!buffers_[i]) return host;
+  // On the state's device, whose stream orders the copy after the last update queued there.
+  DeviceGuard on_device(device_);
   host.resize(static_cast<size_t>(size_));
   copy(host.data(), buffers_[i]->data(), host.size() * sizeof(float), cudaMemcpyDeviceToHost,
        "optimizer: copying its state to the host");
@@ -160,8 +162,11 @@ std::vector<float> OptimizerState::buffer_copy(int i) const {
 
 void OptimizerState::restore(int64_t step, int64_t n, const std::array<const float*, 3>& buffers) {
   check_restored_state(config_, step, n, buffers);
-  int device = 0;
-  check_cuda(cudaGetDevice(&device), "optimizer: cudaGetDevice");
+  // A state already built stays on its model's device; a new one goes to the current device,
+  // where prepare() checks it against the model's.
+  int device = device_;
+  if (size_ < 0) check_cuda(cudaGetDevice(&device), "optimizer: cudaGetDevice");
+  DeviceGuard on_device(device);
   std::unique_ptr<DeviceBuffer> fresh[3];  // uploaded first: an error leaves the state as it was
   const size_t bytes = n > 0 ? static_cast<size_t>(n) * sizeof(float) : 0;
   for (int i = 0; i < 3; ++i) {

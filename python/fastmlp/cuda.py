@@ -24,6 +24,7 @@ this process.
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from collections.abc import Sequence
@@ -73,6 +74,9 @@ def _module() -> ModuleType:
     return _cuda
 
 
+_MAX_ELEMENTS = 2**60  # so that a size in bytes (8-byte elements at most) fits an int64
+
+
 def _shape_tuple(shape: int | Sequence[int]) -> tuple[int, ...]:
     dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
     try:
@@ -81,6 +85,10 @@ def _shape_tuple(shape: int | Sequence[int]) -> tuple[int, ...]:
         raise TypeError(f"shape: expected an int or a sequence of ints, got {shape!r}") from None
     if any(d < 0 for d in out):
         raise ValueError(f"shape: dimensions must be >= 0, got {out}")
+    # In Python ints: NumPy's int64 product wraps (2**62 * 4 is 0), which would make a 0-byte
+    # buffer for a shape the kernels then index.
+    if math.prod(out) > _MAX_ELEMENTS:
+        raise ValueError(f"shape: {out} has more than 2**60 elements")
     return out
 
 
@@ -125,7 +133,7 @@ class DeviceArray:
     @property
     def size(self) -> int:
         """Number of elements."""
-        return int(np.prod(self._shape, dtype=np.int64))
+        return math.prod(self._shape)
 
     @property
     def nbytes(self) -> int:
@@ -187,16 +195,20 @@ class DeviceArray:
 
     def reshape(self, *shape: int | Sequence[int]) -> DeviceArray:
         """A view with another shape of the same size (shares the memory); one ``-1`` allowed."""
-        dims = list(shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)  # type: ignore[arg-type]
+        given = shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape
+        try:  # Python ints (operator.index turns NumPy integers into them): their product is exact
+            dims = [operator.index(d) for d in given]  # type: ignore[union-attr]
+        except TypeError:
+            raise TypeError(f"shape: expected ints, got {given!r}") from None
         if dims.count(-1) > 1:
             raise ValueError("shape: only one dimension can be -1")
         if -1 in dims:
-            known = int(np.prod([d for d in dims if d != -1], dtype=np.int64))
+            known = math.prod(d for d in dims if d != -1)
             if known == 0 or self.size % known:
                 raise ValueError(f"shape: cannot reshape size {self.size} into {tuple(dims)}")
             dims[dims.index(-1)] = self.size // known
         new = _shape_tuple(dims)
-        if int(np.prod(new, dtype=np.int64)) != self.size:
+        if math.prod(new) != self.size:
             raise ValueError(f"shape: cannot reshape size {self.size} into {new}")
         return DeviceArray(self._buf, new, self._dtype)
 
@@ -244,7 +256,7 @@ def empty(shape: int | Sequence[int], dtype: object = np.float32) -> DeviceArray
     """An uninitialised DeviceArray (float32 or int64). ``MemoryError`` when the GPU is full."""
     dims = _shape_tuple(shape)
     dt = _check_dtype(dtype)
-    nbytes = int(np.prod(dims, dtype=np.int64)) * dt.itemsize
+    nbytes = math.prod(dims) * dt.itemsize
     buf = _module().DeviceBuffer(nbytes, f"a {dt} array of shape {dims}")
     return DeviceArray(buf, dims, dt)
 
