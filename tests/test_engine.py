@@ -195,6 +195,67 @@ def test_gradcheck_detects_a_wrong_gradient(rng):
     assert fm.gradcheck(model, x, y) > 5e-3  # the 1% error shows as ~1e-2
 
 
+def hinge_model_with_cancelling_bias_gradients() -> tuple[fm.MLP, np.ndarray, np.ndarray]:
+    """A linear-hidden-layer net and batch (found by a user review) where the hinge indicators
+    cancel column by column: the exact gradients of both biases are 0, the engine's ~1.5e-8."""
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    model = fm.MLP([5, 7, 4], activation="identity", seed=16)
+    return model, x, rng.integers(0, 4, 6)
+
+
+def test_gradcheck_compares_cancelling_gradients_with_their_terms():
+    model, x, y = hinge_model_with_cancelling_bias_gradients()
+    params = [w.astype(np.float64) for w in model.get_weights()]
+    _, exact = ReferenceMLP.from_model(model).loss_and_gradients(params, x, y, "hinge")
+    assert np.abs(exact[1]).max() < 1e-15 and np.abs(exact[3]).max() < 1e-15  # the premise
+    # Normwise against the gradients alone this was 1.0 (rounding noise over exact zeros).
+    assert fm.gradcheck(model, x, y, "hinge") < 1e-6
+
+
+def test_gradcheck_detects_a_wrong_gradient_that_should_cancel():
+    class Broken(fm.MLP):
+        def loss_and_gradients(self, x, y, loss=None, *, label_smoothing=0.0):
+            value, grads = super().loss_and_gradients(x, y, loss, label_smoothing=label_smoothing)
+            grads[3] = grads[3] + np.float32(1e-3)  # b_2's exact gradient is 0; its terms ~1/6
+            return value, grads
+
+    model, x, y = hinge_model_with_cancelling_bias_gradients()
+    broken = Broken([5, 7, 4], activation="identity", seed=16)
+    broken.set_weights(model.get_weights())
+    assert fm.gradcheck(broken, x, y, "hinge") > 1e-3
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "prelu", "elu"])
+def test_gradcheck_leaves_out_entries_whose_perturbations_straddle_a_kink(rng, activation):
+    # Hidden unit 0's pre-activation on row 0 sits 1e-7 from 0, inside the 1e-6 step: perturbing
+    # b_1[0] moves it across the kink, where the difference quotient averages the two slopes.
+    alpha = 0.5 if activation == "elu" else None  # elu's derivative jumps at 0 unless alpha = 1
+    model = fm.MLP([3, 4, 2], activation=activation, activation_alpha=alpha, seed=1)
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    w = model.get_weights()
+    z0 = float(x[0].astype(np.float64) @ w[0][:, 0].astype(np.float64))
+    w[1][0] = np.float32(1e-7 - z0)
+    model.set_weights(w)
+    z = x.astype(np.float64) @ w[0].astype(np.float64) + w[1]
+    assert 0 < abs(z[0, 0]) < 1e-6  # the premise
+    assert fm.gradcheck(model, x, np.arange(5) % 2) < 1e-4
+
+
+def test_gradcheck_leaves_out_entries_whose_perturbations_straddle_a_hinge_margin(rng):
+    model = fm.MLP([3, 2], seed=2)  # no hidden layer: logits = x W + b
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    y = np.array([0, 1, 0, 1])
+    w = model.get_weights()
+    logits = x.astype(np.float64) @ w[0].astype(np.float64) + w[1]
+    # Row 0's margin for class 1, z_1 - z_0 + 1, moved to 1e-7 through b_1 - b_0.
+    w[1][1] = np.float32(w[1][1] - (logits[0, 1] - logits[0, 0] + 1.0) + 1e-7)
+    model.set_weights(w)
+    z = x.astype(np.float64) @ w[0].astype(np.float64) + w[1]
+    assert 0 < abs(z[0, 1] - z[0, 0] + 1.0) < 1e-6  # the premise
+    assert fm.gradcheck(model, x, y, "hinge") < 1e-4
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 @pytest.mark.parametrize("tensor", [0, 1, 3])
 def test_gradcheck_reports_a_non_finite_gradient_as_inf(rng, bad, tensor):
