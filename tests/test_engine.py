@@ -710,7 +710,8 @@ def test_core_network_refuses_counts_that_overflow(sizes, what):
 def test_a_forked_child_runs_on_one_thread_and_gives_the_same_results():
     # libgomp's threads do not survive fork: a child forked after the parent's first parallel
     # region waited forever in its own first one (multiprocessing's default start method on
-    # Linux). A subprocess with timeouts, so that a hang fails the test instead of pytest.
+    # Linux), and set_num_threads(2) in the child brought the hang back. A subprocess with
+    # timeouts, so that a hang fails the test instead of pytest.
     code = textwrap.dedent(
         """
         import os, sys
@@ -729,6 +730,13 @@ def test_a_forked_child_runs_on_one_thread_and_gives_the_same_results():
             ok = ok and np.array_equal(model.predict_proba(x), parent)
             model.train_step(x, y, optimizer=fm.optim.SGD(model, lr=0.1))
             ok = ok and np.array_equal(fm.ops.relu(x), np.maximum(x, 0))
+            try:  # more threads would hang in the next parallel region: refused, by name
+                fm.set_num_threads(2)
+                ok = False
+            except RuntimeError as exc:
+                ok = ok and str(exc).startswith("n: this process was forked")
+            fm.set_num_threads(1)
+            ok = ok and fm.get_num_threads() == 1
             os._exit(0 if ok else 3)
         _, status = os.waitpid(pid, 0)
         print("child", os.waitstatus_to_exitcode(status), "parent threads", fm.get_num_threads())

@@ -1,6 +1,7 @@
 #include "common/threading.h"
 
 #include <atomic>
+#include <stdexcept>
 
 #include "common/errors.h"
 
@@ -25,14 +26,18 @@ std::atomic<int> g_num_threads{initial_threads()};
 // The calling thread's cap (ScopedThreadLimit); a large value when none is live.
 thread_local int tl_thread_cap = 1 << 30;
 
+// Set in a process forked from this one (pthread_atfork), where more than one thread is refused.
+std::atomic<bool> g_forked_child{false};
+
 #if defined(_OPENMP) && (defined(__unix__) || defined(__APPLE__))
 // A child forked after the parent ran a parallel region inherits libgomp's thread-pool records
 // but not its threads: its first parallel region waited forever (multiprocessing's default "fork"
 // start method on Linux, a pool using a model built in the parent). The child runs fastmlp on its
-// calling thread; set_num_threads can raise the count again, which is safe only in a child forked
-// before the parent's first parallel region.
+// calling thread, and set_num_threads refuses more: whether the parent has run a parallel region
+// (its own, or PyTorch's through the same libgomp) cannot be known, and a wrong guess deadlocks.
 void one_thread_in_child() {
   g_num_threads.store(1, std::memory_order_relaxed);
+  g_forked_child.store(true, std::memory_order_relaxed);
 }
 const bool g_fork_handler_registered = pthread_atfork(nullptr, nullptr, one_thread_in_child) == 0;
 #endif
@@ -55,6 +60,14 @@ ScopedThreadLimit::~ScopedThreadLimit() {
 void set_num_threads(int n) {
   FASTMLP_CHECK(n >= 1 && n <= kMaxThreads, "n: expected a thread count from 1 to ", kMaxThreads,
                 ", got ", n);
+  if (n > 1 && g_forked_child.load(std::memory_order_relaxed)) {
+    throw std::runtime_error(detail::concat(
+        "n: this process was forked from one that had loaded fastmlp, and OpenMP's threads do not "
+        "survive a fork: ",
+        n,
+        " threads would wait for them forever. Start children that should run several threads "
+        "with multiprocessing's 'spawn' or 'forkserver' method."));
+  }
   g_num_threads.store(n, std::memory_order_relaxed);
 }
 

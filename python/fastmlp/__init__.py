@@ -50,10 +50,11 @@ def set_num_threads(n: int) -> None:
     """Set the number of threads every fastmlp CPU kernel uses (an int from 1 to 1024,
     ``fastmlp._core.MAX_THREADS``; process-wide). :func:`get_num_threads` returns it.
 
-    A process forked from one that has run fastmlp's threads (``multiprocessing``'s default
-    ``"fork"`` start method on Linux) starts with 1 thread: OpenMP's threads do not survive a fork,
-    and more than one would wait for them forever. Use the ``"spawn"`` or ``"forkserver"`` start
-    method for children that should use several threads."""
+    A process forked from one that has imported fastmlp (``multiprocessing``'s default
+    ``"fork"`` start method on Linux) runs on 1 thread, and asking for more there is a
+    ``RuntimeError``: OpenMP's threads do not survive a fork, and more than one would wait for them
+    forever. Use the ``"spawn"`` or ``"forkserver"`` start method for children that should use
+    several threads."""
     # Checked here: the binding would take True as 1 and answer 1.5 with pybind11's signature dump.
     _core.set_num_threads(_check_int(n, "n", 1, _core.MAX_THREADS))
 
