@@ -973,3 +973,164 @@ def test_a_second_thread_cannot_fit_a_model_being_fitted(circles):
             return self is other
 
     assert len(fm.Trainer(Unhashable([2, 4, 2], seed=0), epochs=1, verbose=0).fit(Xtr, ytr)) == 1
+
+
+# ---------------------------------------------------------------- checkpoints (state_dict)
+
+
+def _resumable_run(circles, schedule_factory, es_factory, checkpoint_after=None):
+    """A 6-epoch run (dropout on, so the model's random stream matters too); with
+    ``checkpoint_after``, a callback pickles model, optimizer and Trainer state after that epoch.
+    Returns (model, history, checkpoint)."""
+    import pickle
+
+    Xtr, ytr, Xv, yv = circles
+    model = _model(seed=3, dropout=0.1)
+    opt = fm.optim.Adam(model, lr=0.02)
+    saved = {}
+    trainer = None
+
+    def checkpoint(history, epoch):
+        if epoch == checkpoint_after:
+            saved["blob"] = pickle.dumps(
+                {"model": model, "opt": opt.state_dict(), "trainer": trainer.state_dict()}
+            )
+
+    trainer = fm.Trainer(
+        model,
+        opt,
+        batch_size=32,
+        epochs=6,
+        schedule=schedule_factory(),
+        early_stopping=es_factory(),
+        seed=7,
+        verbose=False,
+        callbacks=[checkpoint],
+    )
+    history = trainer.fit(Xtr, ytr, validation=(Xv, yv))
+    return model, history, saved.get("blob")
+
+
+def _resume(circles, blob, schedule_factory, es_factory):
+    import pickle
+
+    Xtr, ytr, Xv, yv = circles
+    ck = pickle.loads(blob)
+    model = ck["model"]
+    opt = fm.optim.Adam(model, lr=0.02)
+    # Restored first: the Trainer then sees the saved (scheduled) rate, not the base rate.
+    opt.load_state_dict(ck["opt"])
+    trainer = fm.Trainer(
+        model,
+        opt,
+        batch_size=32,
+        epochs=6,
+        schedule=schedule_factory(),
+        early_stopping=es_factory(),
+        seed=123,  # the saved Generator state replaces this one's
+        verbose=False,
+    )
+    trainer.load_state_dict(ck["trainer"])
+    return model, trainer, trainer.fit(Xtr, ytr, validation=(Xv, yv))
+
+
+@pytest.mark.parametrize(
+    ("schedule_factory", "es_factory"),
+    [
+        (lambda: None, lambda: None),
+        (lambda: fm.schedules.CosineAnnealingLR(T_max=6), lambda: None),
+        (
+            lambda: ReduceLROnPlateau(factor=0.5, patience=0, monitor="val_loss"),
+            lambda: fm.EarlyStopping(patience=4, restore_best=True),
+        ),
+    ],
+    ids=["constant", "cosine", "plateau+early-stopping"],
+)
+def test_a_run_resumed_from_a_checkpoint_takes_the_steps_of_the_uninterrupted_one(
+    circles, schedule_factory, es_factory
+):
+    # A user review found a resumed Trainer restarting the schedule at epoch 0 from the
+    # optimizer's decayed rate, and its shuffles from the seed: other rates, other weights.
+    full_model, full, blob = _resumable_run(circles, schedule_factory, es_factory, 2)
+    model, trainer, resumed = _resume(circles, blob, schedule_factory, es_factory)
+    assert resumed.epoch == full.epoch == list(range(6))
+    assert resumed.lr == full.lr
+    assert resumed.train_loss == full.train_loss and resumed.val_loss == full.val_loss
+    assert resumed.n_steps == full.n_steps == 6 * 6
+    assert resumed.restored_epoch == full.restored_epoch
+    for a, b in zip(model.get_weights(), full_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # The next fit is a new run of all its epochs, as without a checkpoint.
+    assert len(trainer.fit(circles[0], circles[1], validation=circles[2:])) == 6
+
+
+def test_trainer_state_dict_before_and_after_fit(circles):
+    trainer = fm.Trainer(_model(), epochs=2, verbose=False, seed=5)
+    fresh = trainer.state_dict()
+    assert fresh["epoch"] == 0 and fresh["history"] is None
+    assert fresh["rng"] == np.random.default_rng(5).bit_generator.state
+    trainer.fit(circles[0], circles[1])
+    done = trainer.state_dict()
+    assert done["epoch"] == 2 and len(done["history"]["train_loss"]) == 2
+    assert done["history"]["n_steps"] == 2 * 2  # 180 rows in batches of 128
+
+
+def test_trainer_load_state_dict_refuses_a_mismatch_and_changes_nothing(circles):
+    Xtr, ytr, Xv, yv = circles
+    saver = fm.Trainer(
+        _model(), epochs=3, schedule=ReduceLROnPlateau(patience=0), verbose=False, seed=1
+    )
+    saver.fit(Xtr, ytr, validation=(Xv, yv))
+    state = saver.state_dict()
+    sched = ReduceLROnPlateau(patience=0)
+    es = fm.EarlyStopping(patience=2)
+    target = fm.Trainer(_model(), epochs=3, schedule=sched, early_stopping=es, verbose=False)
+    before = (target.state_dict(), sched.state_dict())
+    with pytest.raises(ValueError, match=r"^early_stopping: the run was saved without"):
+        target.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"^state\['epoch'\]: the run was saved after 3 epochs"):
+        fm.Trainer(_model(), epochs=2, schedule=ReduceLROnPlateau(), verbose=False).load_state_dict(
+            state
+        )
+    with pytest.raises(ValueError, match=r"^schedule: the run was saved with a metric schedule"):
+        fm.Trainer(_model(), epochs=3, verbose=False).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"^state: expected a Trainer.state_dict\(\)"):
+        target.load_state_dict({"epoch": 1})
+    bad_rng = {**state, "rng": {"bit_generator": "MT19937"}}
+    with pytest.raises(ValueError, match=r"^state\['rng'\]"):
+        fm.Trainer(_model(), epochs=3, schedule=ReduceLROnPlateau(), verbose=False).load_state_dict(
+            bad_rng
+        )
+    # Early stopping's state refused after the schedule's was accepted: the schedule is put back.
+    es_state = {
+        **state,
+        "early_stopping": {"best": 0.0, "best_epoch": None, "wait": -1, "best_weights": None},
+    }
+    with pytest.raises(ValueError, match=r"^state\['wait'\]"):
+        target.load_state_dict(es_state)
+    assert (target.state_dict()["epoch"], sched.state_dict()) == (before[0]["epoch"], before[1])
+    assert target.state_dict()["rng"] == before[0]["rng"]
+
+
+def test_plateau_and_early_stopping_states_round_trip():
+    sched = ReduceLROnPlateau(patience=1)
+    sched.reset(0.1)
+    for metric in (1.0, 2.0, 3.0):
+        sched.step(metric)
+    other = ReduceLROnPlateau(patience=1)
+    other.load_state_dict(sched.state_dict())
+    assert [other.step(m) for m in (4.0, 5.0, 0.1)] == [sched.step(m) for m in (4.0, 5.0, 0.1)]
+    with pytest.raises(ValueError, match=r"^state\['best'\]: expected a number or \+-inf"):
+        other.load_state_dict({**sched.state_dict(), "best": float("nan")})
+
+    model = _model()
+    es = fm.EarlyStopping(patience=3)
+    es.update(0.5, 0, model)
+    es.update(0.7, 1, model)
+    copy = fm.EarlyStopping(patience=3)
+    copy.load_state_dict(es.state_dict())
+    assert (copy.best, copy.best_epoch, copy.wait) == (0.5, 0, 1)
+    for a, b in zip(copy.best_weights, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"^state: expected an EarlyStopping.state_dict\(\)"):
+        copy.load_state_dict({"best": 1.0})

@@ -32,6 +32,11 @@ resumed from ``model.save`` + ``opt.state_dict()`` takes exactly the steps it wo
     pickle.dump(opt.state_dict(), f); model.save("model.npz")          # save
     model = fm.load("model.npz"); opt = fm.optim.Adam(model, lr=1e-3)   # resume
     opt.load_state_dict(pickle.load(f))
+
+That is a loop of ``train_step`` calls. A :class:`fastmlp.Trainer` run also has an epoch count, a
+schedule, a shuffling Generator and early stopping: save :meth:`fastmlp.Trainer.state_dict`
+beside the two and give it back with ``load_state_dict`` (without it, a new Trainer would start
+its schedule and its shuffles over, from the optimizer's current rate).
 """
 
 from __future__ import annotations

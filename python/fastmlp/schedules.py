@@ -24,12 +24,12 @@ from __future__ import annotations
 import bisect
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Union
 
 import numpy as np
 
-from ._checks import check_int
+from ._checks import check_int, check_real
 
 __all__ = [
     "CosineAnnealingLR",
@@ -258,6 +258,29 @@ class ReduceLROnPlateau:
         self.best = math.inf if self.mode == "min" else -math.inf
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
+
+    _STATE_KEYS = ("lr", "best", "num_bad_epochs", "cooldown_counter")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the run stands (rate, best value, counters), to resume it with
+        :meth:`load_state_dict` (as PyTorch's); the settings are not included."""
+        return {k: getattr(self, k) for k in self._STATE_KEYS}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Put back a :meth:`state_dict`; ValueError naming what is missing or out of range,
+        with the schedule unchanged."""
+        if not isinstance(state, Mapping) or set(state) != set(self._STATE_KEYS):
+            raise ValueError(
+                f"state: expected a ReduceLROnPlateau.state_dict() with keys "
+                f"{', '.join(self._STATE_KEYS)}"
+            )
+        lr = None if state["lr"] is None else _finite(state["lr"], "state['lr']", lo=0.0)
+        best = check_real(state["best"], "state['best']", finite=False)
+        if math.isnan(best):
+            raise ValueError("state['best']: expected a number or +-inf, got nan")
+        bad = check_int(state["num_bad_epochs"], "state['num_bad_epochs']", 0)
+        cooldown = check_int(state["cooldown_counter"], "state['cooldown_counter']", 0)
+        self.lr, self.best, self.num_bad_epochs, self.cooldown_counter = lr, best, bad, cooldown
 
     def _is_better(self, a: float, best: float) -> bool:
         if self.mode == "min":

@@ -39,7 +39,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -239,6 +239,41 @@ class EarlyStopping:
         self.wait += 1
         return self.wait >= self.patience
 
+    def state_dict(self) -> dict[str, Any]:
+        """Where the run stands (best value and epoch, epochs without improvement, a copy of the
+        best weights), to resume it with :meth:`load_state_dict`; the settings are not included."""
+        weights = self.best_weights
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "best_weights": None if weights is None else [np.array(w, copy=True) for w in weights],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Put back a :meth:`state_dict`; ValueError naming what is wrong, with this object
+        unchanged."""
+        keys = ("best", "best_epoch", "wait", "best_weights")
+        if not isinstance(state, Mapping) or set(state) != set(keys):
+            raise ValueError(
+                f"state: expected an EarlyStopping.state_dict() with keys {', '.join(keys)}"
+            )
+        best = check_real(state["best"], "state['best']", finite=False)
+        if math.isnan(best):
+            raise ValueError("state['best']: expected a number or +-inf, got nan")
+        best_epoch = state["best_epoch"]
+        if best_epoch is not None:
+            best_epoch = check_int(best_epoch, "state['best_epoch']", 0)
+        wait = check_int(state["wait"], "state['wait']", 0)
+        weights = state["best_weights"]
+        if weights is not None:
+            if not isinstance(weights, (list, tuple)) or not all(
+                isinstance(w, np.ndarray) for w in weights
+            ):
+                raise ValueError("state['best_weights']: expected a list of arrays or None")
+            weights = [np.array(w, copy=True) for w in weights]
+        self.best, self.best_epoch, self.wait, self.best_weights = best, best_epoch, wait, weights
+
     def restore(self, model: Any) -> bool:
         """Put the best weights back into ``model``; True if it did."""
         if not self.restore_best or self.best_weights is None:
@@ -358,7 +393,8 @@ class Trainer:
     ``fit`` leaves the model in eval mode. Ctrl-C during ``fit`` stops it: the model keeps its
     last completed step, ``history.interrupted`` is True and the history is returned. A
     ``FloatingPointError`` from ``train_step`` (the model is unchanged) propagates, noting the
-    epoch and batch.
+    epoch and batch. :meth:`state_dict` and :meth:`load_state_dict` save a run at an epoch
+    boundary and resume it exactly (with the model and the optimizer's ``state_dict``).
     """
 
     def __init__(
@@ -428,6 +464,11 @@ class Trainer:
                     raise TypeError(f"early_stopping: restore_best needs model.{method}()")
         self.early_stopping = early_stopping
 
+        # Where the current (or last) run stands, for state_dict(): completed epochs, its history
+        # and the Generator after the last completed epoch; a loaded state, for the next fit().
+        self._epochs_done = 0
+        self._history: History | None = None
+        self._resume: dict[str, Any] | None = None
         self.seed = seed  # checked, and seeds the shuffling Generator (see the property)
         if verbose not in ("auto", True, False, 0, 1, 2):
             raise ValueError(f"verbose: expected 'auto', True, False, 0, 1 or 2, got {verbose!r}")
@@ -466,6 +507,128 @@ class Trainer:
         # fit() calls of one epoch each) continues its stream instead of repeating the first
         # call's shuffles, as PyTorch's DataLoader reshuffles on every pass.
         self._rng = np.random.default_rng(value)
+        self._rng_at_epoch_end = self._rng.bit_generator.state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the run stands after its last completed epoch, to resume it with
+        :meth:`load_state_dict`: the epochs done, the base rate, the shuffling Generator's state,
+        the state of a metric schedule (:class:`~fastmlp.schedules.ReduceLROnPlateau`) and of
+        early stopping, and the history so far (plain Python and NumPy values, for ``pickle``).
+
+        A checkpoint is exact at an epoch boundary: save it with the model and the optimizer
+        from a callback (or after ``fit`` returns), and a Trainer built with the same arguments,
+        given the three back, continues the run with the steps, rates and shuffles the
+        uninterrupted run would have taken::
+
+            def checkpoint(history, epoch):
+                pickle.dump({"trainer": trainer.state_dict(), "opt": opt.state_dict()}, f)
+                model.save("model.npz")
+
+            model = fm.load("model.npz"); opt = fm.optim.Adam(model, lr=1e-3)   # resume
+            trainer = fm.Trainer(model, opt, schedule=..., epochs=...)
+            opt.load_state_dict(ck["opt"]); trainer.load_state_dict(ck["trainer"])
+            history = trainer.fit(X, y)   # the remaining epochs; the history has them all
+
+        After Ctrl-C the model holds the steps of a partial epoch, which a resumed run does
+        again. A metric schedule without ``state_dict()`` cannot be saved (TypeError).
+        """
+        sched = self.schedule
+        sched_state = None
+        if sched is not None and not hasattr(sched, "lr_at"):
+            if not callable(getattr(sched, "state_dict", None)):
+                raise TypeError(
+                    f"schedule: {type(sched).__name__} has no state_dict(), so the run cannot "
+                    "be saved"
+                )
+            sched_state = sched.state_dict()
+        done = self._epochs_done
+        h = self._history
+        return {
+            "epoch": done,
+            "base_lr": self.base_lr,
+            "rng": self._rng_at_epoch_end,
+            "schedule": sched_state,
+            "early_stopping": None
+            if self.early_stopping is None
+            else self.early_stopping.state_dict(),
+            # The rows of the completed epochs (Ctrl-C can land after a row and before the count).
+            "history": None
+            if h is None
+            else {**{k: list(h[k][:done]) for k in History.KEYS}, "n_steps": h.n_steps},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Put back a :meth:`state_dict`, so that the next :meth:`fit` continues that run from
+        its next epoch up to ``epochs`` (the one after starts a new run, as usual). The Trainer
+        must have been built like the one that saved it (its schedule and early stopping of the
+        same kinds, at least as many epochs). ValueError naming what does not fit, with the
+        Trainer unchanged."""
+        keys = ("epoch", "base_lr", "rng", "schedule", "early_stopping", "history")
+        if not isinstance(state, Mapping) or set(state) != set(keys):
+            raise ValueError(f"state: expected a Trainer.state_dict() with keys {', '.join(keys)}")
+        epoch = check_int(state["epoch"], "state['epoch']", 0)
+        if epoch > self.epochs:
+            raise ValueError(
+                f"state['epoch']: the run was saved after {epoch} epochs, more than this "
+                f"Trainer's epochs={self.epochs}"
+            )
+        try:
+            base_lr = check_lr(state["base_lr"])
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"state['base_lr']: {exc}") from None
+        rng = np.random.default_rng()
+        try:
+            rng.bit_generator.state = state["rng"]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"state['rng']: not a PCG64 Generator state ({exc})") from None
+        history = state["history"]
+        if history is not None:
+            lists = {
+                k: history.get(k) if isinstance(history, Mapping) else None for k in History.KEYS
+            }
+            if not all(isinstance(v, list) and len(v) == epoch for v in lists.values()):
+                raise ValueError(
+                    f"state['history']: expected the lists {', '.join(History.KEYS)} of "
+                    f"{epoch} entries each, and n_steps"
+                )
+            n_steps = check_int(history.get("n_steps"), "state['history']['n_steps']", 0)
+        elif epoch > 0:
+            raise ValueError(f"state['history']: expected the history of {epoch} epochs, got None")
+        sched = self.schedule
+        plateau = sched is not None and not hasattr(sched, "lr_at")
+        for who, mine, saved in (
+            ("schedule", plateau, state["schedule"]),
+            ("early_stopping", self.early_stopping is not None, state["early_stopping"]),
+        ):
+            if mine != (saved is not None):
+                raise ValueError(
+                    f"{who}: the run was saved {'with' if saved is not None else 'without'} "
+                    f"{'a metric schedule' if who == 'schedule' else 'early stopping'}, and this "
+                    "Trainer has " + ("one" if mine else "none")
+                )
+        # Each object checks its own state before changing anything; the schedule's is put back
+        # if early stopping's is refused, so that a refusal leaves the Trainer as it was.
+        old_sched = sched.state_dict() if plateau else None
+        if plateau:
+            sched.load_state_dict(state["schedule"])
+        if self.early_stopping is not None:
+            try:
+                self.early_stopping.load_state_dict(state["early_stopping"])
+            except BaseException:
+                if plateau:
+                    sched.load_state_dict(old_sched)
+                raise
+        self.base_lr = base_lr
+        self._rng = rng
+        self._rng_at_epoch_end = rng.bit_generator.state
+        self._epochs_done = epoch
+        restored = History()
+        if history is not None:
+            for k in History.KEYS:
+                restored[k].extend(lists[k])
+            restored.n_steps = n_steps
+        self._history = restored
+        self._resume = {"epoch": epoch, "history": restored}
 
     def __repr__(self) -> str:
         return (
@@ -588,17 +751,29 @@ class Trainer:
             monitor=monitor, mode=self.early_stopping.mode if self.early_stopping else None
         )
         es = self.early_stopping
-        if es is not None:
-            es.reset()
-        if plateau is not None:
-            plateau.reset(self.base_lr)
-            opt.lr = self.base_lr
+        # A run put back by load_state_dict goes on from its next epoch, with its history and
+        # the states of early stopping and the metric schedule as they were saved.
+        resume, self._resume = self._resume, None
+        first_epoch = 0 if resume is None else resume["epoch"]
+        if resume is not None:
+            for k in History.KEYS:
+                history[k].extend(resume["history"][k])
+            history.n_steps = resume["history"].n_steps
+        else:
+            if es is not None:
+                es.reset()
+            if plateau is not None:
+                plateau.reset(self.base_lr)
+                opt.lr = self.base_lr
+        self._history = history
+        self._epochs_done = first_epoch
+        self._rng_at_epoch_end = rng.bit_generator.state
         lines, tqdm = self._progress()
         write = tqdm.write if tqdm is not None else print
         bar = None
 
         try:
-            for epoch in range(self.epochs):
+            for epoch in range(first_epoch, self.epochs):
                 if rates is not None:
                     opt.lr = rates[epoch]
                 lr = float(opt.lr)
@@ -670,6 +845,8 @@ class Trainer:
                 history.val_accuracy.append(_opt_float(val_eval.get("accuracy")))
                 history.lr.append(lr)
                 history.time.append(time.perf_counter() - t0)
+                self._epochs_done = epoch + 1
+                self._rng_at_epoch_end = rng.bit_generator.state
                 if lines:
                     write(self._line(history))
 
@@ -699,7 +876,9 @@ class Trainer:
             history.interrupted = True
             # Ctrl-C lands between C++ steps (a step runs with the GIL released and completes), but
             # it may land after a step returned and before the count above: ask the optimizer.
-            history.n_steps = opt.step_count - steps_before
+            history.n_steps = (
+                opt.step_count - steps_before + (0 if resume is None else resume["history"].n_steps)
+            )
             history._truncate()
             if bar is not None:
                 bar.close()
