@@ -6,6 +6,7 @@ Model doubles here are subclasses of ``fastmlp.MLP`` that record what the Traine
 
 from __future__ import annotations
 
+import pickle
 import sys
 
 import numpy as np
@@ -978,17 +979,29 @@ def test_a_second_thread_cannot_fit_a_model_being_fitted(circles):
 # ---------------------------------------------------------------- checkpoints (state_dict)
 
 
-def _resumable_run(circles, schedule_factory, es_factory, checkpoint_after=None):
-    """A 6-epoch run (dropout on, so the model's random stream matters too); with
-    ``checkpoint_after``, a callback pickles model, optimizer and Trainer state after that epoch.
-    Returns (model, history, checkpoint)."""
-    import pickle
+def _run_trainer(model, opt, schedule_factory, es_factory, seed, callbacks=()):
+    """The Trainer of the checkpoint tests: 6 epochs of batches of 32."""
+    return fm.Trainer(
+        model,
+        opt,
+        batch_size=32,
+        epochs=6,
+        schedule=schedule_factory(),
+        early_stopping=es_factory(),
+        seed=seed,
+        verbose=False,
+        callbacks=list(callbacks),
+    )
 
+
+def _resumable_run(circles, schedule_factory, es_factory, checkpoint_after):
+    """A 6-epoch run (dropout on, so the model's random stream matters too) whose callback
+    pickles model, optimizer and Trainer state after epoch ``checkpoint_after``.
+    Returns (model, history, checkpoint)."""
     Xtr, ytr, Xv, yv = circles
     model = _model(seed=3, dropout=0.1)
     opt = fm.optim.Adam(model, lr=0.02)
     saved = {}
-    trainer = None
 
     def checkpoint(history, epoch):
         if epoch == checkpoint_after:
@@ -996,40 +1009,20 @@ def _resumable_run(circles, schedule_factory, es_factory, checkpoint_after=None)
                 {"model": model, "opt": opt.state_dict(), "trainer": trainer.state_dict()}
             )
 
-    trainer = fm.Trainer(
-        model,
-        opt,
-        batch_size=32,
-        epochs=6,
-        schedule=schedule_factory(),
-        early_stopping=es_factory(),
-        seed=7,
-        verbose=False,
-        callbacks=[checkpoint],
-    )
+    trainer = _run_trainer(model, opt, schedule_factory, es_factory, 7, [checkpoint])
     history = trainer.fit(Xtr, ytr, validation=(Xv, yv))
-    return model, history, saved.get("blob")
+    return model, history, saved["blob"]
 
 
 def _resume(circles, blob, schedule_factory, es_factory):
-    import pickle
-
     Xtr, ytr, Xv, yv = circles
     ck = pickle.loads(blob)
     model = ck["model"]
     opt = fm.optim.Adam(model, lr=0.02)
     # Restored first: the Trainer then sees the saved (scheduled) rate, not the base rate.
     opt.load_state_dict(ck["opt"])
-    trainer = fm.Trainer(
-        model,
-        opt,
-        batch_size=32,
-        epochs=6,
-        schedule=schedule_factory(),
-        early_stopping=es_factory(),
-        seed=123,  # the saved Generator state replaces this one's
-        verbose=False,
-    )
+    # seed=123: the saved Generator state replaces this one's.
+    trainer = _run_trainer(model, opt, schedule_factory, es_factory, 123)
     trainer.load_state_dict(ck["trainer"])
     return model, trainer, trainer.fit(Xtr, ytr, validation=(Xv, yv))
 
