@@ -9,6 +9,12 @@ Conversion policy (documented in :mod:`fastmlp.ops`):
   float32, C-contiguous and writable: converting them would silently drop the update.
 * Class labels may be any integer dtype and are converted to int64; floats, bools and
   out-of-range values are refused.
+* Read-only array inputs may be NumPy arrays, lists, tuples or any object implementing the NumPy
+  array protocol (``__array__``, ``__array_interface__``, ``__array_struct__``: a pandas
+  DataFrame, a CPU ``torch.Tensor``), converted as ``np.asarray`` converts them and then checked
+  as an array would be (:func:`as_host_array`). A :class:`fastmlp.cuda.DeviceArray` is refused
+  where a host array is read: it would need a device-to-host copy, which it never makes
+  implicitly.
 * Everything else (ints or bools where floats are expected, complex, object arrays, masked
   arrays, whose mask a conversion would drop) is refused.
 
@@ -57,6 +63,45 @@ def check_not_masked(x: object, name: str) -> None:
         )
 
 
+def _implements_array_protocol(x: object) -> bool:
+    return (
+        hasattr(x, "__array__")
+        or hasattr(x, "__array_interface__")
+        or hasattr(x, "__array_struct__")
+    )
+
+
+def as_host_array(x: object, name: str, *, scalars: bool = False) -> np.ndarray:
+    """``x`` as a NumPy array in host memory, its dtype unchanged (the callers check it): an
+    ndarray as is; a list, a tuple, a scalar (with ``scalars``) or an object implementing the
+    NumPy array protocol (a pandas DataFrame, a CPU ``torch.Tensor``) converted as ``np.asarray``
+    converts labels. ``TypeError`` naming ``name`` for anything else, a masked array or a
+    :class:`fastmlp.cuda.DeviceArray`; a failed conversion (a CUDA tensor, a ragged list) keeps
+    its exception type (``TypeError``, ``ValueError`` or ``RuntimeError``), its message prefixed
+    with ``name``."""
+    check_not_masked(x, name)
+    if isinstance(x, np.ndarray):
+        return x
+    if not (isinstance(x, (list, tuple)) or (scalars and np.isscalar(x))):
+        # Imported here: fastmlp.cuda imports this module. A DeviceArray implements __array__
+        # only to refuse (no hidden device-to-host copy), with an error naming no argument.
+        from .cuda import DeviceArray
+
+        if isinstance(x, DeviceArray) or not _implements_array_protocol(x):
+            raise TypeError(f"{name}: expected a NumPy array, got {type(x).__name__}")
+    try:
+        # asanyarray: an __array__ returning a masked array would lose its mask to asarray
+        # before check_not_masked could see it.
+        a = np.asanyarray(x)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        # A CUDA tensor's "use .cpu()", a tensor needing .detach(), a ragged list: the messages
+        # name no argument. Re-raised as the base class it is, so callers see the usual types.
+        kind = next(k for k in (TypeError, ValueError, RuntimeError) if isinstance(exc, k))
+        raise kind(f"{name}: cannot convert {type(x).__name__} to a NumPy array: {exc}") from exc
+    check_not_masked(a, name)
+    return a
+
+
 def as_float_input(x: object, name: str, ndim: int | None = None) -> np.ndarray:
     """Return ``x`` as a C-contiguous float32 array, checking its dtype kind and ``ndim``."""
     if (
@@ -66,12 +111,7 @@ def as_float_input(x: object, name: str, ndim: int | None = None) -> np.ndarray:
         and (ndim is None or x.ndim == ndim)
     ):
         return x  # already what is asked for (the common case, checked first for speed)
-    check_not_masked(x, name)
-    if not isinstance(x, np.ndarray):
-        if isinstance(x, (list, tuple)) or np.isscalar(x):
-            x = np.asarray(x)
-        else:
-            raise TypeError(f"{name}: expected a NumPy array, got {type(x).__name__}")
+    x = as_host_array(x, name, scalars=True)
     if x.dtype.kind not in _FLOAT_KINDS:
         raise TypeError(f"{name}: expected a floating-point array, got dtype {x.dtype}")
     if ndim is not None and x.ndim != ndim:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import _shape_str, check_bool, check_int, check_real
+from ._checks import _shape_str, as_host_array, check_bool, check_int, check_real
 
 __all__ = [
     "Standardizer",
@@ -295,11 +295,9 @@ def train_val_test_split(
 def _as_float64(X: object, name: str) -> np.ndarray:
     """``X`` as a 2-D float64 array: float input of any precision keeps it (a float32 round
     first would lose what float64 data carries, e.g. a spread of 0.01 around 1e6), and integer
-    input (raw pixel counts) is taken as scikit-learn's StandardScaler takes it."""
-    if not isinstance(X, np.ndarray):
-        if not isinstance(X, (list, tuple)):
-            raise TypeError(f"{name}: expected a NumPy array, got {type(X).__name__}")
-        X = np.asarray(X)
+    input (raw pixel counts) is taken as scikit-learn's StandardScaler takes it. Array-likes (a
+    pandas DataFrame) are converted as features are everywhere (:func:`as_host_array`)."""
+    X = as_host_array(X, name)
     if X.dtype.kind not in "fiu":
         raise TypeError(f"{name}: expected a floating-point or integer array, got dtype {X.dtype}")
     if X.ndim != 2:

@@ -5,8 +5,10 @@ GIL) and has a plain NumPy twin of the same name in :mod:`fastmlp.reference`.
 
 Input conversion: read-only float inputs may be any floating dtype and layout and are converted to
 C-contiguous float32; arrays updated in place (parameters, optimizer state) must already be
-float32, C-contiguous and writable; labels may be any integer dtype. Anything else raises
-``TypeError`` or ``ValueError`` naming the argument. See :mod:`fastmlp._checks`.
+float32, C-contiguous and writable; labels may be any integer dtype. Read-only inputs may also be
+lists or array-likes implementing NumPy's array protocol (a pandas DataFrame, a CPU
+``torch.Tensor``), converted as ``np.asarray`` converts them. Anything else raises ``TypeError``
+or ``ValueError`` naming the argument. See :mod:`fastmlp._checks`.
 """
 
 from __future__ import annotations
