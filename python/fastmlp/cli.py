@@ -47,6 +47,22 @@ DATA_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 TOY_SAMPLES = 2000
 VAL_FRACTION = TEST_FRACTION = 0.15  # of the toy sets and digits (MNIST has its own test files)
+MNIST_VAL_FRACTION = 0.1  # of MNIST's training files
+MNIST_CLASSES = 10  # MNIST, Fashion-MNIST and KMNIST: labels 0..9
+# What fastmlp.data's loaders divide the raw pixels by: load_digits the counts 0..16 by 16,
+# load_mnist the bytes 0..255 by 255 (their docstrings and code, python/fastmlp/data.py). They
+# return no raw pixels, so --save folds this division into the saved model's first layer along
+# with the standardisation (raw_input_model); tests/test_cli.py checks the factors against the
+# loaders, so a change there fails a test instead of silently skewing saved models.
+PIXEL_DIVISORS = {"digits": 16.0, "mnist": 255.0}
+# The input a model written by --save takes: the features as the data come, per data set.
+SAVED_INPUTS = {
+    "generated": "the generated points, as fastmlp.data.make_circles etc. return them",
+    "digits": "the 64 pixel counts 0-16, as sklearn.datasets.load_digits().data holds them "
+    "(not fastmlp.data.load_digits's, divided by 16)",
+    "mnist": "the pixel bytes 0-255, as the IDX files hold them, one image a row (784 for "
+    "MNIST; not fastmlp.data.load_mnist's, divided by 255)",
+}
 
 
 class CLIError(Exception):
@@ -253,8 +269,24 @@ def parse_schedule(text: str, epochs: int) -> Any:
 # ----------------------------------------------------------------------------------------------
 
 
+def _check_mnist_labels(y: np.ndarray, kind: str) -> None:
+    """The labels of ``--data mnist`` against 0..9, in the command line's terms: load_mnist's own
+    check suggests its ``num_classes=`` argument, which this command has no option for."""
+    bad = np.flatnonzero((y < 0) | (y >= MNIST_CLASSES))
+    if bad.size:
+        files = "train" if kind == "train" else "test (t10k)"
+        raise CLIError(
+            f"--data-dir: {files} label {y[bad[0]]} at index {bad[0]} is outside 0..9 "
+            f"({bad.size} such labels); --data mnist takes data sets of {MNIST_CLASSES} classes "
+            "labelled 0..9 (MNIST, Fashion-MNIST, KMNIST)"
+        )
+
+
 def load_data(args: argparse.Namespace) -> dict[str, Any]:
-    """Return ``{"train": (X, y), "val": (X, y) | None, "test": (X, y), "scaler", "classes"}``."""
+    """Return ``{"train": (X, y), "val": (X, y) | None, "test": (X, y), "scaler", "classes",
+    "pixel_divisor"}``: ``X`` as the model trains on it, the loader's pixel scaling (what it
+    divided the raw pixels by, ``PIXEL_DIVISORS``; 1 for generated data) then ``scaler`` (None
+    for MNIST) applied."""
     from . import data
 
     name = args.data
@@ -262,17 +294,28 @@ def load_data(args: argparse.Namespace) -> dict[str, Any]:
     if name == "mnist":
         if args.data_dir is None:
             raise CLIError("--data-dir: --data mnist needs the folder holding the MNIST IDX files")
-        Xtr, ytr = data.load_mnist(args.data_dir, "train")
-        Xte, yte = data.load_mnist(args.data_dir, "test")
+        Xtr, ytr = data.load_mnist(args.data_dir, "train", num_classes=None)
+        _check_mnist_labels(ytr, "train")
+        Xte, yte = data.load_mnist(args.data_dir, "test", num_classes=None)
+        _check_mnist_labels(yte, "test")
         if Xte.shape[1] != Xtr.shape[1]:  # found here, not after the model has trained
             raise CLIError(
                 f"--data-dir: the train images have {Xtr.shape[1]} pixels each and the test "
                 f"(t10k) images {Xte.shape[1]}; both sets must have images of one size"
             )
         # 10% of the training files as validation; the test files stay untouched.
-        (Xtr, ytr), (Xv, yv), _ = data.train_val_test_split(
-            Xtr, ytr, val=0.1, test=0.0, seed=args.seed
-        )
+        try:
+            (Xtr, ytr), (Xv, yv), _ = data.train_val_test_split(
+                Xtr, ytr, val=MNIST_VAL_FRACTION, test=0.0, seed=args.seed
+            )
+        except ValueError:
+            # The split's message names its val= argument, which no option sets: the fraction
+            # is fixed, so the data set is what is too small.
+            raise CLIError(
+                f"--data-dir: the training files in {args.data_dir} hold {len(ytr)} images, too "
+                f"few for --data mnist's validation set ({100 * MNIST_VAL_FRACTION:g}% of them, "
+                "at least one image, with at least one left to train on)"
+            ) from None
     else:
         if name == "digits":
             X, y = data.load_digits()
@@ -310,26 +353,50 @@ def load_data(args: argparse.Namespace) -> dict[str, Any]:
         "test": (Xte, yte),
         "scaler": scaler,
         "classes": classes,
+        "pixel_divisor": PIXEL_DIVISORS.get(name, 1.0),
     }
 
 
-def raw_input_model(model: Any, scaler: Any) -> Any:
-    """A copy of ``model`` that takes the raw features: the standardisation
-    ``(x - mean) / scale`` that ``load_data`` applied is folded into the first layer,
-    ``W' = W / scale[:, None]`` and ``b' = b - (mean / scale) @ W`` (in float64), so that
-    ``raw_input_model(model, scaler).forward(x)`` equals ``model.forward(scaler.transform(x))``
-    to float32 rounding. ``--save`` writes this copy: a user who loads the file predicts on
-    their own data, not on data standardised with statistics the file would not hold."""
+def raw_input_model(model: Any, scaler: Any | None, pixel_divisor: float = 1.0) -> Any:
+    """A copy of ``model`` that takes the raw features: the loader's pixel scaling
+    ``x = r / pixel_divisor`` and the standardisation ``z = (x - mean) / scale`` that
+    ``load_data`` applied (``scaler`` None: none) are folded into the first layer. With
+    ``s = pixel_divisor * scale``, ``W' = W / s[:, None]`` and ``b' = b - (mean / scale) @ W``
+    (in float64), so that ``raw_input_model(model, scaler, d).forward(r)`` equals
+    ``model.forward(scaler.transform(r / d))`` to float32 rounding. ``--save`` writes this copy:
+    a user who loads the file predicts on their own data, not on data scaled with factors and
+    statistics the file would not hold."""
     import copy
 
     folded = copy.deepcopy(model)
     weights = folded.get_weights()
     w, b = weights[0].astype(np.float64), weights[1].astype(np.float64)
-    inverse = 1.0 / np.asarray(scaler.scale_, np.float64)
+    mean = 0.0 if scaler is None else np.asarray(scaler.mean_, np.float64)
+    scale = 1.0 if scaler is None else np.asarray(scaler.scale_, np.float64)
+    # Broadcast to one entry per input: without a scaler (MNIST) mean and scale are scalars.
+    inverse = np.broadcast_to(1.0 / (float(pixel_divisor) * scale), (w.shape[0],))
     weights[0] = w * inverse[:, None]
-    weights[1] = b - (np.asarray(scaler.mean_, np.float64) * inverse) @ w
+    weights[1] = b - np.broadcast_to(mean / scale, (w.shape[0],)) @ w
     folded.set_weights(weights)
     return folded
+
+
+def _saved_model_note(args: argparse.Namespace, classes: int) -> str:
+    """What the ``--save`` line tells about the model written: the input it takes and, for the
+    losses whose ``predict`` gives no class labels, how to get them."""
+    if args.data == "digits":
+        note = "it takes raw pixel counts 0-16: the /16 scaling and the standardisation are in it"
+    elif args.data == "mnist":
+        note = "it takes raw pixel bytes 0-255: the /255 scaling is in it"
+    else:
+        note = "it takes raw features: the standardisation is in it"
+    outputs = {"mse": "its outputs", "bce": "0/1 per output (logit > 0)"}.get(args.loss)
+    if outputs is not None:
+        note += (
+            f"; its predict gives {outputs}, an (n, {classes}) matrix: "
+            "forward(X).argmax(axis=1) gives the class labels"
+        )
+    return note
 
 
 def _targets(y: np.ndarray, loss: str, classes: int) -> np.ndarray:
@@ -525,11 +592,9 @@ def _train(args: argparse.Namespace) -> int:
         f"{len(history)} epochs in {elapsed:.2f}s{how}"
     )
     if save_path:
-        scaler = ds["scaler"]
-        (model if scaler is None else raw_input_model(model, scaler)).save(save_path)
+        raw_input_model(model, ds["scaler"], ds["pixel_divisor"]).save(save_path)
         if not args.quiet:
-            raw = "" if scaler is None else " (it takes raw features: the standardisation is in it)"
-            print(f"saved the model to {save_path}{raw}")
+            print(f"saved the model to {save_path} ({_saved_model_note(args, classes)})")
     if plot_path:
         title = f"{args.data}: test class accuracy {100 * acc:.2f}%"
         save_plot(plot_path, history, model, ds, title, accuracy_label)
@@ -768,7 +833,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--save",
         metavar="PATH",
         help="save the trained model to a file (.npz added if missing; fastmlp.load reads it). "
-        "The features' standardisation is folded into its first layer: it takes raw features",
+        "The command's scaling is folded into its first layer, so it takes the features as the "
+        f"data come: for circles, moons, spirals and xor {SAVED_INPUTS['generated']}; for digits "
+        f"{SAVED_INPUTS['digits']}; for mnist {SAVED_INPUTS['mnist']}. Its predict(X) gives "
+        "class labels with --loss cross_entropy or hinge; with mse the (n, classes) outputs and "
+        "with bce a 0/1 (n, classes) matrix (logit > 0), for which forward(X).argmax(axis=1) "
+        "gives the labels (as it does for every loss, and as the command's accuracy counts)",
     )
     t.add_argument(
         "--plot",
@@ -841,13 +911,27 @@ _USER_ERRORS = (
 )
 
 
+# Library arguments that an option of another name sets: set_num_threads(n) (--threads),
+# load_mnist(path) (--data-dir), MLP(layer_sizes) (--hidden, with the input and output sizes).
+# Each is said as its option only where the user gave that option: a layer_sizes error with the
+# default --hidden comes from the data's width, which --hidden would not fix.
+_ARGUMENT_OPTIONS = {"n": "threads", "path": "data_dir", "layer_sizes": "hidden"}
+
+
 def _name_option(message: str, args: argparse.Namespace) -> str:
     """``message`` with a leading library argument name that is also an option of this command
     (``dropout: ...``, ``n_samples: ...``) replaced by the option (``--dropout: ...``,
-    ``--n-samples: ...``), the name the user typed. Only an exact ``name: `` prefix is replaced;
-    every option of this CLI is spelled ``--`` and its dest, ``_`` written ``-``."""
+    ``--n-samples: ...``), the name the user typed; the names in ``_ARGUMENT_OPTIONS``
+    (``n: ...``) become the option given for them (``--threads: ...``). Only an exact
+    ``name: `` prefix is replaced; every option of this CLI is spelled ``--`` and its dest,
+    ``_`` written ``-``."""
     name, sep, rest = message.partition(": ")
-    if sep and name.isidentifier() and name not in ("command", "func") and name in vars(args):
+    if not sep or not name.isidentifier() or name in ("command", "func"):
+        return message
+    dest = _ARGUMENT_OPTIONS.get(name)
+    if dest is not None and getattr(args, dest, None) is not None:
+        return f"--{dest.replace('_', '-')}: {rest}"
+    if name in vars(args):
         return f"--{name.replace('_', '-')}: {rest}"
     return message
 
