@@ -1105,6 +1105,24 @@ def test_trainer_load_state_dict_refuses_a_mismatch_and_changes_nothing(circles)
     assert target.state_dict()["rng"] == before[0]["rng"]
 
 
+def test_a_metric_schedule_without_state_methods_cannot_be_saved_or_restored(circles):
+    class Halving:  # a metric schedule by the Trainer's protocol: reset(lr), step(metric)
+        def reset(self, lr):
+            self.lr = lr
+
+        def step(self, metric):
+            self.lr /= 2
+            return self.lr
+
+    trainer = fm.Trainer(_model(), epochs=1, schedule=Halving(), verbose=False)
+    with pytest.raises(TypeError, match=r"^schedule: Halving has no state_dict\(\)"):
+        trainer.state_dict()
+    saver = fm.Trainer(_model(), epochs=1, schedule=ReduceLROnPlateau(), verbose=False)
+    saver.fit(circles[0], circles[1], validation=circles[2:])
+    with pytest.raises(TypeError, match=r"^schedule: Halving has no state_dict\(\)/load_state"):
+        trainer.load_state_dict(saver.state_dict())
+
+
 def test_plateau_and_early_stopping_states_round_trip():
     sched = ReduceLROnPlateau(patience=1)
     sched.reset(0.1)

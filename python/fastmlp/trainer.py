@@ -606,6 +606,14 @@ class Trainer:
                     f"{'a metric schedule' if who == 'schedule' else 'early stopping'}, and this "
                     "Trainer has " + ("one" if mine else "none")
                 )
+        if plateau and not (
+            callable(getattr(sched, "state_dict", None))
+            and callable(getattr(sched, "load_state_dict", None))
+        ):
+            raise TypeError(
+                f"schedule: {type(sched).__name__} has no state_dict()/load_state_dict(), so "
+                "a saved run cannot be put back into it"
+            )
         # Each object checks its own state before changing anything; the schedule's is put back
         # if early stopping's is refused, so that a refusal leaves the Trainer as it was.
         old_sched = sched.state_dict() if plateau else None
