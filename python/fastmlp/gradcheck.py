@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 
 from ._checks import check_int, check_real
-from .reference.activations import activation_derivative
 from .reference.network import ReferenceMLP, loss_and_dlogits
 
 __all__ = ["gradcheck"]
@@ -142,28 +141,7 @@ def _term_magnitudes(
     ref: ReferenceMLP, params: list, x: np.ndarray, y: np.ndarray, kind: str, smoothing: float
 ) -> list[np.ndarray]:
     """For every gradient entry, the sum of the magnitudes of the terms backpropagation adds up
-    to form it: the backward pass of ReferenceMLP.backward with every factor replaced by its
-    absolute value (dlogits, the activations h, the weights W, f'(z), min(z, 0))."""
+    to form it (ReferenceMLP.backward on absolute values)."""
     logits, cache = ref.forward(params, x)
     _, dlogits = loss_and_dlogits(logits, y, kind, smoothing)
-    n_layers = ref.num_layers
-    w_terms: list = [None] * n_layers
-    b_terms: list = [None] * n_layers
-    slope_terms: dict[int, np.ndarray] = {}
-    d = np.abs(dlogits)
-    for l in reversed(range(n_layers)):
-        w_terms[l] = np.abs(cache["h"][l]).T @ d
-        b_terms[l] = d.sum(axis=0)
-        if l == 0:
-            break
-        da = d @ np.abs(cache["ws"][l]).T
-        z = cache["z"][l - 1]
-        name, alpha = ref.activations[l - 1], cache["alphas"][l - 1]
-        if name == "prelu":
-            slope_terms[l - 1] = np.array([(da * np.abs(np.minimum(z, 0.0))).sum()])
-        d = da * np.abs(activation_derivative(z, name, alpha))
-    terms: list[np.ndarray] = []
-    for l in range(n_layers):
-        terms += [w_terms[l], b_terms[l]]
-    terms += [slope_terms[l] for l, name in enumerate(ref.activations) if name == "prelu"]
-    return terms
+    return ref.backward(cache, dlogits, magnitudes=True)

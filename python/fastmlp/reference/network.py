@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .activations import activation, activation_backward
+from .activations import activation, activation_backward, activation_derivative
 from .losses import bce_with_logits, mse_loss, multiclass_hinge_loss, softmax_cross_entropy
 
 __all__ = ["LOSSES", "ReferenceMLP", "loss_and_dlogits"]
@@ -117,26 +117,37 @@ class ReferenceMLP:
             cache["h"].append(h)
         raise AssertionError("unreachable")
 
-    def backward(self, cache: dict, dlogits: np.ndarray) -> list[np.ndarray]:
-        """Gradients of the loss, in the parameter-list order, given ``dloss/dlogits``."""
+    def backward(
+        self, cache: dict, dlogits: np.ndarray, magnitudes: bool = False
+    ) -> list[np.ndarray]:
+        """Gradients of the loss, in the parameter-list order, given ``dloss/dlogits``.
+
+        ``magnitudes=True`` runs the same pass on absolute values (``|dlogits|``, ``|h|``,
+        ``|W|``, ``|f'(z)|``, ``|min(z, 0)|``): each entry is then the sum of the magnitudes of
+        the terms its gradient adds up, the scale float32 rounding is relative to
+        (:func:`fastmlp.gradcheck`)."""
+        mag = np.abs if magnitudes else (lambda a: a)
         grads_w: list = [None] * self.num_layers
         grads_b: list = [None] * self.num_layers
         slope_grads: dict[int, np.ndarray] = {}
-        dz = np.asarray(dlogits, dtype=np.float64)
+        dz = mag(np.asarray(dlogits, dtype=np.float64))
         for l in reversed(range(self.num_layers)):
-            grads_w[l] = cache["h"][l].T @ dz
+            grads_w[l] = mag(cache["h"][l]).T @ dz
             grads_b[l] = dz.sum(axis=0)
             if l == 0:
                 break
-            da = dz @ cache["ws"][l].T  # dH_{l-1}
+            da = dz @ mag(cache["ws"][l]).T  # dH_{l-1}
             mask = cache["masks"][l - 1]
             if mask is not None:
                 da = da * mask
             z = cache["z"][l - 1]
-            name = self.activations[l - 1]
+            name, alpha = self.activations[l - 1], cache["alphas"][l - 1]
             if name == "prelu":
-                slope_grads[l - 1] = np.array([(da * np.minimum(z, 0.0)).sum()])
-            dz = activation_backward(z, None, da, name, cache["alphas"][l - 1])
+                slope_grads[l - 1] = np.array([(da * mag(np.minimum(z, 0.0))).sum()])
+            if magnitudes:
+                dz = da * np.abs(activation_derivative(z, name, alpha))
+            else:
+                dz = activation_backward(z, None, da, name, alpha)
         grads: list[np.ndarray] = []
         for l in range(self.num_layers):
             grads += [grads_w[l], grads_b[l]]
