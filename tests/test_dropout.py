@@ -302,3 +302,22 @@ def test_input_beyond_float32_is_named() -> None:
         ops.dropout(x, 0.5, seed=1)
     with pytest.raises(ValueError, match=r"^dy: -1e\+39 at \[5\] is too large for float32"):
         ops.dropout_backward(x, 0.5, seed=1)
+
+
+def test_an_element_whose_uniform_equals_p_is_kept() -> None:
+    """An element is kept iff its uniform u >= p: with p set to element k's own uniform (a
+    multiple of 2^-24, exact in float32 and float64), element k is kept, as in the reference."""
+    from fastmlp.reference.dropout import _uniforms
+
+    u = _uniforms(64, 5, 0)
+    x = np.ones(64, np.float32)
+    ks = np.flatnonzero((u > 0.05) & (u < 0.95))[:8]
+    assert len(ks) == 8
+    for k in ks:
+        p = float(u[k])
+        y = ops.dropout(x, p, seed=5)
+        assert y[k] != 0.0, (k, p)
+        np.testing.assert_array_equal(y, ref.dropout(x, p, seed=5))
+        np.testing.assert_array_equal(
+            ops.dropout_mask(64, p, seed=5), ref.dropout_mask(64, p, seed=5)
+        )

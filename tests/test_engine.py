@@ -314,10 +314,12 @@ def test_gradcheck_needs_dropout_off(rng):
 # ---------------------------------------------------------------- dropout
 
 
-def test_dropout_masks_follow_the_documented_scheme(rng):
+@pytest.mark.parametrize("activation", [["prelu", "elu"], ["sigmoid", "tanh"], ["tanh", "sigmoid"]])
+def test_dropout_masks_follow_the_documented_scheme(rng, activation):
     sizes, ps, seed = [6, 11, 9, 3], [0.3, 0.5], 1234
-    # PReLU and ELU: backward needs the pre-dropout output a_l (ELU) and the slope gradient.
-    model = fm.MLP(sizes, activation=["prelu", "elu"], dropout=ps, seed=seed)
+    # Backward needs the slope gradient (PReLU) and the pre-dropout output a_l, not the dropped-out
+    # h_l: ELU, sigmoid and tanh take their derivatives from it.
+    model = fm.MLP(sizes, activation=activation, dropout=ps, seed=seed)
     model.rng_offset = 77  # any start
     r = ReferenceMLP.from_model(model)
     params = [w.astype(np.float64) for w in model.get_weights()]
@@ -778,3 +780,63 @@ def test_a_batch_too_large_for_memory_is_a_memory_error_naming_x():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["ok"]
+
+
+def test_prelu_slope_is_updated_in_a_network_of_several_update_pieces(rng):
+    """100 * 100 + 100 + 100 * 3 + 3 + 1 = 10404 parameters, more than one piece of the engine's
+    update (8192): the PReLU slope, after the last bias, is updated as its own piece. One SGD step
+    moves every tensor, the slope included, by -lr * its gradient."""
+    model = fm.MLP([100, 100, 3], activation="prelu", seed=0)
+    x = rng.standard_normal((32, 100)).astype(np.float32)
+    y = rng.integers(0, 3, 32)
+    before = model.get_weights()
+    _, grads = model.loss_and_gradients(x, y)
+    assert grads[-1].any()  # the slope has a gradient: the test is not vacuous
+    model.train_step(x, y, optimizer=fm.optim.SGD(model, lr=0.5))
+    for w0, g, w1 in zip(before, grads, model.get_weights()):
+        np.testing.assert_allclose(w1, w0 - np.float32(0.5) * g, rtol=1e-6, atol=1e-7)
+
+
+_GENERIC_BATCH_PARALLEL = """
+import sys
+import numpy as np
+import fastmlp as fm
+fm.set_num_threads(2)
+rng = np.random.default_rng(3)
+model = fm.MLP([100, 96, 10], activation="tanh", seed=0)
+assert model._net.step_is_batch_parallel(256)
+x = rng.standard_normal((256, 100)).astype(np.float32)
+y = rng.integers(0, 10, 256)
+value, grads = model.loss_and_gradients(x, y)
+arrays = {f"g{i}": g for i, g in enumerate(grads)}
+arrays.update({f"w{i}": w for i, w in enumerate(model.get_weights())})
+np.savez(sys.argv[1], x=x, y=y, value=value, simd=fm._core._build_info()["simd"], **arrays)
+"""
+
+
+def test_batch_parallel_gradients_match_the_reference_on_both_simd_paths(run_simd_paths):
+    """The batch-parallel backward at 2 threads (the bias gradients are column sums over slices
+    of the columns: 10 columns, row stride 10, a 2-column last slice) against the reference, on
+    the AVX2 kernels and on the generic ones (FASTMLP_SIMD=generic), which no other engine test
+    runs."""
+    results = run_simd_paths(_GENERIC_BATCH_PARALLEL)
+    for path, got in results.items():
+        weights = [got[f"w{i}"] for i in range(4)]
+        model = fm.MLP([100, 96, 10], activation="tanh", seed=0)
+        model.set_weights(weights)
+        params = [w.astype(np.float64) for w in weights]
+        loss_ref, grads_ref = ReferenceMLP.from_model(model).loss_and_gradients(
+            params, got["x"], got["y"], "cross_entropy"
+        )
+        assert float(got["value"]) == pytest.approx(loss_ref, rel=1e-5), path
+        assert_tensors_close([got[f"g{i}"] for i in range(4)], grads_ref, 1e-4, path)
+
+
+def test_forward_through_a_layer_wider_than_one_gemm_column_block(rng):
+    """The GEMM packs the weights in blocks of NC = 4080 columns: a 4100-wide layer has a second
+    block, whose packed weights start after the first's."""
+    model = fm.MLP([5, 4100, 3], activation="relu", seed=0).eval()
+    x = rng.standard_normal((7, 5)).astype(np.float32)
+    params = [w.astype(np.float64) for w in model.get_weights()]
+    want = ReferenceMLP.from_model(model).forward(params, x)[0]
+    np.testing.assert_allclose(model(x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

@@ -73,10 +73,13 @@ def test_engine_refuses_a_label_out_of_range_and_changes_nothing(rng, loss, call
 @pytest.mark.parametrize("threads", [1, 2])
 def test_the_lowest_bad_row_is_reported_whatever_the_threads(rng, restore_threads, threads):
     """8192 x 10 logits: the loss splits its rows over the threads; two bad labels, one in each
-    half, and the error names the lower row for every thread count (it named either before)."""
+    half, and the error names the lower row for every thread count (it named either before).
+    128 inputs, so that the step's 8192 * 128 * 10 multiply-adds are above the engine's
+    one-thread limit (Network::kSerialStepMacs, 2^20): with 4 inputs it ran on one thread
+    whatever set_num_threads said, and reporting the highest bad row passed (mutation audit)."""
     fm.set_num_threads(threads)
-    model = fm.MLP([4, 10], seed=0)
-    x = rng.standard_normal((8192, 4)).astype(np.float32)
+    model = fm.MLP([128, 10], seed=0)
+    x = rng.standard_normal((8192, 128)).astype(np.float32)
     y = rng.integers(0, 10, 8192).astype(np.int64)
     y[100], y[8000] = 10, -1
     for _ in range(5):

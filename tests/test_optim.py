@@ -768,3 +768,42 @@ def test_simd_and_generic_paths_are_bit_identical(run_simd_paths) -> None:
     for key, value in results["generic"].items():
         if key != "simd":
             np.testing.assert_array_equal(results["native"][key], value, err_msg=key)
+
+
+def test_centered_rmsprop_on_a_constant_gradient_stays_finite() -> None:
+    """On a constant gradient grad_avg -> g and square_avg -> g^2, so square_avg - grad_avg^2 -> 0
+    and float32 rounding takes it below 0 (from step 131 for some of these elements): the update
+    clamps it at 0 (common/optim_math.h), where sqrt would give NaN."""
+    g = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    p, v, a = np.zeros_like(g), np.zeros_like(g), np.zeros_like(g)
+    for step in range(1, 201):
+        ops.rmsprop_step(p, g, v, None, a, lr=1e-3, alpha=0.9, centered=True, step=step)
+    assert np.isfinite(p).all()
+
+
+def test_sgd_dampening_of_one_is_accepted() -> None:
+    """dampening is in [0, 1], 1 included (as torch.optim.SGD): the first step sets the buffer to
+    the gradient, later ones only decay it (momentum * b)."""
+    p = np.array([1.0, -2.0], np.float32)
+    g = np.array([0.5, 0.25], np.float32)
+    b = np.zeros(2, np.float32)
+    for step in (1, 2):
+        want = ref.optim.sgd_step(p, g, b, lr=0.1, momentum=0.9, dampening=1.0, step=step)
+        ops.sgd_step(p, g, b, lr=0.1, momentum=0.9, dampening=1.0, step=step)
+        np.testing.assert_allclose(p, want[0], rtol=1e-6)
+        np.testing.assert_allclose(b, want[1], rtol=1e-6)
+    np.testing.assert_allclose(b, [0.45, 0.225], rtol=1e-6)
+
+
+@pytest.mark.parametrize("betas", [(1.0, 0.999), (0.9, 1.0)])
+def test_the_compiled_adam_refuses_a_beta_of_one(betas: tuple[float, float]) -> None:
+    """The C++ check itself (fastmlp.ops checks betas before calling it), and the parameters are
+    left as they were."""
+    p = np.ones(3, np.float32)
+    m, v, g = np.zeros(3, np.float32), np.zeros(3, np.float32), np.ones(3, np.float32)
+    kw: dict[str, Any] = dict(
+        lr=0.1, eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False, l1=0.0, step=1
+    )
+    with pytest.raises(ValueError, match=r"^betas: expected beta[12] in \[0, 1\)"):
+        fastmlp._core.adam_step(p, m, v, g, beta1=betas[0], beta2=betas[1], **kw)
+    np.testing.assert_array_equal(p, 1.0)

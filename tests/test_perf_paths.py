@@ -387,3 +387,25 @@ def test_openmp_wait_policy_default_respects_the_user(env, expected):
         check=True,
     )
     assert out.stdout.strip() == expected
+
+
+def test_bce_counts_take_a_target_of_one_half_as_zero(rng):
+    """A BCE target counts as 1 iff it is > 0.5: soft targets of exactly 0.5 are class 0, so a
+    logit is a hit iff it is <= 0, as (logits > 0) == (y > 0.5) in NumPy."""
+    model = fm.MLP([5, 7, 3], seed=0, loss="bce")
+    x = rng.standard_normal((11, 5)).astype(np.float32)
+    t = np.full((11, 3), 0.5, np.float32)
+    logits = model.forward(x)
+    assert 0 < (logits > 0).sum() < logits.size  # both outcomes occur
+    model.train_step(x, t, optimizer=fm.optim.SGD(model, lr=0.0))
+    assert model._take_train_counts() == (int(((logits > 0) == (t > 0.5)).sum()), t.size)
+
+
+def test_label_counts_take_the_first_of_tied_logits(rng):
+    """As np.argmax, the first of tied maxima is the prediction: with every weight 0 all logits
+    tie and class 0 wins."""
+    model = fm.MLP([5, 7, 3], seed=0)
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    x = rng.standard_normal((11, 5)).astype(np.float32)
+    model.train_step(x, np.zeros(11, np.int64), optimizer=fm.optim.SGD(model, lr=0.0))
+    assert model._take_train_counts() == (11, 11)
