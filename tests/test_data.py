@@ -495,3 +495,12 @@ def test_public_names():
     assert fm.data.make_circles is data.make_circles
     for name in data.__all__:
         assert getattr(data, name).__doc__
+
+
+def test_generators_give_the_rows_left_over_to_the_first_classes():
+    """The rows that do not divide evenly go to the first classes, as the docstrings say."""
+    for gen in (fm.data.make_circles, fm.data.make_moons, fm.data.make_xor):
+        _, y = gen(n_samples=7, seed=0)
+        assert np.bincount(y).tolist() == [4, 3], gen.__name__
+    _, y = fm.data.make_spirals(n_samples=8, n_classes=3, seed=0)
+    assert np.bincount(y).tolist() == [3, 3, 2]

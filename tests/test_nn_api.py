@@ -1109,3 +1109,74 @@ def _read_while_training(read, model, opt, x, y, steps):
         done.set()
         reader.join()
     return results
+
+
+def test_optimizer_defaults_are_the_documented_pytorch_ones():
+    """The optimizers' defaults, as documented and as PyTorch's (the engine tests compare with
+    the reference through ops' own defaults, so a changed class default went unseen)."""
+    model = fm.MLP([2, 3, 2], seed=0)
+    adagrad = fm.optim.AdaGrad(model)
+    assert adagrad.lr == 0.01
+    assert dict(adagrad.defaults) == {"lr_decay": 0.0, "weight_decay": 0.0, "eps": 1e-10, "l1": 0.0}
+    rms = fm.optim.RMSProp(model)
+    assert rms.lr == 0.01
+    assert dict(rms.defaults) == {
+        "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0, "centered": False,
+        "l1": 0.0,
+    }  # fmt: skip
+    adam, adamw = fm.optim.Adam(model), fm.optim.AdamW(model)
+    assert adam.lr == adamw.lr == 1e-3
+    assert dict(adam.defaults) == {
+        "betas": (0.9, 0.999),
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "l1": 0.0,
+    }
+    assert dict(adamw.defaults) == {**adam.defaults, "weight_decay": 0.01}
+    sgd = fm.optim.SGD(model)
+    assert sgd.lr == 0.01
+    assert dict(sgd.defaults) == {
+        "momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0, "l1": 0.0,
+    }  # fmt: skip
+
+
+def test_optimizer_defaults_match_torch_optim():
+    """Same check against torch.optim's signatures where torch is installed (SGD's lr aside:
+    torch's is 1e-3)."""
+    torch = pytest.importorskip("torch")
+    import inspect
+
+    pairs = [
+        (fm.optim.SGD, torch.optim.SGD, {"lr"}),
+        (fm.optim.AdaGrad, torch.optim.Adagrad, set()),
+        (fm.optim.RMSProp, torch.optim.RMSprop, set()),
+        (fm.optim.Adam, torch.optim.Adam, set()),
+        (fm.optim.AdamW, torch.optim.AdamW, set()),
+    ]
+    for ours, theirs, skip in pairs:
+        mine = inspect.signature(ours.__init__).parameters
+        other = inspect.signature(theirs.__init__).parameters
+        for name in (set(mine) & set(other)) - skip - {"self", "params"}:
+            assert mine[name].default == other[name].default, (ours.__name__, name)
+
+
+def test_predict_bce_at_a_logit_of_exactly_zero_is_class_zero():
+    """predict is ``sigmoid > 0.5``, i.e. logit > 0, as evaluate's accuracy counts it: a logit
+    of exactly 0 (probability 0.5) is class 0."""
+    model = fm.MLP([2, 1], loss="bce", seed=0)
+    model.set_weights([np.zeros((2, 1), np.float32), np.zeros(1, np.float32)])
+    x = np.ones((4, 2), np.float32)
+    assert (model(x) == 0).all()
+    np.testing.assert_array_equal(model.predict(x), np.zeros(4, np.int64))
+    assert model.evaluate(x, np.zeros(4, np.float32))["accuracy"] == 1.0
+
+
+def test_set_weights_finds_nan_in_a_bias_wider_than_a_check_block():
+    """check_finite reads blocks of 65536 / columns rows: a 1-D array of more than 32768 values
+    is one row per block, and a NaN in its last value is still found."""
+    model = fm.MLP([1, 40000, 2], seed=0)
+    weights = model.get_weights()
+    weights[1] = weights[1].copy()
+    weights[1][-1] = np.nan
+    with pytest.raises(ValueError, match=r"^weights\[1\]: contains NaN or infinite values"):
+        model.set_weights(weights)

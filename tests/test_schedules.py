@@ -269,3 +269,28 @@ def test_polynomial_with_power_zero_keeps_the_base_rate_as_torch():
         theirs.step()
     ours = S.PolynomialLR(3, power=0.0)
     assert [ours.lr_at(e, 0.1) for e in range(5)] == pytest.approx(expected, rel=1e-12)
+
+
+def test_reduce_on_plateau_skips_a_cut_of_at_most_eps():
+    """As PyTorch's, the rate is cut only when that changes it by more than eps (1e-8 by
+    default)."""
+    # lr 1e-8: a cut by 0.1 would change it by 9e-9 < eps: skipped (the count restarts anyway)
+    sched = S.ReduceLROnPlateau(factor=0.1, patience=0)
+    assert _plateau_run(sched, [1.0, 2.0, 2.0], lr=1e-8) == [1e-8, 1e-8, 1e-8]
+    # a change of exactly eps is skipped too: 1 -> 0.5 (by 0.5 > 0.25), then 0.5 -> 0.25 is not
+    sched = S.ReduceLROnPlateau(factor=0.5, patience=0, eps=0.25)
+    assert _plateau_run(sched, [1.0, 2.0, 2.0], lr=1.0) == [1.0, 0.5, 0.5]
+
+
+def test_reduce_on_plateau_eps_matches_torch():
+    torch = pytest.importorskip("torch")
+    for kw, lr in [({"factor": 0.1}, 1e-8), ({"factor": 0.5, "eps": 0.25}, 1.0)]:
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([p], lr=lr)
+        theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, **kw)
+        expected = []
+        for m in [1.0, 2.0, 2.0]:
+            theirs.step(m)
+            expected.append(opt.param_groups[0]["lr"])
+        got = _plateau_run(S.ReduceLROnPlateau(patience=0, **kw), [1.0, 2.0, 2.0], lr=lr)
+        assert got == pytest.approx(expected, rel=1e-12)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -1145,3 +1146,141 @@ def test_plateau_and_early_stopping_states_round_trip():
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match=r"^state: expected an EarlyStopping.state_dict\(\)"):
         copy.load_state_dict({"best": 1.0})
+
+
+def test_best_epoch_is_the_first_of_equal_values():
+    """best_epoch is the first one on ties, in min and max mode."""
+    h = fm.History(monitor="train_loss")
+    h.train_loss.extend([0.5, 0.3, 0.3, 0.4])
+    assert h.best_epoch == 1
+    h = fm.History(monitor="val_accuracy")  # max mode (already tested; the pair belongs together)
+    h.val_accuracy.extend([0.5, 0.9, 0.9, 0.8])
+    assert h.best_epoch == 1
+
+
+@pytest.mark.parametrize(
+    ("shape", "where"),
+    [((65537, 1), (65535, 0)), ((3, 40000), (2, 7))],
+    ids=["last-row-of-a-block", "one-row-per-block"],
+)
+def test_fit_finds_nan_anywhere_in_a_large_X_before_the_first_step(shape, where):
+    """fit checks X a block of 65536 / columns rows at a time: a NaN in the last row of a block
+    (or anywhere, when a block is one row) is still found before any step, under fit's own name
+    for the array, not by the engine at the batch that holds it, after the batches before it
+    have trained."""
+    X = np.ones(shape, np.float32)
+    X[where] = np.nan
+    y = np.arange(shape[0]) % 2
+    model = fm.MLP([shape[1], 2], seed=0)
+    before = model.get_weights()
+    bs = (shape[0] + 1) // 2  # two batches in order: the NaN is in the second
+    trainer = fm.Trainer(
+        model, fm.optim.SGD(model, lr=0.1), batch_size=bs, epochs=1, shuffle=False, verbose=0
+    )
+    with pytest.raises(ValueError, match=r"^X: contains NaN or infinite values"):
+        trainer.fit(X, y)
+    assert _same_weights(model.get_weights(), before)
+
+
+def test_verbose_auto_shows_the_bar_on_a_terminal(circles, capsys, monkeypatch):
+    """On a terminal, verbose="auto" shows a bar per epoch, as verbose=2 does (a stand-in
+    tqdm: the real one need not be installed)."""
+    Xtr, ytr, _, _ = circles
+    bars: list[dict] = []
+
+    class FakeTqdm:
+        def __init__(self, **kw):
+            bars.append(kw)
+
+        def update(self, n):
+            pass
+
+        def close(self):
+            pass
+
+        @staticmethod
+        def write(line):
+            print(line)
+
+    monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=FakeTqdm))
+    monkeypatch.setattr(trainer_module, "_stderr_isatty", lambda: True)
+    fm.Trainer(_model(), batch_size=32, epochs=2, verbose="auto").fit(Xtr, ytr)
+    assert [b["desc"] for b in bars] == ["epoch 1/2", "epoch 2/2"]
+    assert bars[0]["total"] == 6  # 180 rows in batches of 32
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_ctrl_c_in_a_resumed_run_counts_the_saved_steps_too(circles):
+    """A resumed run's history holds all its epochs, and n_steps all their steps, also when it is
+    interrupted."""
+    Xtr, ytr, _, _ = circles
+    model = RecordingMLP([2, 16, 2], seed=0)
+    opt = fm.optim.Adam(model, lr=1e-2)
+    first = fm.Trainer(model, opt, batch_size=32, epochs=2, verbose=0)
+    assert first.fit(Xtr, ytr).n_steps == 12
+    model.fail_at = len(model.losses) + 3  # Ctrl-C before the third step of the resumed run
+    resumed = fm.Trainer(model, opt, batch_size=32, epochs=4, verbose=0)
+    resumed.load_state_dict(first.state_dict())
+    h = resumed.fit(Xtr, ytr)
+    assert h.interrupted and len(h) == 2
+    assert h.n_steps == 12 + 2 == opt.step_count
+
+
+def test_a_new_fit_starts_a_plateau_schedule_at_the_base_rate(circles):
+    """Each fit is a new run of the schedule from the base rate, as for an epoch schedule."""
+    Xtr, ytr, Xv, yv = circles
+    model = _model()
+    opt = fm.optim.Adam(model, lr=1e-2)
+    plateau = ReduceLROnPlateau(factor=0.5, patience=0)
+    trainer = fm.Trainer(model, opt, batch_size=32, epochs=4, schedule=plateau, verbose=0)
+    first = trainer.fit(Xtr, ytr, validation=(Xv, 1 - yv))  # val_loss gets worse: cuts
+    assert first.lr[-1] < 1e-2 and opt.lr < 1e-2
+    second = trainer.fit(Xtr, ytr, validation=(Xv, 1 - yv))
+    assert second.lr[0] == pytest.approx(1e-2, rel=1e-6)
+
+
+class _InterruptOnFloat:
+    def __float__(self):
+        raise KeyboardInterrupt
+
+
+class InterruptedBetweenAppends(fm.MLP):
+    """Ctrl-C landing between the appends of an epoch's history row: the second validation's
+    accuracy raises KeyboardInterrupt when the Trainer converts it, after the row's first four
+    entries are appended."""
+
+    evaluations = 0
+
+    def evaluate(self, x, y, loss=None, batch_size=4096):
+        result = super().evaluate(x, y, loss=loss, batch_size=batch_size)
+        self.evaluations += 1
+        if self.evaluations == 2:
+            result["accuracy"] = _InterruptOnFloat()
+        return result
+
+
+def test_ctrl_c_between_the_appends_of_a_row_keeps_complete_rows_only(circles):
+    """A Ctrl-C between the appends of an epoch's row leaves complete rows only: History
+    truncates every list to the shortest."""
+    Xtr, ytr, Xv, yv = circles
+    model = InterruptedBetweenAppends([2, 16, 2], seed=0)
+    h = fm.Trainer(model, batch_size=32, epochs=4, verbose=0).fit(Xtr, ytr, validation=(Xv, yv))
+    assert h.interrupted and model.evaluations == 2
+    assert {k: len(h[k]) for k in h.keys()} == {k: 1 for k in h.keys()}
+    assert len(h) == 1 and h.epoch == [0]
+
+
+def test_train_accuracy_counts_only_the_epochs_own_steps(circles):
+    """Steps taken outside fit (here with lr 0, which moves nothing) are not part of the
+    first epoch's train_accuracy."""
+    Xtr, ytr, _, _ = circles
+
+    def accuracy(steps_before_fit: int) -> list:
+        model = _model(seed=0)
+        idle = fm.optim.SGD(model, lr=0.0)
+        for _ in range(steps_before_fit):
+            model.train_step(Xtr[:50], 1 - ytr[:50], optimizer=idle)
+        trainer = fm.Trainer(model, fm.optim.SGD(model, lr=0.1), batch_size=32, epochs=1, verbose=0)
+        return trainer.fit(Xtr, ytr).train_accuracy
+
+    assert accuracy(3) == accuracy(0)
