@@ -807,3 +807,16 @@ def test_the_compiled_adam_refuses_a_beta_of_one(betas: tuple[float, float]) -> 
     with pytest.raises(ValueError, match=r"^betas: expected beta[12] in \[0, 1\)"):
         fastmlp._core.adam_step(p, m, v, g, beta1=betas[0], beta2=betas[1], **kw)
     np.testing.assert_array_equal(p, 1.0)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adagrad", "rmsprop", "adam"])
+def test_the_reference_has_the_kernels_defaults(opt: str) -> None:
+    """The step comparisons above pass every hyper-parameter to the reference explicitly (the
+    kernels' defaults filled in), so they would not see a reference whose own defaults differ:
+    a user calling ``fastmlp.reference.optim`` with its defaults gets the kernels' update."""
+    ours = inspect.signature(getattr(ops, f"{opt}_step")).parameters
+    theirs = inspect.signature(getattr(ref.optim, f"{opt}_step")).parameters
+    shared = [k for k, p in ours.items() if p.default is not inspect.Parameter.empty]
+    shared = [k for k in shared if k not in ("step", "device")]
+    assert shared and set(shared) <= set(theirs), sorted(set(shared) - set(theirs))
+    assert {k: theirs[k].default for k in shared} == {k: ours[k].default for k in shared}
