@@ -321,3 +321,28 @@ def test_an_element_whose_uniform_equals_p_is_kept() -> None:
         np.testing.assert_array_equal(
             ops.dropout_mask(64, p, seed=5), ref.dropout_mask(64, p, seed=5)
         )
+
+
+def test_p_zero_copies_every_element_even_a_single_one() -> None:
+    """p = 0 is a copy, for every size, one element included (the outputs start as NaN, so an
+    element left unwritten shows)."""
+    for n in (1, 2, 5):
+        dy = np.arange(1, n + 1, dtype=np.float32)
+        dx = np.full(n, np.nan, np.float32)
+        _core.dropout_backward(dx, dy, p=0.0, seed=1, offset=0)
+        np.testing.assert_array_equal(dx, dy)
+        y = np.full(n, np.nan, np.float32)
+        _core.dropout_forward(y, dy, p=0.0, seed=1, offset=0)
+        np.testing.assert_array_equal(y, dy)
+
+
+def test_core_accepts_adjacent_views_that_share_no_byte() -> None:
+    """Two halves of one buffer touch but do not overlap: the bindings' overlap check lets them
+    through (it refused them as "must not partly overlap" when it compared with <=)."""
+    buf = np.arange(1, 1 + 2 * 1032, dtype=np.float32)
+    x = buf[1032:].copy()
+    _core.dropout_forward(buf[:1032], buf[1032:], p=0.5, seed=1, offset=3)  # y just before x
+    np.testing.assert_array_equal(buf[:1032], ops.dropout(x, 0.5, seed=1, offset=3))
+    dy = buf[:1032].copy()
+    _core.dropout_backward(buf[1032:], buf[:1032], p=0.5, seed=1, offset=3)  # dx just after dy
+    np.testing.assert_array_equal(buf[1032:], ops.dropout_backward(dy, 0.5, seed=1, offset=3))

@@ -840,3 +840,23 @@ def test_forward_through_a_layer_wider_than_one_gemm_column_block(rng):
     params = [w.astype(np.float64) for w in model.get_weights()]
     want = ReferenceMLP.from_model(model).forward(params, x)[0]
     np.testing.assert_allclose(model(x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_eval_mode_on_the_batch_parallel_path_draws_no_dropout(rng, restore_threads):
+    """An eval-mode loss_and_gradients or train_step large enough for the batch-parallel passes
+    (2 threads, 512 rows) draws no dropout and leaves rng_offset alone, as the serial passes do
+    (the other eval-mode checks use batches of at most 16 rows, which take the serial ones)."""
+    fm.set_num_threads(2)
+    sizes, activation = [20, 256, 128, 5], ["tanh", "relu"]
+    model = fm.MLP(sizes, activation=activation, dropout=[0.2, 0.4], seed=11).eval()
+    x, y = make_data(rng, 512, 20, 5, "cross_entropy")
+    assert model._net.step_is_batch_parallel(512)
+    model.rng_offset = 5
+    value, _ = model.loss_and_gradients(x, y)
+    assert model.rng_offset == 5
+    model.train_step(x, y, optimizer=fm.optim.SGD(model, lr=0.0))
+    assert model.rng_offset == 5
+    # No dropout was applied either: the loss of the same weights without dropout layers.
+    plain = fm.MLP(sizes, activation=activation, seed=11)
+    plain.set_weights(model.get_weights())
+    assert plain.loss_and_gradients(x, y)[0] == value

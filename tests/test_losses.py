@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 
+import fastmlp
 from fastmlp import _core, ops, reference
 
 # (1, 1), one row, one column, odd and prime sizes, and a large batch split across threads.
@@ -485,3 +486,37 @@ def test_cross_entropy_loss_alone_equals_the_loss_with_its_gradient(rng, classes
     with_grad, _ = ops.softmax_cross_entropy(x, y, label_smoothing=smoothing)
     alone, grad = ops.softmax_cross_entropy(x, y, label_smoothing=smoothing, need_grad=False)
     assert grad is None and alone == with_grad
+
+
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "multiclass_hinge_loss"])
+def test_binding_itself_refuses_a_label_equal_to_the_class_count(rng, name):
+    """The bindings refuse the label C with a message that ends at the range; the kernels' own
+    re-check (which blames another thread for rewriting the labels) is not what catches it."""
+    x, labels = make_inputs(rng, name, (4, 3))
+    labels[2] = 3
+    with pytest.raises(ValueError, match=r"^labels: label 3 at index 2 is out of range \[0, 3\)$"):
+        getattr(_core, name)(x, labels, 0.0 if "entropy" in name else 1.0, True)
+    # The engine's binding uses the same check.
+    model = fastmlp.MLP([3, 5, 3], seed=0)
+    with pytest.raises(ValueError, match=r"^y: label 3 at index 2 is out of range \[0, 3\)$"):
+        model._net.loss_and_gradients(x, labels, 0 if "entropy" in name else 2)
+
+
+@pytest.mark.parametrize("name", ["mse_loss", "bce_with_logits"])
+def test_core_refuses_rows_without_columns(name):
+    """The compiled losses refuse a (4, 0) input themselves (fastmlp.ops checks it first)."""
+    empty_x, empty_other = np.zeros((4, 0), np.float32), np.zeros((4, 0), np.float32)
+    with pytest.raises(ValueError, match=r"^(pred|logits): expected at least one column"):
+        getattr(_core, name)(empty_x, empty_other, True)
+
+
+@pytest.mark.parametrize("flat_index", [0, 5, 11])
+def test_core_checks_every_bce_target(rng, flat_index):
+    """The compiled BCE checks every target, the last one included."""
+    x, t = make_inputs(rng, "bce_with_logits", (4, 3))
+    t.reshape(-1)[flat_index] = 2.0
+    with pytest.raises(
+        ValueError,
+        match=rf"^targets: expected values in \[0, 1\], got 2 at flat index {flat_index}$",
+    ):
+        _core.bce_with_logits(x, t, True)

@@ -1180,3 +1180,29 @@ def test_set_weights_finds_nan_in_a_bias_wider_than_a_check_block():
     weights[1][-1] = np.nan
     with pytest.raises(ValueError, match=r"^weights\[1\]: contains NaN or infinite values"):
         model.set_weights(weights)
+
+
+def test_engine_refuses_what_the_python_layer_would_when_bypassed(rng):
+    """The engine's own checks, reached through model._net and _core.Network: label smoothing
+    with a loss other than cross-entropy, NaN weights, a dropout probability of 1."""
+    model = fm.MLP([4, 6, 3], seed=0)
+    net = model._net
+    x, y = data(rng)
+    opt = fm.optim.SGD(model, lr=0.1)
+    before = model.get_weights()
+    for call in (
+        lambda: net.loss_and_gradients(x, y, 2, 0.1),
+        lambda: net.train_step(x, y, 2, 0.1, True, opt._state),
+    ):
+        with pytest.raises(ValueError, match=r"^label_smoothing: only the cross_entropy loss"):
+            call()
+    bad = net.parameters()
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match=r"^weights: contain NaN or infinite values"):
+        net.set_parameters(bad)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(
+        ValueError, match=r"^dropout: entry 0 is 1, expected a probability in \[0, 1\)"
+    ):
+        fm._core.Network([4, 6, 3], [1], [0.0], [1.0], 0)

@@ -820,3 +820,16 @@ def test_the_reference_has_the_kernels_defaults(opt: str) -> None:
     shared = [k for k in shared if k not in ("step", "device")]
     assert shared and set(shared) <= set(theirs), sorted(set(shared) - set(theirs))
     assert {k: theirs[k].default for k in shared} == {k: ours[k].default for k in shared}
+
+
+def test_core_accepts_a_grad_adjacent_to_param() -> None:
+    """The optimizer bindings' overlap check lets through a gradient that starts where the
+    parameters end (adjacent, no shared byte)."""
+    buf = np.linspace(-1.0, 1.0, 2 * 37, dtype=np.float32)
+    param, grad = buf[:37], buf[37:]
+    expected = param - np.float32(0.1) * grad  # p -= lr * g, one float32 multiply and subtract
+    fastmlp._core.sgd_step(
+        param, None, grad, lr=0.1, momentum=0.0, dampening=0.0, nesterov=False,
+        weight_decay=0.0, l1=0.0, step=1,
+    )  # fmt: skip
+    np.testing.assert_array_equal(param, expected)

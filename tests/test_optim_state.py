@@ -301,3 +301,43 @@ def test_lr_set_from_two_threads_ends_the_same_in_python_and_the_engine() -> Non
             t.join()
         mismatches += np.float32(opt.lr) != np.float32(opt._state.lr)
     assert mismatches == 0
+
+
+def test_a_state_with_steps_but_no_buffers_is_refused_and_changes_nothing() -> None:
+    """A state of 2 steps without its buffers (num_parameters None) does not load: Adam would go
+    on at step 3 with zero moments. Only the engine checks this."""
+    model = fm.MLP(SIZES, seed=0)
+    opt = fm.optim.Adam(model, lr=0.01)
+    _steps(model, opt, 2)
+    before = opt.state_dict()
+    bad = copy.deepcopy(before)
+    bad["num_parameters"] = None
+    bad["state"] = {}
+    with pytest.raises(ValueError, match=r"optimizer state: -1 parameters with step 2"):
+        opt.load_state_dict(bad)
+    after = opt.state_dict()
+    assert after["step"] == 2 and after["num_parameters"] == before["num_parameters"]
+    for key in before["state"]:
+        np.testing.assert_array_equal(after["state"][key], before["state"][key])
+
+
+@pytest.mark.parametrize(
+    ("opt_kw", "keys"),
+    [
+        ({}, {"square_avg"}),
+        ({"momentum": 0.5}, {"square_avg", "momentum_buffer"}),
+        ({"centered": True}, {"square_avg", "grad_avg"}),
+        ({"momentum": 0.5, "centered": True}, {"square_avg", "momentum_buffer", "grad_avg"}),
+    ],
+)
+def test_rmsprop_state_holds_only_the_buffers_its_flags_use(opt_kw, keys) -> None:
+    """As PyTorch's: grad_avg only when centered, momentum_buffer only with momentum; a state
+    with just those loads and resumes."""
+    model = fm.MLP(SIZES, seed=0)
+    opt = fm.optim.RMSProp(model, lr=0.01, **opt_kw)
+    _steps(model, opt, 2)
+    state = opt.state_dict()
+    assert set(state["state"]) == keys
+    resumed = fm.optim.RMSProp(fm.MLP(SIZES, seed=0), lr=0.01, **opt_kw)
+    resumed.load_state_dict({**state, "state": {k: state["state"][k] for k in keys}})
+    assert resumed.step_count == 2
