@@ -797,7 +797,7 @@ def test_prelu_slope_is_updated_in_a_network_of_several_update_pieces(rng):
         np.testing.assert_allclose(w1, w0 - np.float32(0.5) * g, rtol=1e-6, atol=1e-7)
 
 
-_GENERIC_BATCH_PARALLEL = """
+_BATCH_PARALLEL_GRADIENTS = """
 import sys
 import numpy as np
 import fastmlp as fm
@@ -819,7 +819,7 @@ def test_batch_parallel_gradients_match_the_reference_on_both_simd_paths(run_sim
     of the columns: 10 columns, row stride 10, a 2-column last slice) against the reference, on
     the AVX2 kernels and on the generic ones (FASTMLP_SIMD=generic), which no other engine test
     runs."""
-    results = run_simd_paths(_GENERIC_BATCH_PARALLEL)
+    results = run_simd_paths(_BATCH_PARALLEL_GRADIENTS)
     for path, got in results.items():
         weights = [got[f"w{i}"] for i in range(4)]
         model = fm.MLP([100, 96, 10], activation="tanh", seed=0)
