@@ -1144,8 +1144,6 @@ def test_optimizer_defaults_match_torch_optim():
     """Same check against torch.optim's signatures where torch is installed (SGD's lr aside:
     torch's is 1e-3)."""
     torch = pytest.importorskip("torch")
-    import inspect
-
     pairs = [
         (fm.optim.SGD, torch.optim.SGD, {"lr"}),
         (fm.optim.AdaGrad, torch.optim.Adagrad, set()),

@@ -283,6 +283,8 @@ def test_reduce_on_plateau_skips_a_cut_of_at_most_eps():
 
 
 def test_reduce_on_plateau_eps_matches_torch():
+    """The two runs above, against torch.optim.lr_scheduler.ReduceLROnPlateau where torch is
+    installed."""
     torch = pytest.importorskip("torch")
     for kw, lr in [({"factor": 0.1}, 1e-8), ({"factor": 0.5, "eps": 0.25}, 1.0)]:
         p = torch.nn.Parameter(torch.zeros(1))
