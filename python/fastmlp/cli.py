@@ -385,9 +385,12 @@ def _saved_model_note(args: argparse.Namespace, classes: int) -> str:
     """What the ``--save`` line tells about the model written: the input it takes and, for the
     losses whose ``predict`` gives no class labels, how to get them."""
     if args.data == "digits":
-        note = "it takes raw pixel counts 0-16: the /16 scaling and the standardisation are in it"
+        note = (
+            f"it takes raw pixel counts 0-16: the /{PIXEL_DIVISORS['digits']:g} scaling and the "
+            "standardisation are in it"
+        )
     elif args.data == "mnist":
-        note = "it takes raw pixel bytes 0-255: the /255 scaling is in it"
+        note = f"it takes raw pixel bytes 0-255: the /{PIXEL_DIVISORS['mnist']:g} scaling is in it"
     else:
         note = "it takes raw features: the standardisation is in it"
     outputs = {"mse": "its outputs", "bce": "0/1 per output (logit > 0)"}.get(args.loss)

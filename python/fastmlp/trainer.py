@@ -509,6 +509,25 @@ class Trainer:
         self._rng = np.random.default_rng(value)
         self._rng_at_epoch_end = self._rng.bit_generator.state
 
+    def _metric_schedule(self) -> Any:
+        """The schedule if it follows a metric (ReduceLROnPlateau, or anything with
+        ``reset``/``step`` and no ``lr_at``), else None."""
+        sched = self.schedule
+        return sched if sched is not None and not hasattr(sched, "lr_at") else None
+
+    def _resumable_metric_schedule(self, why: str) -> Any:
+        """:meth:`_metric_schedule`, refused (TypeError, ``why`` saying what cannot be done)
+        when it has no ``state_dict()``/``load_state_dict()`` to save and resume it with."""
+        sched = self._metric_schedule()
+        if sched is not None and not (
+            callable(getattr(sched, "state_dict", None))
+            and callable(getattr(sched, "load_state_dict", None))
+        ):
+            raise TypeError(
+                f"schedule: {type(sched).__name__} has no state_dict()/load_state_dict(), so {why}"
+            )
+        return sched
+
     def state_dict(self) -> dict[str, Any]:
         """Where the run stands after its last completed epoch, to resume it with
         :meth:`load_state_dict`: the epochs done, the base rate, the shuffling Generator's state,
@@ -530,17 +549,11 @@ class Trainer:
             history = trainer.fit(X, y)   # the remaining epochs; the history has them all
 
         After Ctrl-C the model holds the steps of a partial epoch, which a resumed run does
-        again. A metric schedule without ``state_dict()`` cannot be saved (TypeError).
+        again. A metric schedule without ``state_dict()``/``load_state_dict()`` cannot be saved
+        (TypeError).
         """
-        sched = self.schedule
-        sched_state = None
-        if sched is not None and not hasattr(sched, "lr_at"):
-            if not callable(getattr(sched, "state_dict", None)):
-                raise TypeError(
-                    f"schedule: {type(sched).__name__} has no state_dict(), so the run cannot "
-                    "be saved"
-                )
-            sched_state = sched.state_dict()
+        sched = self._resumable_metric_schedule("the run cannot be saved")
+        sched_state = None if sched is None else sched.state_dict()
         done = self._epochs_done
         h = self._history
         return {
@@ -594,8 +607,8 @@ class Trainer:
             n_steps = check_int(history.get("n_steps"), "state['history']['n_steps']", 0)
         elif epoch > 0:
             raise ValueError(f"state['history']: expected the history of {epoch} epochs, got None")
-        sched = self.schedule
-        plateau = sched is not None and not hasattr(sched, "lr_at")
+        sched = self._metric_schedule()
+        plateau = sched is not None
         for who, mine, saved in (
             ("schedule", plateau, state["schedule"]),
             ("early_stopping", self.early_stopping is not None, state["early_stopping"]),
@@ -606,14 +619,7 @@ class Trainer:
                     f"{'a metric schedule' if who == 'schedule' else 'early stopping'}, and this "
                     "Trainer has " + ("one" if mine else "none")
                 )
-        if plateau and not (
-            callable(getattr(sched, "state_dict", None))
-            and callable(getattr(sched, "load_state_dict", None))
-        ):
-            raise TypeError(
-                f"schedule: {type(sched).__name__} has no state_dict()/load_state_dict(), so "
-                "a saved run cannot be put back into it"
-            )
+        self._resumable_metric_schedule("a saved run cannot be put back into it")
         # Each object checks its own state before changing anything; the schedule's is put back
         # if early stopping's is refused, so that a refusal leaves the Trainer as it was.
         old_sched = sched.state_dict() if plateau else None
@@ -706,9 +712,8 @@ class Trainer:
             if Xv.shape[1] != X.shape[1]:
                 raise ValueError(f"X_val: expected {X.shape[1]} columns like X, got {Xv.shape[1]}")
         has_val = validation is not None
-        # Metric schedules (ReduceLROnPlateau or anything with reset/step and no lr_at).
         sched = self.schedule
-        plateau = sched if sched is not None and not hasattr(sched, "lr_at") else None
+        plateau = self._metric_schedule()
         plateau_monitor = getattr(plateau, "monitor", "val_loss") if plateau is not None else None
         for who, monitor in (
             ("early_stopping", getattr(self.early_stopping, "monitor", None)),
